@@ -1,0 +1,176 @@
+"""Typed config schema, registered in Hydra's ConfigStore, and the checks Hydra cannot express.
+
+``conf/config.yaml`` lists ``raysweep_schema`` first in its defaults, so every YAML file is merged onto these
+dataclasses: an unknown key or an ill-typed value stops composition with a message naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from raysweep.errors import RaySweepError
+
+#: Where ``conf/`` lives: next to ``src/`` in a checkout, overridable for installed copies.
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+class Mode(str, Enum):
+    """Whether the sweep metric is maximised or minimised."""
+
+    max = "max"
+    min = "min"
+
+
+class LoggingMode(str, Enum):
+    """Where trial metrics are written to MLflow from."""
+
+    driver = "driver"
+    worker = "worker"
+
+
+class DataSource(str, Enum):
+    """Where the training data comes from."""
+
+    synthetic = "synthetic"
+    file = "file"
+
+
+@dataclass
+class SweepConfig:
+    name: str = MISSING
+    run_name: str = MISSING
+    metric: str = "val_auc"
+    mode: Mode = Mode.max
+    num_samples: int = 16
+    max_concurrent_trials: Optional[int] = None
+    register: bool = True
+
+
+@dataclass
+class DataConfig:
+    source: DataSource = DataSource.synthetic
+    n_samples: int = 20_000
+    fraud_rate: float = 0.015
+    n_noise_features: int = 4
+    path: Optional[str] = None
+    target: str = "is_fraud"
+    val_fraction: float = 0.25
+    seed: int = 0
+
+
+@dataclass
+class TrainerConfig:
+    name: str = "sklearn"
+    family: str = "random_forest"
+    iterations: int = 5
+    cpus_per_trial: float = 1.0
+    seed: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MLflowConfig:
+    mode: LoggingMode = LoggingMode.driver
+    tracking_uri: str = "sqlite:///mlflow.db"
+    registry_uri: Optional[str] = None
+    experiment_name: str = MISSING
+    registered_model: str = MISSING
+
+
+@dataclass
+class SearchAlgConfig:
+    name: str = "random"
+    seed: Optional[int] = 0
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "fifo"
+
+
+@dataclass
+class ClusterConfig:
+    name: str = "local"
+    address: Optional[str] = None
+    num_cpus: Optional[int] = None
+    storage_path: Optional[str] = None
+    reuse_actors: bool = True
+    verbose: int = 1
+
+
+@dataclass
+class RaySweepConfig:
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    mlflow: MLflowConfig = field(default_factory=MLflowConfig)
+    search_alg: SearchAlgConfig = field(default_factory=SearchAlgConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    search_space: dict[str, Any] = field(default_factory=dict)
+
+
+def register_schema() -> None:
+    """Register :class:`RaySweepConfig` as ``raysweep_schema`` in Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="raysweep_schema", node=RaySweepConfig)
+
+
+def available_sweeps() -> list[str]:
+    """Names usable with ``+sweep=NAME`` from the packaged ``conf/sweep`` folder."""
+    return sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check what the schema cannot: a sweep is selected and the values make sense together.
+
+    Args:
+        cfg: The composed config.
+
+    Raises:
+        RaySweepError: With one line naming the problem and the fix.
+    """
+    if OmegaConf.is_missing(cfg.sweep, "name"):
+        raise RaySweepError(f"no sweep selected; run with +sweep=NAME (available: {', '.join(available_sweeps())})")
+    for key in ("experiment_name", "registered_model"):
+        if OmegaConf.is_missing(cfg.mlflow, key) or not cfg.mlflow[key]:
+            raise RaySweepError(f"mlflow.{key} is not set; set it in the sweep file or with mlflow.{key}=...")
+    if cfg.sweep.num_samples < 1:
+        raise RaySweepError(f"sweep.num_samples={cfg.sweep.num_samples}; it must be at least 1")
+    if cfg.sweep.max_concurrent_trials is not None and cfg.sweep.max_concurrent_trials < 1:
+        raise RaySweepError("sweep.max_concurrent_trials must be at least 1, or null to fill the cluster")
+    if cfg.data.source == DataSource.file:
+        if not cfg.data.path:
+            raise RaySweepError("data=csv needs a file; add data.path=FILE data.target=COLUMN")
+        if OmegaConf.is_missing(cfg.data, "target"):
+            raise RaySweepError("data=csv needs the label column; add data.target=COLUMN")
+    if not 0.0 < cfg.data.val_fraction < 1.0:
+        raise RaySweepError(f"data.val_fraction={cfg.data.val_fraction}; it must be between 0 and 1")
+    if cfg.data.source == DataSource.synthetic and not 0.0 < cfg.data.fraud_rate < 0.5:
+        raise RaySweepError(f"data.fraud_rate={cfg.data.fraud_rate}; it must be between 0 and 0.5")
+    if cfg.trainer.iterations < 1:
+        raise RaySweepError(f"trainer.iterations={cfg.trainer.iterations}; it must be at least 1")
+    if cfg.trainer.cpus_per_trial <= 0:
+        raise RaySweepError("trainer.cpus_per_trial must be > 0")
+    if cfg.search_alg.name != "random":
+        raise RaySweepError(f"search_alg.name={cfg.search_alg.name!r} is not known; use search_alg=random")
+    if cfg.scheduler.name != "fifo":
+        raise RaySweepError(f"scheduler.name={cfg.scheduler.name!r} is not known; use scheduler=fifo")
+    if cfg.mlflow.mode != LoggingMode.driver:
+        raise RaySweepError(f"mlflow.mode={cfg.mlflow.mode.value} is not available yet; use mlflow=driver")
+
+    from raysweep import trainables
+
+    trainer = trainables.get(cfg.trainer.name)
+    if cfg.sweep.metric not in trainer.METRICS:
+        raise RaySweepError(
+            f"sweep.metric={cfg.sweep.metric!r} is not reported by trainer {cfg.trainer.name!r}; "
+            f"use one of {', '.join(trainer.METRICS)}"
+        )
+    trainer.validate(cfg.trainer, dict(cfg.search_space))

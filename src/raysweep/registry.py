@@ -1,0 +1,159 @@
+"""Register a sweep's best trial in the MLflow model registry and move the ``challenger``/``champion`` aliases."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+
+from mlflow import MlflowClient
+from mlflow.entities import RunTag
+
+from raysweep.analysis import SweepSummary
+from raysweep.errors import RaySweepError
+from raysweep.tracking.tags import CHECKPOINT_TAG
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+MODEL_URI_TAG = "raysweep.model_uri"
+PARENT_TAG = "raysweep.parent_run_id"
+METRIC_TAG = "raysweep.metric"
+VALUE_TAG = "raysweep.metric_value"
+MODE_TAG = "raysweep.mode"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The model version a sweep registered (or found already registered) and the aliases it holds."""
+
+    name: str
+    version: str
+    aliases: tuple[str, ...]
+    created: bool
+
+    @property
+    def uri(self) -> str:
+        """``models:/NAME@champion`` when it is the champion, else ``models:/NAME/VERSION``."""
+        return f"models:/{self.name}@{CHAMPION}" if CHAMPION in self.aliases else f"models:/{self.name}/{self.version}"
+
+    def __str__(self) -> str:
+        aliases = ", ".join(f"@{a}" for a in self.aliases) or "no aliases"
+        state = "new version" if self.created else "already registered"
+        return f"{self.name} v{self.version} ({state}; {aliases})  load with {self.uri}"
+
+
+def register_best(client: MlflowClient, parent, summary: SweepSummary) -> Registration:
+    """Log the best trial's checkpointed model to its run, register it, and move the aliases.
+
+    Idempotent per sweep: a second call finds the version registered from the same parent run and
+    creates nothing new. The new version always becomes ``@challenger``; it becomes ``@champion`` too when
+    the model has no champion or beats the champion's recorded metric in the sweep's mode.
+
+    Args:
+        client: Client bound to the tracking and registry stores.
+        parent: The sweep's parent run.
+        summary: The sweep's summary from :func:`raysweep.analysis.summarize`.
+
+    Returns:
+        The :class:`Registration`.
+    """
+    name = parent.data.params["mlflow.registered_model"]
+    version = _existing_version(client, name, summary)
+    created = version is None
+    if created:
+        model_uri = _log_model(client, parent, summary)
+        version = _register(client, name, model_uri, summary)
+    _move_aliases(client, name, version, summary)
+    current = client.get_model_version(name, version)
+    return Registration(name, version, tuple(sorted(current.aliases)), created)
+
+
+def _existing_version(client: MlflowClient, name: str, summary: SweepSummary) -> str | None:
+    versions = client.search_model_versions(f"name = '{name}' and run_id = '{summary.best_run_id}'")
+    for mv in versions:
+        if mv.tags.get(PARENT_TAG) == summary.parent_run_id:
+            return mv.version
+    return None
+
+
+def _log_model(client: MlflowClient, parent, summary: SweepSummary) -> str:
+    import mlflow
+
+    from raysweep import trainables
+
+    best = client.get_run(summary.best_run_id)
+    if MODEL_URI_TAG in best.data.tags:
+        return best.data.tags[MODEL_URI_TAG]
+    checkpoint = best.data.tags.get(CHECKPOINT_TAG)
+    if not checkpoint:
+        raise RaySweepError(f"best trial {summary.best_run_name} recorded no checkpoint; its model cannot be registered")
+    trainer = trainables.get(parent.data.params["trainer.name"])
+    with tempfile.TemporaryDirectory() as tmp:
+        local = _fetch_checkpoint(checkpoint, tmp)
+        try:
+            with mlflow.start_run(run_id=summary.best_run_id):
+                info = trainer.log_model(local)
+        finally:
+            # start_run re-opened the finished child; put its status back whatever happened.
+            client.set_terminated(summary.best_run_id, "FINISHED", end_time=best.info.end_time)
+    client.log_batch(summary.best_run_id, tags=[RunTag(MODEL_URI_TAG, info.model_uri)])
+    return info.model_uri
+
+
+def _fetch_checkpoint(path: str, tmp: str) -> str:
+    from ray.tune import Checkpoint
+
+    try:
+        return Checkpoint(path).to_directory(tmp)
+    except FileNotFoundError:
+        raise RaySweepError(
+            f"checkpoint {path!r} of the best trial is gone; keep the Ray results folder (cluster.storage_path)"
+        ) from None
+
+
+def _register(client: MlflowClient, name: str, model_uri: str, summary: SweepSummary) -> str:
+    import mlflow
+
+    tags = {
+        PARENT_TAG: summary.parent_run_id,
+        "raysweep.sweep": summary.sweep_run_name,
+        "raysweep.trial": summary.best_run_name,
+        METRIC_TAG: summary.metric,
+        VALUE_TAG: repr(summary.best_value),
+        MODE_TAG: summary.mode,
+    }
+    mv = mlflow.register_model(model_uri, name, tags=tags)
+    params = ", ".join(f"{k}={v}" for k, v in sorted(summary.best_params.items()))
+    client.update_model_version(
+        name,
+        mv.version,
+        description=(
+            f"Best of {summary.n_trials} trials of sweep {summary.sweep_run_name}: "
+            f"{summary.metric}={summary.best_value:.4f} ({summary.mode}). Trial {summary.best_run_name}; {params}."
+        ),
+    )
+    return mv.version
+
+
+def _move_aliases(client: MlflowClient, name: str, version: str, summary: SweepSummary) -> None:
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except Exception:
+        champion = None
+    if champion is None or (champion.version != version and beats(summary, champion.tags)):
+        client.set_registered_model_alias(name, CHAMPION, version)
+
+
+def beats(summary: SweepSummary, champion_tags: dict[str, str]) -> bool:
+    """Whether a sweep's best value beats the metric recorded on the champion version.
+
+    A champion recorded with another metric or mode, or with none (promoted by hand), is never replaced
+    automatically.
+    """
+    if champion_tags.get(METRIC_TAG) != summary.metric or champion_tags.get(MODE_TAG) != summary.mode:
+        return False
+    try:
+        recorded = float(champion_tags[VALUE_TAG])
+    except (KeyError, ValueError):
+        return False
+    return summary.best_value > recorded if summary.mode == "max" else summary.best_value < recorded

@@ -1,0 +1,153 @@
+"""Translate Hydra's sweep-override grammar into ``ray.tune`` search domains.
+
+The grammar is the one Hydra's Optuna sweeper reads, parsed by Hydra's own override parser:
+
+==============================  ===================================================
+``choice(a, b, c)``             ``tune.choice([a, b, c])``
+``range(lo, hi[, step])``       ``tune.choice(list(range(lo, hi, step)))`` (hi excluded, like Python)
+``interval(lo, hi)``            ``tune.uniform(lo, hi)``
+``tag(log, interval(lo, hi))``  ``tune.loguniform(lo, hi)``
+``tag(int, interval(lo, hi))``  ``tune.randint(lo, hi + 1)`` (hi included, like Optuna's IntDistribution)
+``tag(log, int, interval(..))`` ``tune.lograndint(lo, hi + 1)``
+anything else                   a fixed value, passed to every trial unchanged
+==============================  ===================================================
+
+Hydra rejects ``null`` inside ``choice(...)``, so the bare word ``none`` (any case) stands for Python's
+``None``, both inside ``choice``/``range`` and as a fixed value: ``max_depth: choice(8, 16, none)``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from raysweep.errors import RaySweepError
+
+_SWEEP_FUNCTIONS = ("choice", "range", "interval", "tag", "shuffle", "sort", "glob")
+_LOOKS_LIKE_SWEEP = re.compile(r"^\s*(%s)\s*\(" % "|".join(_SWEEP_FUNCTIONS))
+_KNOWN_TAGS = {"log", "int"}
+_NONE_WORD = "none"
+
+
+def is_sweep_expression(value: Any) -> bool:
+    """True when ``value`` is a string written in the sweep grammar (``choice(...)``, ``range(...)``...)."""
+    return isinstance(value, str) and bool(_LOOKS_LIKE_SWEEP.match(value))
+
+
+def _none_word(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() == _NONE_WORD:
+        return None
+    return value
+
+
+def parse_dimension(name: str, value: Any) -> Any:
+    """Translate one search-space entry into a ``ray.tune`` domain, or return it as a fixed value.
+
+    Args:
+        name: The hyperparameter's name, used in error messages.
+        value: A sweep expression such as ``"tag(log, interval(1e-3, 1))"``, or a fixed value.
+
+    Returns:
+        A ``ray.tune.search.sample.Domain`` for sweep expressions; the value itself otherwise (with the
+        word ``none`` turned into ``None``).
+
+    Raises:
+        RaySweepError: The expression is malformed, empty, or uses a form raysweep cannot search.
+    """
+    if not is_sweep_expression(value):
+        return _none_word(value)
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+    from hydra.errors import HydraException
+    from ray import tune
+
+    try:
+        override = OverridesParser.create().parse_override(f"{name}={value}")
+    except HydraException as e:
+        reason = str(e).splitlines()[0].strip()
+        raise RaySweepError(
+            f"search_space.{name}: cannot parse {value!r} ({reason}); "
+            "write choice(a,b), range(lo,hi[,step]), interval(lo,hi) or tag(log|int, interval(lo,hi))"
+        ) from None
+
+    sweep = override.value()
+    tags = set(getattr(sweep, "tags", set()) or ())
+    unknown = tags - _KNOWN_TAGS
+    if unknown:
+        raise RaySweepError(
+            f"search_space.{name}: unknown tag(s) {sorted(unknown)} in {value!r}; use tag(log, ...) or tag(int, ...)"
+        )
+
+    if isinstance(sweep, ChoiceSweep):
+        options = [_none_word(v) for v in sweep.list]
+        if any(isinstance(v, (dict, list)) for v in options):
+            raise RaySweepError(
+                f"search_space.{name}: choice(...) options must be plain values, got {value!r}; "
+                "list the values without brackets or braces"
+            )
+        return tune.choice(options)
+
+    if isinstance(sweep, RangeSweep):
+        values = list(override.sweep_iterator())
+        if not values:
+            raise RaySweepError(
+                f"search_space.{name}: {value!r} is empty; range(lo, hi, step) needs lo < hi for a positive step"
+            )
+        return tune.choice(values)
+
+    if isinstance(sweep, IntervalSweep):
+        lo, hi = sweep.start, sweep.end
+        if not lo < hi:
+            raise RaySweepError(f"search_space.{name}: {value!r} is empty; interval(lo, hi) needs lo < hi")
+        if "log" in tags and lo <= 0:
+            raise RaySweepError(f"search_space.{name}: {value!r} is log-scaled, so lo must be > 0")
+        if "int" in tags:
+            lo_i, hi_i = int(lo), int(hi)
+            if lo_i != lo or hi_i != hi:
+                raise RaySweepError(f"search_space.{name}: tag(int, ...) needs whole-number bounds, got {value!r}")
+            return tune.lograndint(lo_i, hi_i + 1) if "log" in tags else tune.randint(lo_i, hi_i + 1)
+        return tune.loguniform(lo, hi) if "log" in tags else tune.uniform(lo, hi)
+
+    raise RaySweepError(
+        f"search_space.{name}: {value!r} is not a searchable dimension; "
+        "use choice(...), range(...) or interval(...)"
+    )
+
+
+def to_param_space(search_space: Mapping[str, Any]) -> dict[str, Any]:
+    """Translate a whole ``search_space`` mapping into a Tune ``param_space``.
+
+    Args:
+        search_space: Hyperparameter name to sweep expression or fixed value.
+
+    Returns:
+        A new dict with the same keys, sweep expressions replaced by ``ray.tune`` domains.
+    """
+    return {name: parse_dimension(name, value) for name, value in search_space.items()}
+
+
+def quote_cli_overrides(args: list[str], prefix: str = "search_space.") -> list[str]:
+    """Quote unquoted sweep expressions for search-space keys so Hydra reads them as strings.
+
+    Hydra stops on ``search_space.max_depth=choice(4,8)`` ("requires --multirun"); the quoted form
+    ``search_space.max_depth='choice(4,8)'`` reaches the app as a string, which raysweep translates.
+    Only keys under ``prefix`` are touched; everything else goes to Hydra unchanged.
+
+    Args:
+        args: Command-line arguments as given (``sys.argv[1:]``).
+        prefix: Config path whose values are search expressions.
+
+    Returns:
+        The arguments with search-space sweep expressions wrapped in quotes.
+    """
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        bare_key = key.lstrip("+~")
+        if sep and bare_key.startswith(prefix) and is_sweep_expression(value):
+            quote = '"' if "'" in value else "'"
+            arg = f"{key}={quote}{value}{quote}"
+        out.append(arg)
+    return out

@@ -1,0 +1,302 @@
+"""Run a sweep: config -> plan -> Ray Tune -> MLflow -> analysis -> registry.
+
+:func:`run` is the whole pipeline; :func:`make_plan` is its pure first step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from raysweep import config as config_mod
+from raysweep import search_space
+from raysweep.errors import RaySweepError
+
+log = logging.getLogger(__name__)
+
+#: Config sections logged as params on the parent run (credentials live in mlflow.* and cluster.*).
+_PARAM_SECTIONS = ("sweep", "data", "trainer", "search_alg", "scheduler", "search_space")
+_VERSIONED_PACKAGES = ("raysweep", "ray", "mlflow", "hydra-core", "scikit-learn", "numpy", "pandas")
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """Everything a sweep needs to start, derived from the config before anything runs."""
+
+    run_name: str
+    experiment_name: str
+    tracking_uri: str
+    registry_uri: str | None
+    metric: str
+    mode: str
+    num_samples: int
+    max_concurrent_trials: int | None
+    param_space: dict[str, Any]
+    storage_path: str
+    register: bool
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What :func:`run` did: the summary of the sweep and, when registered, the model version."""
+
+    plan: SweepPlan
+    summary: Any
+    registration: Any
+    seconds: float
+
+    def report(self) -> str:
+        """Terminal summary: best trial and params, registered version and aliases, how to look."""
+        from raysweep.analysis import format_summary
+
+        head = f"raysweep: sweep finished in {self.seconds:.1f} s"
+        return head + "\n" + format_summary(self.summary, self.registration, look_command(self.plan.tracking_uri))
+
+
+def absolute_tracking_uri(uri: str, cwd: str | os.PathLike | None = None) -> str:
+    """Make a relative ``sqlite:///file.db`` URI absolute, so every process agrees on the file."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        path = Path(cwd or os.getcwd()) / uri[len(prefix):]
+        return prefix + str(path.resolve())
+    return uri
+
+
+def make_plan(cfg: DictConfig) -> SweepPlan:
+    """Validate the config and derive the sweep's plan; starts nothing.
+
+    Args:
+        cfg: The composed raysweep config.
+
+    Raises:
+        RaySweepError: A config value is missing, malformed or inconsistent.
+    """
+    config_mod.validate(cfg)
+    storage = cfg.cluster.storage_path or str(Path("~/ray_results").expanduser())
+    return SweepPlan(
+        run_name=cfg.sweep.run_name,
+        experiment_name=cfg.mlflow.experiment_name,
+        tracking_uri=absolute_tracking_uri(cfg.mlflow.tracking_uri),
+        registry_uri=cfg.mlflow.registry_uri or None,
+        metric=cfg.sweep.metric,
+        mode=cfg.sweep.mode.value,
+        num_samples=cfg.sweep.num_samples,
+        max_concurrent_trials=cfg.sweep.max_concurrent_trials,
+        param_space=search_space.to_param_space(OmegaConf.to_container(cfg.search_space, resolve=True)),
+        storage_path=str(Path(storage).expanduser().resolve()) if "://" not in storage else storage,
+        register=cfg.sweep.register,
+    )
+
+
+def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
+    """Run the sweep described by ``cfg`` end to end and register its best model.
+
+    Args:
+        cfg: The composed raysweep config.
+        overrides: The command-line overrides, recorded on the parent run.
+
+    Returns:
+        The :class:`SweepOutcome`.
+
+    Raises:
+        RaySweepError: Bad input (before Ray starts), or a sweep in which no trial finished.
+        KeyboardInterrupt: The sweep was interrupted; the parent run and open children end KILLED.
+    """
+    from raysweep import data, trainables
+
+    started = time.perf_counter()
+    plan = make_plan(cfg)
+    run_dir = Path(plan.storage_path) / plan.run_name
+    if "://" not in plan.storage_path and run_dir.exists():
+        raise RaySweepError(f"sweep run {str(run_dir)!r} already exists; pick a new sweep.run_name")
+    dataset = data.load(cfg.data)
+    trainer = trainables.get(cfg.trainer.name)
+    trainable, resources = trainer.make_trainable(cfg.trainer, dataset)
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from raysweep import analysis, registry
+    from raysweep.tracking import parent_run
+
+    with _ray(cfg.cluster):
+        _check_fits(resources)
+        mlflow.set_tracking_uri(plan.tracking_uri)
+        if plan.registry_uri:
+            mlflow.set_registry_uri(plan.registry_uri)
+        client = MlflowClient(plan.tracking_uri, plan.registry_uri)
+        experiment_id = _experiment_id(client, plan.experiment_name)
+        with parent_run(
+            client,
+            experiment_id,
+            plan.run_name,
+            tags=_parent_tags(cfg, overrides),
+            params=parent_params(cfg),
+            config_yaml=OmegaConf.to_yaml(_public_config(cfg)),
+        ) as parent_id:
+            grid = _tune(plan, cfg, trainable, resources, trainer.METRICS, parent_id)
+            if grid.num_terminated + grid.num_errors < len(grid):
+                log.warning("sweep interrupted: %d of %d trials ended", grid.num_terminated + grid.num_errors, len(grid))
+                raise KeyboardInterrupt
+            parent = client.get_run(parent_id)
+            summary = analysis.summarize(client, parent)
+            analysis.record_best(client, summary)
+            registration = registry.register_best(client, parent, summary) if plan.register else None
+    return SweepOutcome(plan, summary, registration, time.perf_counter() - started)
+
+
+def _tune(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, parent_id: str):
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    from raysweep.tracking.driver import SweepLoggerCallback
+
+    callback = SweepLoggerCallback(
+        tracking_uri=plan.tracking_uri,
+        registry_uri=plan.registry_uri,
+        experiment_name=plan.experiment_name,
+        parent_run_id=parent_id,
+        metrics=metrics,
+    )
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, resources),
+        param_space=plan.param_space,
+        tune_config=tune.TuneConfig(
+            metric=plan.metric,
+            mode=plan.mode,
+            num_samples=plan.num_samples,
+            max_concurrent_trials=plan.max_concurrent_trials,
+            search_alg=BasicVariantGenerator(random_state=cfg.search_alg.seed),
+            scheduler=FIFOScheduler(),
+            reuse_actors=cfg.cluster.reuse_actors,
+        ),
+        run_config=tune.RunConfig(
+            name=plan.run_name,
+            storage_path=plan.storage_path,
+            callbacks=[callback],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=cfg.cluster.verbose,
+        ),
+    )
+    return tuner.fit()
+
+
+@contextmanager
+def _ray(cluster_cfg) -> Iterator[None]:
+    """Use the Ray instance already running in this process, or start/connect one and stop it after."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    address = cluster_cfg.address or os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=cluster_cfg.num_cpus, **kwargs)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _check_fits(resources: dict[str, float]) -> None:
+    import ray
+
+    available = ray.cluster_resources()
+    for name, need in resources.items():
+        key = name.upper() if name in ("cpu", "gpu") else name
+        have = available.get(key, 0.0)
+        if need > have:
+            raise RaySweepError(
+                f"a trial needs {need:g} {key} but the Ray cluster has {have:g}; "
+                f"lower trainer.cpus_per_trial or give Ray more (cluster.num_cpus)"
+            )
+
+
+def _experiment_id(client, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage != "active":
+            raise RaySweepError(f"MLflow experiment {name!r} is deleted; restore it or set mlflow.experiment_name")
+        return experiment.experiment_id
+    return client.create_experiment(name)
+
+
+def _public_config(cfg: DictConfig) -> DictConfig:
+    """The resolved config without connection strings, which may carry credentials."""
+    public = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    for key in ("tracking_uri", "registry_uri"):
+        public.mlflow[key] = "<from environment>" if public.mlflow.get(key) else None
+    return public
+
+
+def parent_params(cfg: DictConfig) -> dict[str, str]:
+    """Key config values as flat ``section.key`` params for the parent run."""
+    public = OmegaConf.to_container(_public_config(cfg))
+    params = {"mlflow.registered_model": cfg.mlflow.registered_model, "mlflow.mode": cfg.mlflow.mode.value}
+    for section in _PARAM_SECTIONS:
+        for key, value in _flatten(public[section], section).items():
+            params[key] = "None" if value is None else str(value)
+    return params
+
+
+def _flatten(node: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}.{key}"))
+        return out
+    return {prefix: node}
+
+
+def _parent_tags(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    tags = {
+        "raysweep.sweep": cfg.sweep.name,
+        "raysweep.overrides": " ".join(overrides) or "(none)",
+        "mlflow.note.content": f"raysweep sweep {cfg.sweep.run_name}: {cfg.sweep.num_samples} trials, "
+        f"{cfg.sweep.mode.value} {cfg.sweep.metric}",
+    }
+    for pkg in _VERSIONED_PACKAGES:
+        try:
+            tags[f"raysweep.version.{pkg}"] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    commit = _git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=config_mod.CONF_DIR.parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def look_command(tracking_uri: str) -> str:
+    """How to open the MLflow UI on a tracking store."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri}"
+    return f"mlflow ui --backend-store-uri {tracking_uri}"

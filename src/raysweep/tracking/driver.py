@@ -1,0 +1,83 @@
+"""Driver-side logging: Ray's ``MLflowLoggerCallback``, kept to the trainer's metrics and nested under the parent."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.tune.result import TRAINING_ITERATION
+
+from raysweep.tracking.tags import CHECKPOINT_TAG, ERROR_TAG, ROLE_TAG, TRIAL_ID_TAG, TRIAL_ROLE
+
+
+class SweepLoggerCallback(MLflowLoggerCallback):
+    """One child run per trial under the sweep's parent run, written from the Tune driver.
+
+    Compared with Ray's callback it logs only the trainer's metrics (not ``pid``, ``timestamp``,
+    ``config/*`` and Ray's other bookkeeping keys), writes params and metrics in one batch per call, tags
+    each run with its trial id, and records where the trial's last checkpoint is.
+    """
+
+    def __init__(
+        self,
+        *,
+        tracking_uri: str,
+        registry_uri: str | None,
+        experiment_name: str,
+        parent_run_id: str,
+        metrics: Sequence[str],
+    ):
+        super().__init__(
+            tracking_uri=tracking_uri,
+            registry_uri=registry_uri,
+            experiment_name=experiment_name,
+            tags={MLFLOW_PARENT_RUN_ID: parent_run_id, ROLE_TAG: TRIAL_ROLE},
+        )
+        self._metrics = tuple(metrics)
+        self._client: MlflowClient | None = None
+
+    def setup(self, *args, **kwargs):
+        super().setup(*args, **kwargs)
+        self._client = MlflowClient(self.tracking_uri, self.registry_uri)
+
+    def log_trial_start(self, trial):
+        if trial in self._trial_runs:
+            return
+        tags = {**self.tags, "trial_name": str(trial), TRIAL_ID_TAG: trial.trial_id}
+        run = self._client.create_run(self.mlflow_util.experiment_id, run_name=str(trial), tags=tags)
+        self._trial_runs[trial] = run.info.run_id
+        self._client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in trial.config.items()])
+
+    def log_trial_result(self, iteration, trial, result):
+        now = int(time.time() * 1000)
+        step = int(result[TRAINING_ITERATION])
+        metrics = [
+            Metric(key, float(result[key]), now, step)
+            for key in self._metrics
+            if isinstance(result.get(key), (int, float)) and not isinstance(result.get(key), bool)
+        ]
+        if metrics:
+            self._client.log_batch(self._trial_runs[trial], metrics=metrics)
+
+    def log_trial_end(self, trial, failed: bool = False):
+        run_id = self._trial_runs[trial]
+        tags = []
+        if trial.checkpoint is not None:
+            tags.append(RunTag(CHECKPOINT_TAG, trial.checkpoint.path))
+        if failed and trial.error_file:
+            tags.append(RunTag(ERROR_TAG, _first_error_line(trial)))
+        if tags:
+            self._client.log_batch(run_id, tags=tags)
+        super().log_trial_end(trial, failed=failed)
+
+
+def _first_error_line(trial) -> str:
+    try:
+        lines = [line for line in open(trial.error_file).read().splitlines() if line.strip()]
+        return lines[-1][:500] if lines else "trial failed"
+    except OSError:
+        return "trial failed"

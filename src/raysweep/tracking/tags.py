@@ -1,0 +1,12 @@
+"""Tag names raysweep writes on MLflow runs, so analysis can read back what the sweep wrote."""
+
+#: Marks a run's part in a sweep: ``sweep`` on the parent, ``trial`` on children.
+ROLE_TAG = "raysweep.role"
+PARENT_ROLE = "sweep"
+TRIAL_ROLE = "trial"
+#: Tune's trial id on each child run (stable across restores).
+TRIAL_ID_TAG = "raysweep.trial_id"
+#: Where the trial's last Tune checkpoint is: the model that gets registered.
+CHECKPOINT_TAG = "raysweep.checkpoint"
+#: Last line of a failed trial's error.
+ERROR_TAG = "raysweep.error"
