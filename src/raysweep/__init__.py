@@ -1,0 +1,14 @@
+"""raysweep: Hydra-configured Ray Tune sweeps, tracked in MLflow, with the best model registered.
+
+Entry points: ``python -m raysweep +sweep=NAME`` (:mod:`raysweep.__main__`), :func:`raysweep.sweep.run` from
+Python, and :mod:`raysweep.analysis` for an existing sweep.
+"""
+
+import os
+
+# Under `uv run`, Ray would otherwise package the whole working directory (.venv included) as every
+# worker's runtime environment and start each worker through `uv run`: slow, and not what raysweep ships.
+# Must be set before Ray is imported, which reads it at import time.
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+__version__ = "0.1.0"

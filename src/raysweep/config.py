@@ -127,6 +127,18 @@ def available_sweeps() -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
 
 
+def _check_schema(cfg: DictConfig) -> None:
+    # Hydra lets `+key=value` add keys even to typed nodes; merging onto the schema again catches those.
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        OmegaConf.merge(OmegaConf.structured(RaySweepConfig), OmegaConf.to_container(cfg, resolve=False))
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        reason = str(e).splitlines()[0]
+        raise RaySweepError(f"config key {key}: {reason}; remove or fix it (see --cfg job)") from None
+
+
 def validate(cfg: DictConfig) -> None:
     """Check what the schema cannot: a sweep is selected and the values make sense together.
 
@@ -136,6 +148,7 @@ def validate(cfg: DictConfig) -> None:
     Raises:
         RaySweepError: With one line naming the problem and the fix.
     """
+    _check_schema(cfg)
     if OmegaConf.is_missing(cfg.sweep, "name"):
         raise RaySweepError(f"no sweep selected; run with +sweep=NAME (available: {', '.join(available_sweeps())})")
     for key in ("experiment_name", "registered_model"):

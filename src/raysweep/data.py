@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 #: Feature columns of the generated data that carry signal, in order.
+# Scales the label model so a good forest reaches ROC AUC ~0.95 and average precision ~0.4: hard enough
+# that hyperparameters matter, learnable enough to look like a real fraud table.
+_SIGNAL = 2.0
+
 INFORMATIVE_FEATURES = (
     "amount",
     "log_amount_to_avg",
@@ -99,6 +103,7 @@ def generate_fraud(n_samples: int, fraud_rate: float, n_noise_features: int, see
         + 1.4 * foreign
         - 0.25 * np.log1p(account_age_days)
     )
+    logit = _SIGNAL * logit
     intercept = _solve_intercept(logit, fraud_rate)
     is_fraud = rng.binomial(1, 1.0 / (1.0 + np.exp(-(logit + intercept))))
 

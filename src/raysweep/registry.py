@@ -71,7 +71,7 @@ def _existing_version(client: MlflowClient, name: str, summary: SweepSummary) ->
     versions = client.search_model_versions(f"name = '{name}' and run_id = '{summary.best_run_id}'")
     for mv in versions:
         if mv.tags.get(PARENT_TAG) == summary.parent_run_id:
-            return mv.version
+            return str(mv.version)
     return None
 
 
@@ -131,7 +131,7 @@ def _register(client: MlflowClient, name: str, model_uri: str, summary: SweepSum
             f"{summary.metric}={summary.best_value:.4f} ({summary.mode}). Trial {summary.best_run_name}; {params}."
         ),
     )
-    return mv.version
+    return str(mv.version)
 
 
 def _move_aliases(client: MlflowClient, name: str, version: str, summary: SweepSummary) -> None:
@@ -140,7 +140,7 @@ def _move_aliases(client: MlflowClient, name: str, version: str, summary: SweepS
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except Exception:
         champion = None
-    if champion is None or (champion.version != version and beats(summary, champion.tags)):
+    if champion is None or (str(champion.version) != version and beats(summary, champion.tags)):
         client.set_registered_model_alias(name, CHAMPION, version)
 
 

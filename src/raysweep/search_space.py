@@ -18,6 +18,7 @@ Hydra rejects ``null`` inside ``choice(...)``, so the bare word ``none`` (any ca
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -90,7 +91,7 @@ def parse_dimension(name: str, value: Any) -> Any:
         return tune.choice(options)
 
     if isinstance(sweep, RangeSweep):
-        values = list(override.sweep_iterator())
+        values = _range_values(sweep.start, sweep.stop, sweep.step)
         if not values:
             raise RaySweepError(
                 f"search_space.{name}: {value!r} is empty; range(lo, hi, step) needs lo < hi for a positive step"
@@ -114,6 +115,14 @@ def parse_dimension(name: str, value: Any) -> Any:
         f"search_space.{name}: {value!r} is not a searchable dimension; "
         "use choice(...), range(...) or interval(...)"
     )
+
+
+def _range_values(start, stop, step) -> list:
+    if all(isinstance(v, int) for v in (start, stop, step)):
+        return list(range(start, stop, step))
+    # Float ranges accumulate error (0.1 + 0.1 + 0.1 = 0.30000000000000004): count the steps, then round.
+    count = max(0, math.ceil((stop - start) / step - 1e-9))
+    return [round(start + i * step, 12) for i in range(count)]
 
 
 def to_param_space(search_space: Mapping[str, Any]) -> dict[str, Any]:

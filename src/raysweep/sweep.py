@@ -161,6 +161,10 @@ def _tune(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, paren
 
     from raysweep.tracking.driver import SweepLoggerCallback
 
+    # Checkpointing every iteration with num_to_keep=1 forces a state snapshot each time; that is the
+    # intent (no dangling checkpoint references), not a problem to warn about on every trial.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
     callback = SweepLoggerCallback(
         tracking_uri=plan.tracking_uri,
         registry_uri=plan.registry_uri,

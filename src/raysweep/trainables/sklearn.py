@@ -85,7 +85,7 @@ def train(config: dict[str, Any], dataset, settings: dict[str, Any]) -> None:
     import joblib
     import numpy as np
     from ray import tune
-    from sklearn.metrics import average_precision_score, f1_score, log_loss, roc_auc_score
+    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
     _, size_key, defaults = FAMILIES[settings["family"]]
     params = {**defaults, **settings["params"], **config}
@@ -103,7 +103,7 @@ def train(config: dict[str, Any], dataset, settings: dict[str, Any]) -> None:
         metrics = {
             "val_auc": float(roc_auc_score(dataset.y_val, proba)),
             "val_average_precision": float(average_precision_score(dataset.y_val, proba)),
-            "val_f1": float(f1_score(dataset.y_val, proba >= 0.5, zero_division=0)),
+            "val_f1": _best_f1(dataset.y_val, proba),
             "val_log_loss": float(log_loss(dataset.y_val, np.clip(proba, 1e-7, 1 - 1e-7), labels=[0, 1])),
             "train_time_s": fit_seconds,
         }
@@ -111,6 +111,17 @@ def train(config: dict[str, Any], dataset, settings: dict[str, Any]) -> None:
             joblib.dump(estimator, Path(tmp) / MODEL_FILE)
             (Path(tmp) / EXAMPLE_FILE).write_text(example.to_json(orient="split", index=False))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _best_f1(y_true, proba) -> float:
+    # At 1-2 % fraud a forest's probabilities rarely pass 0.5, so F1 at 0.5 is mostly 0; report F1 at the
+    # threshold a fraud team would pick on this validation set instead.
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, _ = precision_recall_curve(y_true, proba)
+    denominator = precision + recall
+    f1 = 2 * precision * recall / (denominator + (denominator == 0))
+    return float(f1.max())
 
 
 def _pip_requirements() -> list[str]:

@@ -1,0 +1,82 @@
+"""Shared fixtures: one Ray for the whole session, a fresh sqlite MLflow store per test, composed configs."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import mlflow
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from raysweep.config import CONF_DIR, register_schema
+
+register_schema()
+
+#: Overrides that shrink a sweep to seconds: small data, few trees, two iterations.
+SMOKE = [
+    "data.n_samples=4000",
+    "trainer.iterations=2",
+    "sweep.num_samples=4",
+    "search_space.n_estimators='range(10, 31, 10)'",
+    "search_space.max_depth='choice(4, 8, none)'",
+    "cluster.verbose=0",
+]
+
+
+def use_store(uri: str, monkeypatch: pytest.MonkeyPatch):
+    """Point MLflow (env and fluent API) at ``uri``; fail the test if it leaves a run active."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    active = mlflow.active_run()
+    if active is not None:
+        mlflow.end_run()
+        pytest.fail(f"test left MLflow run {active.info.run_id} active")
+
+
+@pytest.fixture(autouse=True)
+def tracking_uri(tmp_path, monkeypatch) -> str:
+    """Every test gets its own sqlite store (a module may share one by overriding this fixture)."""
+    yield from use_store(f"sqlite:///{tmp_path / 'mlflow.db'}", monkeypatch)
+
+
+def compose_cfg(storage_dir: Path, *overrides: str) -> DictConfig:
+    """Compose the real config from conf/ with overrides, as ``python -m raysweep`` would."""
+    unique = [f"sweep.run_name=test-{uuid.uuid4().hex[:8]}", f"cluster.storage_path={storage_dir}"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=[*unique, *overrides])
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    """``make_cfg(*overrides)``: compose a config whose Ray results go to this test's temp folder."""
+    return lambda *overrides: compose_cfg(tmp_path / "ray", *overrides)
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """One local Ray for the whole test session (2 CPUs, no dashboard); its GCS address for subprocesses."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    """The checkout's root, where README.md and conf/ are."""
+    return CONF_DIR.parent
+
+
+@pytest.fixture
+def cli_env(tracking_uri) -> dict[str, str]:
+    """Environment for running the CLI in a subprocess against this test's store."""
+    return {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONUNBUFFERED": "1"}

@@ -1,0 +1,137 @@
+"""Real sweeps on the session's local Ray against a temporary sqlite store: runs, nesting, registry, aliases."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from conftest import SMOKE, compose_cfg, use_store
+from raysweep import analysis, registry, sweep
+from raysweep.tracking.tags import CHECKPOINT_TAG, PARENT_ROLE, ROLE_TAG, TRIAL_ID_TAG
+
+pytestmark = pytest.mark.slow
+
+EXPERIMENT = "fraud-detection"
+MODEL = "fraud-rf"
+
+
+def _runs(client):
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    return client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """One sqlite store for every test of this module: they all read the same sweep."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def tracking_uri(store, monkeypatch):
+    yield from use_store(store, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def first_sweep(ray_address, store, tmp_path_factory):
+    """A 4-trial smoke sweep, run once in this process on the shared Ray."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", store)
+        mlflow.set_tracking_uri(store)
+        cfg = compose_cfg(tmp_path_factory.mktemp("ray"), "+sweep=fraud", *SMOKE)
+        return sweep.run(cfg, overrides=["+sweep=fraud", *SMOKE])
+
+
+
+
+def test_sweep_yields_one_finished_child_per_trial_nested_under_the_parent(first_sweep):
+    client = MlflowClient()
+    runs = _runs(client)
+    parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == PARENT_ROLE]
+    assert len(parents) == 1
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 4 and len(runs) == 5
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert len({r.data.tags[TRIAL_ID_TAG] for r in children}) == 4
+    assert parent.info.run_name == first_sweep.plan.run_name
+
+    for child in children:
+        # Params are the trial's hyperparameters; metrics are the trainer's, never Ray's bookkeeping.
+        assert set(child.data.params) == {"n_estimators", "max_depth", "min_samples_leaf", "max_features", "criterion"}
+        assert set(child.data.metrics) == {"val_auc", "val_average_precision", "val_f1", "val_log_loss", "train_time_s"}
+        history = client.get_metric_history(child.info.run_id, "val_auc")
+        assert sorted(m.step for m in history) == [1, 2]
+        assert child.data.tags[CHECKPOINT_TAG]
+
+    # The parent carries the config, the overrides, versions and commit.
+    assert parent.data.params["sweep.num_samples"] == "4"
+    assert parent.data.params["search_space.max_depth"] == "choice(4, 8, none)"
+    assert "data.n_samples=4000" in parent.data.tags["raysweep.overrides"]
+    assert parent.data.tags["raysweep.version.ray"].startswith("2.60")
+    config_yaml = mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/config.yaml")
+    assert "registered_model: fraud-rf" in config_yaml
+
+
+def test_parent_names_the_best_child_which_tops_search_runs(first_sweep):
+    client = MlflowClient()
+    parent = client.get_run(first_sweep.summary.parent_run_id)
+    top = mlflow.search_runs(
+        experiment_names=[EXPERIMENT],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        order_by=["metrics.val_auc DESC"],
+    ).iloc[0]
+    assert parent.data.tags[analysis.BEST_RUN_TAG] == top["run_id"]
+    assert parent.data.metrics["best_val_auc"] == pytest.approx(top["metrics.val_auc"])
+    assert parent.data.params["best.max_depth"] == top["params.max_depth"]
+
+
+def test_best_child_is_registered_with_both_aliases(first_sweep):
+    client = MlflowClient()
+    best = first_sweep.summary.best_run_id
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    challenger = client.get_model_version_by_alias(MODEL, "challenger")
+    assert str(champion.version) == str(challenger.version) == "1"
+    assert champion.run_id == best
+    assert champion.tags[registry.PARENT_TAG] == first_sweep.summary.parent_run_id
+    assert float(champion.tags[registry.VALUE_TAG]) == pytest.approx(first_sweep.summary.best_value)
+    assert "val_auc=" in champion.description
+    # Logging the model re-opened the best child; it is FINISHED again.
+    assert client.get_run(best).info.status == "FINISHED"
+
+    requirements = mlflow.artifacts.download_artifacts(f"models:/{MODEL}@champion/requirements.txt")
+    pins = open(requirements).read().split()
+    import sklearn
+
+    assert f"scikit-learn=={sklearn.__version__}" in pins
+    assert not any(p.startswith(("torch", "ray", "hydra")) for p in pins)
+
+
+def test_reanalysis_adds_no_version(first_sweep):
+    client = MlflowClient()
+    parent = client.get_run(first_sweep.summary.parent_run_id)
+    again = registry.register_best(client, parent, analysis.summarize(client, parent))
+    assert again.version == "1" and not again.created
+    assert len(client.search_model_versions(f"name = '{MODEL}'")) == 1
+    # The command line does the same on the latest sweep of the experiment.
+    assert analysis.main(["--experiment", EXPERIMENT]) == 0
+    assert len(client.search_model_versions(f"name = '{MODEL}'")) == 1
+
+
+def test_champion_loads_in_a_fresh_process_and_predicts_probabilities(first_sweep, cli_env):
+    code = (
+        "import json, mlflow, pandas as pd\n"
+        "from raysweep.data import generate_fraud\n"
+        "X = generate_fraud(50, 0.1, 4, seed=5).drop(columns=['is_fraud']).astype('float64')\n"
+        "p = mlflow.pyfunc.load_model('models:/fraud-rf@champion').predict(X)\n"
+        "print(json.dumps({'shape': list(p.shape), 'min': float(p.min()), 'max': float(p.max())}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=cli_env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["shape"] == [50, 2]
+    assert 0.0 <= result["min"] <= result["max"] <= 1.0
