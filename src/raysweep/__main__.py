@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from raysweep.config import CONF_DIR, register_schema
-from raysweep.errors import RaySweepError
+from raysweep.errors import RaySweepError, SweepInterrupted
 
 register_schema()
 
@@ -20,7 +21,14 @@ def _app(cfg: DictConfig) -> None:
 
     from raysweep import sweep
 
-    outcome = sweep.run(cfg, overrides=HydraConfig.get().overrides.task)
+    # Handled here, inside the task, because Hydra writes an extra "Error executing job" line for
+    # exceptions that leave it.
+    try:
+        outcome = sweep.run(cfg, overrides=HydraConfig.get().overrides.task)
+    except RaySweepError as e:
+        _fail(str(e), 2)
+    except SweepInterrupted as e:
+        _fail(f"interrupted by {signal.Signals(e.signum).name}; the sweep's MLflow runs were ended KILLED", e.exit_code)
     print(outcome.report(), flush=True)
 
 
@@ -36,7 +44,7 @@ def main() -> None:
     except RaySweepError as e:
         _fail(str(e), 2)
     except KeyboardInterrupt:
-        _fail("interrupted; the sweep's MLflow runs were ended KILLED", 130)
+        _fail("interrupted", 130)
     except Exception as e:
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException

@@ -7,3 +7,16 @@ class RaySweepError(Exception):
     The CLI prints ``raysweep: <message>`` and exits with status 2, before Ray starts or any MLflow run
     is created whenever the problem can be seen that early.
     """
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """The sweep was stopped by a signal (Ctrl-C or SIGTERM); its MLflow runs were ended KILLED."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention: 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
+        return 128 + self.signum

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from raysweep import config as config_mod
 from raysweep import search_space
-from raysweep.errors import RaySweepError
+from raysweep.errors import RaySweepError, SweepInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +144,9 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
             tags=_parent_tags(cfg, overrides),
             params=parent_params(cfg),
             config_yaml=OmegaConf.to_yaml(_public_config(cfg)),
-        ) as parent_id:
-            grid = _tune(plan, cfg, trainable, resources, trainer.METRICS, parent_id)
-            if grid.num_terminated + grid.num_errors < len(grid):
-                log.warning("sweep interrupted: %d of %d trials ended", grid.num_terminated + grid.num_errors, len(grid))
-                raise KeyboardInterrupt
+        ) as parent_id, _StopSignals() as signals:
+            with signals.tune_running():
+                _tune(plan, cfg, trainable, resources, trainer.METRICS, parent_id)
             parent = client.get_run(parent_id)
             summary = analysis.summarize(client, parent)
             analysis.record_best(client, summary)
@@ -193,6 +193,55 @@ def _tune(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, paren
         ),
     )
     return tuner.fit()
+
+
+class _StopSignals:
+    """Turn Ctrl-C and SIGTERM into :class:`SweepInterrupted`, letting Tune stop cleanly first.
+
+    While Tune runs, the first signal asks Tune for its own graceful stop (SIGUSR1: trials stop, the
+    experiment state is saved) and is raised once ``fit`` returns; a second signal, or one outside Tune,
+    raises at once. Either way the parent run's context then ends every open run KILLED.
+    """
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._in_tune = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self._SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self._in_tune and self.received is None:
+            self.received = signum
+            os.kill(os.getpid(), signal.SIGUSR1)
+            return
+        raise SweepInterrupted(signum)
+
+    @contextmanager
+    def tune_running(self) -> Iterator[None]:
+        """Scope of ``Tuner.fit``: signals stop Tune gracefully, then raise after it returns."""
+        previous = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours decides; Tune keeps its SIGUSR1 stop
+        self._in_tune = True
+        try:
+            yield
+        finally:
+            self._in_tune = False
+            if previous is None:
+                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+            else:
+                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous
+        if self.received is not None:
+            raise SweepInterrupted(self.received)
 
 
 @contextmanager

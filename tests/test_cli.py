@@ -1,0 +1,128 @@
+"""The command line as a user runs it: one smoke sweep, Ctrl-C, and every bad input as one clear line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import SMOKE
+
+INSPECT = Path(__file__).resolve().parents[2] / "shared" / "tools" / "inspect_sweep.py"
+
+
+def _cli(args, env, cwd, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "raysweep", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def bad_table(tmp_path):
+    """A CSV with a text column, for the non-numeric feature case."""
+    path = tmp_path / "tx.csv"
+    path.write_text("amount,city,label\n" + "\n".join(f"{i},Paris,{i % 2}" for i in range(20)) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        ([], "no sweep selected; run with +sweep=NAME"),
+        (["+sweep=nope"], "Could not find 'sweep/nope'"),
+        (["+sweep=fraud", "search_space.max_depth=choice(4,8"], "search_space.max_depth: cannot parse"),
+        (["+sweep=fraud", "search_space.max_depth=choice()"], "empty choice is not legal"),
+        (["+sweep=fraud", "search_space.n_estimators=range(5,5)"], "search_space.n_estimators: 'range(5,5)' is empty"),
+        (["+sweep=fraud", "sweep.metric=accuracy"], "is not reported by trainer 'sklearn'"),
+        (["+sweep=fraud", "data=csv", "data.path=missing.csv", "data.target=label"], "data file"),
+        (["+sweep=fraud", "data=csv", "data.path=BAD", "data.target=nope"], "target column 'nope' not in the data"),
+        (["+sweep=fraud", "data=csv", "data.path=BAD", "data.target=label"], "non-numeric feature column(s) city"),
+        (["+sweep=fraud", "trainer.colour=red"], "Could not override 'trainer.colour'"),
+        (["+sweep=fraud", "sweep.mode=maximise"], "sweep.mode"),
+    ],
+)
+def test_bad_input_is_one_line_nonzero_exit_and_no_runs(args, fragment, tmp_path, cli_env, bad_table):
+    args = [a.replace("BAD", str(bad_table)) for a in args]
+    out = _cli(args, cli_env, tmp_path, timeout=120)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2, out.stderr
+    assert len(lines) == 1 and lines[0].startswith("raysweep: "), out.stderr
+    assert fragment in lines[0]
+    assert not (tmp_path / "mlflow.db").exists(), "an error left an MLflow store behind"
+
+
+def test_help_lists_the_config_groups(tmp_path, cli_env):
+    out = _cli(["--help"], cli_env, tmp_path, timeout=60)
+    assert out.returncode == 0
+    for group in ("sweep: fraud", "trainer: hist_gradient_boosting, random_forest", "data: csv, fraud"):
+        assert group in out.stdout
+
+
+@pytest.mark.slow
+def test_smoke_sweep_from_the_command_line(ray_address, tmp_path, cli_env, tracking_uri):
+    env = {**cli_env, "RAY_ADDRESS": ray_address}
+    # The unquoted form a user types: raysweep quotes it before Hydra sees it.
+    args = ["+sweep=fraud", *SMOKE, "search_space.max_depth=choice(3,6)", f"cluster.storage_path={tmp_path / 'ray'}"]
+    out = _cli(args, env, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "registered  fraud-rf v1 (new version; @challenger, @champion)" in out.stdout
+    assert f"mlflow ui --backend-store-uri {tracking_uri}" in out.stdout
+
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("fraud-detection").experiment_id])
+    assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.params["max_depth"] for r in runs if "max_depth" in r.data.params} <= {"3", "6"}
+    if INSPECT.exists():
+        check = subprocess.run(
+            [sys.executable, str(INSPECT), "fraud-detection", "fraud-rf", "--min-children", "4"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
+def _running_children(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute(
+                "select count(*) from runs r join tags t on r.run_uuid = t.run_uuid "
+                "where t.key = 'mlflow.parentRunId' and r.status = 'RUNNING'"
+            ).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_the_parent_and_open_children_killed(ray_address, tmp_path, cli_env):
+    env = {**cli_env, "RAY_ADDRESS": ray_address}
+    args = ["+sweep=fraud", "data.n_samples=4000", "sweep.num_samples=8", "trainer.iterations=20",
+            "cluster.verbose=0", f"cluster.storage_path={tmp_path / 'ray'}"]
+    proc = subprocess.Popen([sys.executable, "-m", "raysweep", *args], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while _running_children(tmp_path / "mlflow.db") == 0:
+            assert proc.poll() is None and time.monotonic() < deadline, "sweep never started a trial"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "raysweep: interrupted by SIGINT" in stderr
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("fraud-detection").experiment_id])
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [p.info.status for p in parent] == ["KILLED"]
+    assert "RUNNING" not in {r.info.status for r in runs}
+    assert "KILLED" in {r.info.status for r in runs if r is not parent[0]}
+    assert not client.search_registered_models(), "an interrupted sweep registered a model"
