@@ -58,9 +58,10 @@ def test_bad_input_is_one_line_nonzero_exit_and_no_runs(args, fragment, tmp_path
     assert not (tmp_path / "mlflow.db").exists(), "an error left an MLflow store behind"
 
 
-def test_help_lists_the_config_groups(tmp_path, cli_env):
-    out = _cli(["--help"], cli_env, tmp_path, timeout=60)
-    assert out.returncode == 0
+@pytest.mark.parametrize("command", [[sys.executable, "-m", "raysweep"], [str(Path(sys.executable).parent / "raysweep")]])
+def test_help_lists_the_config_groups(command, tmp_path, cli_env):
+    out = subprocess.run([*command, "--help"], env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
     for group in ("sweep: fraud", "trainer: hist_gradient_boosting, random_forest", "data: csv, fraud"):
         assert group in out.stdout
 

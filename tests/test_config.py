@@ -6,6 +6,7 @@ from omegaconf.errors import ValidationError
 
 from raysweep.config import available_sweeps
 from raysweep.errors import RaySweepError
+from raysweep.search_space import Dimension
 from raysweep.sweep import absolute_tracking_uri, make_plan, parent_params
 
 
@@ -15,7 +16,7 @@ def test_every_sweep_file_composes_and_plans(make_cfg, sweep):
     plan = make_plan(cfg)
     assert plan.num_samples >= 1
     assert plan.experiment_name and cfg.mlflow.registered_model
-    assert plan.param_space, "a sweep without hyperparameters to search"
+    assert any(isinstance(v, Dimension) for v in plan.search_space.values()), "nothing to search"
     assert plan.tracking_uri.startswith("sqlite:////")
 
 
@@ -74,7 +75,7 @@ def test_user_config_folders_join_through_the_search_path(make_cfg, tmp_path):
         "search_space:\n  n_estimators: choice(10, 20)\n"
     )
     searchpath = f"hydra.searchpath=[file://{user}]"
-    assert make_plan(make_cfg(searchpath, "+sweep=mine")).param_space["n_estimators"].categories == [10, 20]
+    assert make_plan(make_cfg(searchpath, "+sweep=mine")).search_space["n_estimators"] == Dimension("choice", (10, 20))
     with pytest.raises(ConfigCompositionException):
         make_cfg(searchpath, "+sweep=mine", "trainer=typo")
 

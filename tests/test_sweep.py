@@ -135,3 +135,4 @@ def test_champion_loads_in_a_fresh_process_and_predicts_probabilities(first_swee
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["shape"] == [50, 2]
     assert 0.0 <= result["min"] <= result["max"] <= 1.0
+

@@ -163,6 +163,9 @@ def validate(cfg: DictConfig) -> None:
             raise RaySweepError("data=csv needs a file; add data.path=FILE data.target=COLUMN")
         if OmegaConf.is_missing(cfg.data, "target"):
             raise RaySweepError("data=csv needs the label column; add data.target=COLUMN")
+        from raysweep.data import existing_file
+
+        existing_file(cfg.data.path)
     if not 0.0 < cfg.data.val_fraction < 1.0:
         raise RaySweepError(f"data.val_fraction={cfg.data.val_fraction}; it must be between 0 and 1")
     if cfg.data.source == DataSource.synthetic and not 0.0 < cfg.data.fraud_rate < 0.5:
@@ -186,4 +189,14 @@ def validate(cfg: DictConfig) -> None:
             f"sweep.metric={cfg.sweep.metric!r} is not reported by trainer {cfg.trainer.name!r}; "
             f"use one of {', '.join(trainer.METRICS)}"
         )
-    trainer.validate(cfg.trainer, dict(cfg.search_space))
+
+
+def validate_trainer(cfg: DictConfig) -> None:
+    """Check the search space and fixed params against the trainer (imports the training framework).
+
+    Raises:
+        RaySweepError: A hyperparameter the trainer's model does not take.
+    """
+    from raysweep import trainables
+
+    trainables.get(cfg.trainer.name).validate(cfg.trainer, dict(cfg.search_space))

@@ -140,6 +140,18 @@ def _solve_intercept(logit: np.ndarray, rate: float) -> float:
     return (lo + hi) / 2
 
 
+def existing_file(path: str | Path) -> Path:
+    """The path of a data file that exists.
+
+    Raises:
+        RaySweepError: The file does not exist.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise RaySweepError(f"data file {str(p)!r} not found; set data.path to an existing CSV or Parquet file")
+    return p
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet file, chosen by its extension.
 
@@ -148,9 +160,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """
     import pandas as pd
 
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise RaySweepError(f"data file {str(p)!r} not found; set data.path to an existing CSV or Parquet file")
+    p = existing_file(path)
     suffix = p.suffix.lower()
     if suffix in (".parquet", ".pq"):
         return pd.read_parquet(p)

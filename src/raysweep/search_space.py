@@ -1,5 +1,8 @@
 """Translate Hydra's sweep-override grammar into ``ray.tune`` search domains.
 
+Parsing is pure and Ray-free (:func:`parse_dimension` gives a :class:`Dimension`), so a bad expression is
+reported before anything heavy is imported; :meth:`Dimension.to_tune` builds the Tune domain at launch.
+
 The grammar is the one Hydra's Optuna sweeper reads, parsed by Hydra's own override parser:
 
 ==============================  ===================================================
@@ -21,6 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from raysweep.errors import RaySweepError
@@ -29,6 +33,22 @@ _SWEEP_FUNCTIONS = ("choice", "range", "interval", "tag", "shuffle", "sort", "gl
 _LOOKS_LIKE_SWEEP = re.compile(r"^\s*(%s)\s*\(" % "|".join(_SWEEP_FUNCTIONS))
 _KNOWN_TAGS = {"log", "int"}
 _NONE_WORD = "none"
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched hyperparameter: the name of a ``ray.tune`` sampling function and its arguments."""
+
+    kind: str  # choice | uniform | loguniform | randint | lograndint
+    args: tuple
+
+    def to_tune(self):
+        """The ``ray.tune`` domain, e.g. ``tune.loguniform(0.001, 1.0)``."""
+        from ray import tune
+
+        if self.kind == "choice":
+            return tune.choice(list(self.args))
+        return getattr(tune, self.kind)(*self.args)
 
 
 def is_sweep_expression(value: Any) -> bool:
@@ -50,8 +70,8 @@ def parse_dimension(name: str, value: Any) -> Any:
         value: A sweep expression such as ``"tag(log, interval(1e-3, 1))"``, or a fixed value.
 
     Returns:
-        A ``ray.tune.search.sample.Domain`` for sweep expressions; the value itself otherwise (with the
-        word ``none`` turned into ``None``).
+        A :class:`Dimension` for sweep expressions; the value itself otherwise (with the word ``none``
+        turned into ``None``).
 
     Raises:
         RaySweepError: The expression is malformed, empty, or uses a form raysweep cannot search.
@@ -62,7 +82,6 @@ def parse_dimension(name: str, value: Any) -> Any:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
     from hydra.errors import HydraException
-    from ray import tune
 
     try:
         override = OverridesParser.create().parse_override(f"{name}={value}")
@@ -88,7 +107,7 @@ def parse_dimension(name: str, value: Any) -> Any:
                 f"search_space.{name}: choice(...) options must be plain values, got {value!r}; "
                 "list the values without brackets or braces"
             )
-        return tune.choice(options)
+        return Dimension("choice", tuple(options))
 
     if isinstance(sweep, RangeSweep):
         values = _range_values(sweep.start, sweep.stop, sweep.step)
@@ -96,7 +115,7 @@ def parse_dimension(name: str, value: Any) -> Any:
             raise RaySweepError(
                 f"search_space.{name}: {value!r} is empty; range(lo, hi, step) needs lo < hi for a positive step"
             )
-        return tune.choice(values)
+        return Dimension("choice", tuple(values))
 
     if isinstance(sweep, IntervalSweep):
         lo, hi = sweep.start, sweep.end
@@ -108,8 +127,8 @@ def parse_dimension(name: str, value: Any) -> Any:
             lo_i, hi_i = int(lo), int(hi)
             if lo_i != lo or hi_i != hi:
                 raise RaySweepError(f"search_space.{name}: tag(int, ...) needs whole-number bounds, got {value!r}")
-            return tune.lograndint(lo_i, hi_i + 1) if "log" in tags else tune.randint(lo_i, hi_i + 1)
-        return tune.loguniform(lo, hi) if "log" in tags else tune.uniform(lo, hi)
+            return Dimension("lograndint" if "log" in tags else "randint", (lo_i, hi_i + 1))
+        return Dimension("loguniform" if "log" in tags else "uniform", (float(lo), float(hi)))
 
     raise RaySweepError(
         f"search_space.{name}: {value!r} is not a searchable dimension; "
@@ -125,16 +144,18 @@ def _range_values(start, stop, step) -> list:
     return [round(start + i * step, 12) for i in range(count)]
 
 
-def to_param_space(search_space: Mapping[str, Any]) -> dict[str, Any]:
-    """Translate a whole ``search_space`` mapping into a Tune ``param_space``.
+def parse(search_space: Mapping[str, Any]) -> dict[str, Any]:
+    """Parse a whole ``search_space`` mapping: sweep expressions become :class:`Dimension` objects.
 
-    Args:
-        search_space: Hyperparameter name to sweep expression or fixed value.
-
-    Returns:
-        A new dict with the same keys, sweep expressions replaced by ``ray.tune`` domains.
+    Raises:
+        RaySweepError: For the first malformed or empty expression.
     """
     return {name: parse_dimension(name, value) for name, value in search_space.items()}
+
+
+def to_param_space(parsed: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn a parsed search space into a Tune ``param_space`` (dimensions -> ``ray.tune`` domains)."""
+    return {name: v.to_tune() if isinstance(v, Dimension) else v for name, v in parsed.items()}
 
 
 def quote_cli_overrides(args: list[str], prefix: str = "search_space.") -> list[str]:

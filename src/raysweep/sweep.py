@@ -42,7 +42,7 @@ class SweepPlan:
     mode: str
     num_samples: int
     max_concurrent_trials: int | None
-    param_space: dict[str, Any]
+    search_space: dict[str, Any]  # name -> search_space.Dimension or a fixed value
     storage_path: str
     register: bool
 
@@ -83,6 +83,8 @@ def make_plan(cfg: DictConfig) -> SweepPlan:
         RaySweepError: A config value is missing, malformed or inconsistent.
     """
     config_mod.validate(cfg)
+    parsed = search_space.parse(OmegaConf.to_container(cfg.search_space, resolve=True))
+    config_mod.validate_trainer(cfg)
     storage = cfg.cluster.storage_path or str(Path("~/ray_results").expanduser())
     return SweepPlan(
         run_name=cfg.sweep.run_name,
@@ -93,7 +95,7 @@ def make_plan(cfg: DictConfig) -> SweepPlan:
         mode=cfg.sweep.mode.value,
         num_samples=cfg.sweep.num_samples,
         max_concurrent_trials=cfg.sweep.max_concurrent_trials,
-        param_space=search_space.to_param_space(OmegaConf.to_container(cfg.search_space, resolve=True)),
+        search_space=parsed,
         storage_path=str(Path(storage).expanduser().resolve()) if "://" not in storage else storage,
         register=cfg.sweep.register,
     )
@@ -174,7 +176,7 @@ def _tune(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, paren
     )
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
-        param_space=plan.param_space,
+        param_space=search_space.to_param_space(plan.search_space),
         tune_config=tune.TuneConfig(
             metric=plan.metric,
             mode=plan.mode,

@@ -1,4 +1,4 @@
-"""Alias moves across sweeps: a better sweep takes @champion, a worse one only @challenger."""
+"""Sweeps with known outcomes, each on its own store: alias moves, the second trainer family, failing trials."""
 
 import pytest
 from mlflow import MlflowClient
@@ -6,7 +6,10 @@ from mlflow import MlflowClient
 from conftest import SMOKE
 from raysweep import registry, sweep
 from raysweep.analysis import SweepSummary
+from raysweep.errors import RaySweepError
+from raysweep.tracking.tags import ERROR_TAG, PARENT_ROLE, ROLE_TAG
 
+EXPERIMENT = "fraud-detection"
 MODEL = "fraud-rf"
 # A weak forest and a strong one, as fixed search spaces, to get a known worse and a known better sweep.
 WEAK = ["sweep.num_samples=1", "search_space.n_estimators=3", "search_space.max_depth=1",
@@ -53,3 +56,34 @@ def test_better_sweep_moves_champion_and_worse_moves_only_challenger(ray_address
     assert "champion" not in outcomes["weak_again"].registration.aliases
     experiment = client.get_experiment_by_name("fraud-detection")
     assert {r.info.status for r in client.search_runs([experiment.experiment_id])} == {"FINISHED"}
+
+
+@pytest.mark.slow
+def test_hist_gradient_boosting_sweep_reports_every_iteration(ray_address, make_cfg, tracking_uri, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    overrides = ["+sweep=fraud_hgb", "data.n_samples=3000", "sweep.num_samples=2", "trainer.iterations=3",
+                 "search_space.max_iter=30", "sweep.register=false", "cluster.verbose=0"]
+    outcome = sweep.run(make_cfg(*overrides))
+    client = MlflowClient(tracking_uri)
+    assert outcome.registration is None and not client.search_registered_models()
+    history = client.get_metric_history(outcome.summary.best_run_id, "val_average_precision")
+    assert sorted(m.step for m in history) == [1, 2, 3]
+    assert set(outcome.summary.best_params) >= {"learning_rate", "max_leaf_nodes", "max_iter"}
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_trials_all_fail_ends_failed_and_registers_nothing(ray_address, make_cfg, tracking_uri,
+                                                                        monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    # sklearn rejects this value inside every trial, after the sweep has started.
+    overrides = ["+sweep=fraud", *SMOKE, "sweep.num_samples=2", "search_space.max_features=most"]
+    with pytest.raises(RaySweepError, match="no finished trial reporting 'val_auc'"):
+        sweep.run(make_cfg(*overrides))
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    parent = [r for r in runs if r.data.tags.get(ROLE_TAG) == PARENT_ROLE]
+    children = [r for r in runs if r not in parent]
+    assert [p.info.status for p in parent] == ["FAILED"]
+    assert len(children) == 2 and {c.info.status for c in children} == {"FAILED"}
+    assert all("max_features" in c.data.tags[ERROR_TAG] for c in children)
+    assert not client.search_registered_models()
