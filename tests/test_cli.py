@@ -62,7 +62,7 @@ def test_bad_input_is_one_line_nonzero_exit_and_no_runs(args, fragment, tmp_path
 def test_help_lists_the_config_groups(command, tmp_path, cli_env):
     out = subprocess.run([*command, "--help"], env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    for group in ("sweep: fraud", "trainer: hist_gradient_boosting, random_forest", "data: csv, fraud"):
+    for group in ("sweep: fraud", "trainer: hist_gradient_boosting, mlp, random_forest", "data: csv, fraud", "mlflow: driver, worker"):
         assert group in out.stdout
 
 

@@ -69,6 +69,9 @@ class TrainerConfig:
     family: str = "random_forest"
     iterations: int = 5
     cpus_per_trial: float = 1.0
+    num_workers: int = 1
+    cpus_per_worker: Optional[float] = None
+    use_gpu: bool = False
     seed: int = 0
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -80,6 +83,8 @@ class MLflowConfig:
     registry_uri: Optional[str] = None
     experiment_name: str = MISSING
     registered_model: str = MISSING
+    autolog: bool = False
+    system_metrics: bool = False
 
 
 @dataclass
@@ -178,8 +183,12 @@ def validate(cfg: DictConfig) -> None:
         raise RaySweepError(f"search_alg.name={cfg.search_alg.name!r} is not known; use search_alg=random")
     if cfg.scheduler.name != "fifo":
         raise RaySweepError(f"scheduler.name={cfg.scheduler.name!r} is not known; use scheduler=fifo")
-    if cfg.mlflow.mode != LoggingMode.driver:
-        raise RaySweepError(f"mlflow.mode={cfg.mlflow.mode.value} is not available yet; use mlflow=driver")
+    if cfg.mlflow.autolog and cfg.mlflow.mode != LoggingMode.worker:
+        raise RaySweepError("mlflow.autolog=true patches the training code, so it needs mlflow=worker; add mlflow=worker")
+    if cfg.trainer.num_workers < 1:
+        raise RaySweepError(f"trainer.num_workers={cfg.trainer.num_workers}; it must be at least 1")
+    if cfg.trainer.cpus_per_worker is not None and cfg.trainer.cpus_per_worker <= 0:
+        raise RaySweepError("trainer.cpus_per_worker must be > 0, or null to fit the cluster")
 
     from raysweep import trainables
 

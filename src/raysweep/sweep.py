@@ -124,16 +124,20 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
         raise RaySweepError(f"sweep run {str(run_dir)!r} already exists; pick a new sweep.run_name")
     dataset = data.load(cfg.data)
     trainer = trainables.get(cfg.trainer.name)
-    trainable, resources = trainer.make_trainable(cfg.trainer, dataset)
 
     import mlflow
+    import ray
     from mlflow import MlflowClient
 
-    from raysweep import analysis, registry
+    from raysweep import analysis, registry, resources
     from raysweep.tracking import parent_run
 
     with _ray(cfg.cluster):
-        _check_fits(resources)
+        fit = resources.plan(
+            cluster=ray.cluster_resources(),
+            max_concurrent_trials=plan.max_concurrent_trials,
+            **trainer.resource_needs(cfg.trainer),
+        )
         mlflow.set_tracking_uri(plan.tracking_uri)
         if plan.registry_uri:
             mlflow.set_registry_uri(plan.registry_uri)
@@ -147,8 +151,11 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
             params=parent_params(cfg),
             config_yaml=OmegaConf.to_yaml(_public_config(cfg)),
         ) as parent_id, _StopSignals() as signals:
+            context = _trial_context(plan, cfg, fit, experiment_id, parent_id)
+            trainable = trainer.make_trainable(cfg.trainer, dataset, context)
             with signals.tune_running():
-                _tune(plan, cfg, trainable, resources, trainer.METRICS, parent_id)
+                grid = _tune(plan, cfg, trainable, fit, trainer.METRICS, context, parent_id)
+            _record_checkpoints(client, experiment_id, parent_id, grid, trainer, plan)
             parent = client.get_run(parent_id)
             summary = analysis.summarize(client, parent)
             analysis.record_best(client, summary)
@@ -156,32 +163,82 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
     return SweepOutcome(plan, summary, registration, time.perf_counter() - started)
 
 
-def _tune(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, parent_id: str):
+def _trial_context(plan: SweepPlan, cfg: DictConfig, fit, experiment_id: str, parent_id: str):
+    from raysweep.config import LoggingMode
+    from raysweep.trainables import TrialContext
+    from raysweep.tracking.worker import WorkerLogging
+
+    child_tags = {"raysweep.world_size": str(fit.num_workers)} if fit.num_workers else {}
+    logging_spec = None
+    if cfg.mlflow.mode == LoggingMode.worker:
+        logging_spec = WorkerLogging(
+            tracking_uri=plan.tracking_uri,
+            registry_uri=plan.registry_uri,
+            experiment_id=experiment_id,
+            parent_run_id=parent_id,
+            autolog=cfg.mlflow.autolog,
+            system_metrics=cfg.mlflow.system_metrics,
+            tags=child_tags,
+        )
+    return TrialContext(
+        metric=plan.metric,
+        mode=plan.mode,
+        logging=logging_spec,
+        resources=fit,
+        storage_path=str(Path(plan.storage_path) / plan.run_name / "train"),
+        child_tags=child_tags,
+    )
+
+
+def _record_checkpoints(client, experiment_id: str, parent_id: str, grid, trainer, plan: SweepPlan) -> None:
+    """Tag each trial's child run with its best checkpoint: the model registration would take."""
+    from mlflow.entities import RunTag
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    from raysweep.tracking.tags import CHECKPOINT_TAG, TRIAL_ID_TAG
+
+    children = client.search_runs(
+        [experiment_id], filter_string=f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent_id}'", max_results=50_000
+    )
+    run_by_trial = {r.data.tags.get(TRIAL_ID_TAG): r.info.run_id for r in children}
+    for result in grid:
+        trial_id = (result.metrics or {}).get("trial_id")
+        path = trainer.best_checkpoint(result, plan.metric, plan.mode) if trial_id else None
+        if path and trial_id in run_by_trial:
+            client.log_batch(run_by_trial[trial_id], tags=[RunTag(CHECKPOINT_TAG, path)])
+
+
+def _tune(plan: SweepPlan, cfg: DictConfig, trainable, fit, metrics, context, parent_id: str):
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    from raysweep.tracking.driver import SweepLoggerCallback
+    callbacks = []
+    if context.logging is None:
+        from raysweep.tracking.driver import SweepLoggerCallback
 
-    # Checkpointing every iteration with num_to_keep=1 forces a state snapshot each time; that is the
+        callbacks.append(
+            SweepLoggerCallback(
+                tracking_uri=plan.tracking_uri,
+                registry_uri=plan.registry_uri,
+                experiment_name=plan.experiment_name,
+                parent_run_id=parent_id,
+                metrics=metrics,
+                child_tags=context.child_tags,
+                system_metrics=cfg.mlflow.system_metrics,
+            )
+        )
+    # Checkpointing every iteration forces a state snapshot when old checkpoints are dropped; that is the
     # intent (no dangling checkpoint references), not a problem to warn about on every trial.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-
-    callback = SweepLoggerCallback(
-        tracking_uri=plan.tracking_uri,
-        registry_uri=plan.registry_uri,
-        experiment_name=plan.experiment_name,
-        parent_run_id=parent_id,
-        metrics=metrics,
-    )
     tuner = tune.Tuner(
-        tune.with_resources(trainable, resources),
+        tune.with_resources(trainable, fit.trial),
         param_space=search_space.to_param_space(plan.search_space),
         tune_config=tune.TuneConfig(
             metric=plan.metric,
             mode=plan.mode,
             num_samples=plan.num_samples,
-            max_concurrent_trials=plan.max_concurrent_trials,
+            max_concurrent_trials=fit.max_concurrent_trials,
             search_alg=BasicVariantGenerator(random_state=cfg.search_alg.seed),
             scheduler=FIFOScheduler(),
             reuse_actors=cfg.cluster.reuse_actors,
@@ -189,8 +246,10 @@ def _tune(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, paren
         run_config=tune.RunConfig(
             name=plan.run_name,
             storage_path=plan.storage_path,
-            callbacks=[callback],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=callbacks,
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute=plan.metric, checkpoint_score_order=plan.mode
+            ),
             verbose=cfg.cluster.verbose,
         ),
     )
@@ -264,20 +323,6 @@ def _ray(cluster_cfg) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
-
-
-def _check_fits(resources: dict[str, float]) -> None:
-    import ray
-
-    available = ray.cluster_resources()
-    for name, need in resources.items():
-        key = name.upper() if name in ("cpu", "gpu") else name
-        have = available.get(key, 0.0)
-        if need > have:
-            raise RaySweepError(
-                f"a trial needs {need:g} {key} but the Ray cluster has {have:g}; "
-                f"lower trainer.cpus_per_trial or give Ray more (cluster.num_cpus)"
-            )
 
 
 def _experiment_id(client, name: str) -> str:

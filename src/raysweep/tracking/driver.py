@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
@@ -11,7 +11,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
 
-from raysweep.tracking.tags import CHECKPOINT_TAG, ERROR_TAG, ROLE_TAG, TRIAL_ID_TAG, TRIAL_ROLE
+from raysweep.tracking.tags import ERROR_TAG, ROLE_TAG, TRIAL_ID_TAG, TRIAL_ROLE
 
 
 class SweepLoggerCallback(MLflowLoggerCallback):
@@ -19,7 +19,8 @@ class SweepLoggerCallback(MLflowLoggerCallback):
 
     Compared with Ray's callback it logs only the trainer's metrics (not ``pid``, ``timestamp``,
     ``config/*`` and Ray's other bookkeeping keys), writes params and metrics in one batch per call, tags
-    each run with its trial id, and records where the trial's last checkpoint is.
+    each run with its trial id and records a failed trial's error. With ``system_metrics`` it samples the
+    driver node's CPU and memory (GPU where present) into each trial's run while the trial runs.
     """
 
     def __init__(
@@ -30,14 +31,18 @@ class SweepLoggerCallback(MLflowLoggerCallback):
         experiment_name: str,
         parent_run_id: str,
         metrics: Sequence[str],
+        child_tags: Mapping[str, str] | None = None,
+        system_metrics: bool = False,
     ):
         super().__init__(
             tracking_uri=tracking_uri,
             registry_uri=registry_uri,
             experiment_name=experiment_name,
-            tags={MLFLOW_PARENT_RUN_ID: parent_run_id, ROLE_TAG: TRIAL_ROLE},
+            tags={MLFLOW_PARENT_RUN_ID: parent_run_id, ROLE_TAG: TRIAL_ROLE, **(child_tags or {})},
         )
         self._metrics = tuple(metrics)
+        self._system_metrics = system_metrics
+        self._monitors: dict[str, object] = {}
         self._client: MlflowClient | None = None
 
     def setup(self, *args, **kwargs):
@@ -51,6 +56,12 @@ class SweepLoggerCallback(MLflowLoggerCallback):
         run = self._client.create_run(self.mlflow_util.experiment_id, run_name=str(trial), tags=tags)
         self._trial_runs[trial] = run.info.run_id
         self._client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in trial.config.items()])
+        if self._system_metrics:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(run.info.run_id, sampling_interval=1, tracking_uri=self.tracking_uri)
+            monitor.start()
+            self._monitors[run.info.run_id] = monitor
 
     def log_trial_result(self, iteration, trial, result):
         now = int(time.time() * 1000)
@@ -65,13 +76,11 @@ class SweepLoggerCallback(MLflowLoggerCallback):
 
     def log_trial_end(self, trial, failed: bool = False):
         run_id = self._trial_runs[trial]
-        tags = []
-        if trial.checkpoint is not None:
-            tags.append(RunTag(CHECKPOINT_TAG, trial.checkpoint.path))
+        monitor = self._monitors.pop(run_id, None)
+        if monitor is not None:
+            monitor.finish()
         if failed and trial.error_file:
-            tags.append(RunTag(ERROR_TAG, _first_error_line(trial)))
-        if tags:
-            self._client.log_batch(run_id, tags=tags)
+            self._client.log_batch(run_id, tags=[RunTag(ERROR_TAG, _first_error_line(trial))])
         super().log_trial_end(trial, failed=failed)
 
 

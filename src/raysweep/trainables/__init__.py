@@ -4,18 +4,35 @@ A trainer module exposes:
 
 - ``METRICS``: the metric names its trials report (``sweep.metric`` must be one of them);
 - ``validate(trainer_cfg, search_space)``: raise ``RaySweepError`` for hyperparameters it cannot take;
-- ``make_trainable(trainer_cfg, dataset)``: the Tune function trainable and its per-trial resources;
-- ``log_model(checkpoint_dir, dataset_example)``: log the checkpointed model to the active MLflow run.
+- ``resource_needs(trainer_cfg)``: keyword arguments for :func:`raysweep.resources.plan`;
+- ``make_trainable(trainer_cfg, dataset, context)``: the Tune function trainable;
+- ``best_checkpoint(result, metric, mode)``: where a finished trial's best model is;
+- ``log_model(checkpoint_dir)``: log that model to the active MLflow run.
+
+Module-level imports stay light: heavy frameworks load inside the functions that train.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass, field
 from types import ModuleType
 
 from raysweep.errors import RaySweepError
 
-_TRAINERS = {"sklearn": "raysweep.trainables.sklearn"}
+_TRAINERS = {"sklearn": "raysweep.trainables.sklearn", "torch": "raysweep.trainables.torch_mlp"}
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a sweep shares besides the data: ranking, logging, resources, storage."""
+
+    metric: str
+    mode: str
+    logging: object | None  # raysweep.tracking.worker.WorkerLogging in worker mode, else None
+    resources: object  # raysweep.resources.ResourcePlan
+    storage_path: str  # where Ray Train runs of distributed trials keep their checkpoints
+    child_tags: dict[str, str] = field(default_factory=dict)
 
 
 def get(name: str) -> ModuleType:

@@ -8,16 +8,16 @@ checkpoint, never a retrain.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from raysweep.errors import RaySweepError
+from raysweep.metrics import VALIDATION_METRICS
 
 #: Metrics every trial reports, once per iteration.
-METRICS = ("val_auc", "val_average_precision", "val_f1", "val_log_loss", "train_time_s")
+METRICS = (*VALIDATION_METRICS, "train_time_s")
 
 #: family -> (estimator class path, the size parameter grown each iteration, defaults raysweep sets)
 FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -58,15 +58,23 @@ def validate(trainer_cfg, search_space: dict[str, Any]) -> None:
         raise RaySweepError(f"search_space.{size_key} is missing; the {trainer_cfg.family} trainer grows it per iteration")
 
 
-def make_trainable(trainer_cfg, dataset):
+def resource_needs(trainer_cfg) -> dict[str, Any]:
+    """Each trial trains in its own process on ``trainer.cpus_per_trial`` CPUs."""
+    if trainer_cfg.use_gpu:
+        raise RaySweepError("trainer.use_gpu=true: the sklearn trainer runs on CPUs only; set trainer.use_gpu=false")
+    return {"cpus_per_trial": float(trainer_cfg.cpus_per_trial)}
+
+
+def make_trainable(trainer_cfg, dataset, context):
     """Build the Tune function trainable for this trainer config.
 
     Args:
         trainer_cfg: The ``trainer`` config node.
         dataset: The :class:`raysweep.data.Dataset` to train on; shipped once through the object store.
+        context: The sweep's :class:`raysweep.trainables.TrialContext`.
 
     Returns:
-        ``(trainable, resources)`` for ``tune.with_resources``.
+        The trainable for ``tune.with_resources``.
     """
     from ray import tune
 
@@ -75,17 +83,33 @@ def make_trainable(trainer_cfg, dataset):
         "iterations": int(trainer_cfg.iterations),
         "seed": int(trainer_cfg.seed),
         "params": dict(trainer_cfg.params),
+        "logging": context.logging,
     }
-    trainable = tune.with_parameters(train, dataset=dataset, settings=settings)
-    return trainable, {"cpu": float(trainer_cfg.cpus_per_trial)}
+    return tune.with_parameters(train, dataset=dataset, settings=settings)
+
+
+def best_checkpoint(result, metric: str, mode: str) -> str | None:
+    """Path of the trial's best-scoring Tune checkpoint, if it kept one."""
+    checkpoint = result.get_best_checkpoint(metric, mode) if result.best_checkpoints else None
+    return checkpoint.path if checkpoint is not None else None
 
 
 def train(config: dict[str, Any], dataset, settings: dict[str, Any]) -> None:
     """Tune function trainable: grow the estimator, report metrics and a checkpoint each iteration."""
-    import joblib
-    import numpy as np
     from ray import tune
-    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+    from raysweep.tracking.worker import trial_log
+
+    context = tune.get_context()
+    with trial_log(settings["logging"], config, context.get_trial_name(), context.get_trial_id()) as log:
+        _grow(config, dataset, settings, log)
+
+
+def _grow(config: dict[str, Any], dataset, settings: dict[str, Any], log) -> None:
+    import joblib
+    from ray import tune
+
+    from raysweep.metrics import validation_metrics
 
     _, size_key, defaults = FAMILIES[settings["family"]]
     params = {**defaults, **settings["params"], **config}
@@ -100,28 +124,12 @@ def train(config: dict[str, Any], dataset, settings: dict[str, Any]) -> None:
         estimator.fit(dataset.X_train, dataset.y_train)
         fit_seconds += time.perf_counter() - start
         proba = estimator.predict_proba(dataset.X_val)[:, 1]
-        metrics = {
-            "val_auc": float(roc_auc_score(dataset.y_val, proba)),
-            "val_average_precision": float(average_precision_score(dataset.y_val, proba)),
-            "val_f1": _best_f1(dataset.y_val, proba),
-            "val_log_loss": float(log_loss(dataset.y_val, np.clip(proba, 1e-7, 1 - 1e-7), labels=[0, 1])),
-            "train_time_s": fit_seconds,
-        }
+        metrics = {**validation_metrics(dataset.y_val, proba), "train_time_s": fit_seconds}
+        log.metrics(metrics, step=i)
         with tempfile.TemporaryDirectory() as tmp:
             joblib.dump(estimator, Path(tmp) / MODEL_FILE)
             (Path(tmp) / EXAMPLE_FILE).write_text(example.to_json(orient="split", index=False))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
-
-
-def _best_f1(y_true, proba) -> float:
-    # At 1-2 % fraud a forest's probabilities rarely pass 0.5, so F1 at 0.5 is mostly 0; report F1 at the
-    # threshold a fraud team would pick on this validation set instead.
-    from sklearn.metrics import precision_recall_curve
-
-    precision, recall, _ = precision_recall_curve(y_true, proba)
-    denominator = precision + recall
-    f1 = 2 * precision * recall / (denominator + (denominator == 0))
-    return float(f1.max())
 
 
 def _pip_requirements() -> list[str]:

@@ -1,0 +1,118 @@
+"""Worker-side logging: ``setup_mlflow`` inside the trainable; only rank 0 of a worker group writes.
+
+Trainables log through :func:`trial_log` in both modes. With ``mlflow=driver`` it is a no-op (the driver's
+callback writes); with ``mlflow=worker`` it opens the trial's child run with Ray's ``setup_mlflow`` and
+always ends it - FINISHED, FAILED with the error, or KILLED - so a reused actor never carries a run, or
+autologging, into the next trial.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from raysweep.tracking.tags import ERROR_TAG, ROLE_TAG, TRIAL_ID_TAG, TRIAL_ROLE
+
+
+@dataclass(frozen=True)
+class WorkerLogging:
+    """What a trainable needs to write its own child run (picklable, shipped in the trial settings)."""
+
+    tracking_uri: str
+    registry_uri: str | None
+    experiment_id: str
+    parent_run_id: str
+    autolog: bool = False
+    system_metrics: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class TrialLog:
+    """Metrics sink of one trial: a real MLflow run on rank 0 in worker mode, otherwise a no-op."""
+
+    def __init__(self, mlflow_module=None):
+        self._mlflow = mlflow_module
+        #: Seconds spent in MLflow calls, for the overhead benchmark.
+        self.seconds = 0.0
+
+    @property
+    def active(self) -> bool:
+        """Whether this process writes the trial's run."""
+        return self._mlflow is not None
+
+    def metrics(self, values: Mapping[str, float], step: int) -> None:
+        """Log ``values`` at ``step`` in one batch."""
+        if self._mlflow is not None:
+            start = time.perf_counter()
+            self._mlflow.log_metrics(dict(values), step=step)
+            self.seconds += time.perf_counter() - start
+
+    def tags(self, values: Mapping[str, str]) -> None:
+        """Set tags on the trial's run."""
+        if self._mlflow is not None:
+            self._mlflow.set_tags(dict(values))
+
+
+@contextmanager
+def trial_log(
+    logging: WorkerLogging | None, params: Mapping[str, Any], trial_name: str, trial_id: str
+) -> Iterator[TrialLog]:
+    """Open the trial's child run when this process is the one that logs (worker mode, rank 0).
+
+    Args:
+        logging: Worker-mode settings, or ``None`` in driver mode.
+        params: The trial's hyperparameters, logged as the run's params.
+        trial_name: Tune's trial name, used as the run name.
+        trial_id: Tune's trial id, tagged so analysis can match runs to trials.
+
+    Yields:
+        The trial's :class:`TrialLog`.
+    """
+    if logging is None:
+        yield TrialLog()
+        return
+
+    import mlflow
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+    from ray.air.integrations.mlflow import setup_mlflow
+
+    if logging.system_metrics:
+        mlflow.enable_system_metrics_logging()
+        # Trials last seconds to minutes: sample every second so short trials still get a curve.
+        mlflow.set_system_metrics_sampling_interval(1)
+        mlflow.set_system_metrics_samples_before_logging(1)
+    tags = {MLFLOW_PARENT_RUN_ID: logging.parent_run_id, ROLE_TAG: TRIAL_ROLE, TRIAL_ID_TAG: trial_id,
+            "trial_name": trial_name, **logging.tags}
+    module = setup_mlflow(
+        dict(params),
+        tracking_uri=logging.tracking_uri,
+        registry_uri=logging.registry_uri,
+        experiment_id=logging.experiment_id,
+        run_name=trial_name,
+        tags=tags,
+        rank_zero_only=True,
+    )
+    if module is not mlflow:  # a non-zero rank: Ray's no-op stand-in
+        yield TrialLog()
+        return
+    if logging.autolog:
+        mlflow.autolog(log_models=False, log_datasets=False, silent=True)
+    status = "FAILED"
+    try:
+        yield TrialLog(mlflow)
+        status = "FINISHED"
+    except (KeyboardInterrupt, SystemExit):
+        status = "KILLED"
+        raise
+    except BaseException as error:
+        mlflow.set_tag(ERROR_TAG, f"{type(error).__name__}: {error}"[:500])
+        raise
+    finally:
+        if logging.autolog:
+            mlflow.autolog(disable=True)
+        mlflow.end_run(status)
+        if logging.system_metrics:
+            mlflow.disable_system_metrics_logging()
