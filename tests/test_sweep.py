@@ -126,7 +126,7 @@ def test_champion_loads_in_a_fresh_process_and_predicts_probabilities(first_swee
     code = (
         "import json, mlflow, pandas as pd\n"
         "from raysweep.data import generate_fraud\n"
-        "X = generate_fraud(50, 0.1, 4, seed=5).drop(columns=['is_fraud']).astype('float64')\n"
+        "X = generate_fraud(50, 0.1, 4, seed=5).drop(columns=['is_fraud'])\n"
         "p = mlflow.pyfunc.load_model('models:/fraud-rf@champion').predict(X)\n"
         "print(json.dumps({'shape': list(p.shape), 'min': float(p.min()), 'max': float(p.max())}))\n"
     )

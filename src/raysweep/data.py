@@ -208,8 +208,9 @@ def split(frame: pd.DataFrame, target: str, val_fraction: float, seed: int) -> D
     y = y.astype(int).to_numpy()
     if np.bincount(y).min() < 2:
         raise RaySweepError(f"target column {target!r} has fewer than 2 rows of one class; add data")
+    # Feature dtypes stay as they are: the registered model's signature then matches the table it serves.
     X_train, X_val, y_train, y_val = train_test_split(
-        features.astype("float64"), y, test_size=val_fraction, stratify=y, random_state=seed
+        features, y, test_size=val_fraction, stratify=y, random_state=seed
     )
     return Dataset(X_train.reset_index(drop=True), y_train, X_val.reset_index(drop=True), y_val)
 

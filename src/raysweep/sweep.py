@@ -238,8 +238,8 @@ def _tune(plan: SweepPlan, cfg: DictConfig, trainable, fit, metrics, context, pa
             metric=plan.metric,
             mode=plan.mode,
             num_samples=plan.num_samples,
-            max_concurrent_trials=fit.max_concurrent_trials,
-            search_alg=BasicVariantGenerator(random_state=cfg.search_alg.seed),
+            # A SearchGenerator ignores TuneConfig.max_concurrent_trials: the cap goes to the searcher itself.
+            search_alg=BasicVariantGenerator(random_state=cfg.search_alg.seed, max_concurrent=fit.max_concurrent_trials),
             scheduler=FIFOScheduler(),
             reuse_actors=cfg.cluster.reuse_actors,
         ),

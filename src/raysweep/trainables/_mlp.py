@@ -103,7 +103,8 @@ def predict(model: nn.Module, features: np.ndarray, device: torch.device, batch_
 
 def tensors(features: np.ndarray, labels: np.ndarray) -> torch.utils.data.TensorDataset:
     """A float32 ``TensorDataset`` of features and labels."""
+    # Arrays from Ray's object store are read-only; torch wants memory it may write.
     return torch.utils.data.TensorDataset(
-        torch.as_tensor(np.asarray(features), dtype=torch.float32),
-        torch.as_tensor(np.asarray(labels), dtype=torch.float32),
+        torch.tensor(np.asarray(features), dtype=torch.float32),
+        torch.tensor(np.asarray(labels), dtype=torch.float32),
     )

@@ -26,7 +26,7 @@ FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 MODEL_FILE = "model.joblib"
-EXAMPLE_FILE = "input_example.json"
+EXAMPLE_FILE = "input_example.parquet"
 
 
 def _estimator_class(family: str):
@@ -128,7 +128,7 @@ def _grow(config: dict[str, Any], dataset, settings: dict[str, Any], log) -> Non
         log.metrics(metrics, step=i)
         with tempfile.TemporaryDirectory() as tmp:
             joblib.dump(estimator, Path(tmp) / MODEL_FILE)
-            (Path(tmp) / EXAMPLE_FILE).write_text(example.to_json(orient="split", index=False))
+            example.to_parquet(Path(tmp) / EXAMPLE_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
@@ -149,8 +149,6 @@ def log_model(checkpoint_dir: str | Path):
     Returns:
         The ``mlflow.models.model.ModelInfo`` of the logged model.
     """
-    import io
-
     import joblib
     import mlflow.sklearn
     import pandas as pd
@@ -159,8 +157,7 @@ def log_model(checkpoint_dir: str | Path):
 
     checkpoint_dir = Path(checkpoint_dir)
     estimator = joblib.load(checkpoint_dir / MODEL_FILE)
-    example = pd.read_json(io.StringIO((checkpoint_dir / EXAMPLE_FILE).read_text()), orient="split")
-    example = example.astype("float64")
+    example = pd.read_parquet(checkpoint_dir / EXAMPLE_FILE)
     signature = infer_signature(example, estimator.predict_proba(example))
     return mlflow.sklearn.log_model(
         estimator,

@@ -24,6 +24,7 @@ PARAMS = ("hidden_units", "num_layers", "dropout", "lr", "weight_decay", "batch_
 FAMILIES = ("mlp",)
 MODEL_FILE = "model.pt"
 META_FILE = "meta.json"
+EXAMPLE_FILE = "input_example.parquet"
 CHECKPOINT_PATH_KEY = "checkpoint_path"  # what TuneReportCallback names the Train checkpoint in Tune results
 
 
@@ -177,9 +178,9 @@ def _save(model, params: dict[str, Any], dataset, folder: Path) -> None:
     meta = {
         "n_features": int(dataset.X_train.shape[1]),
         "params": {k: v for k, v in params.items() if k in _mlp.ARCHITECTURE_PARAMS},
-        "example": json.loads(dataset.X_val.head(5).to_json(orient="split", index=False)),
     }
     (folder / META_FILE).write_text(json.dumps(meta))
+    dataset.X_val.head(5).to_parquet(folder / EXAMPLE_FILE)
 
 
 def best_checkpoint(result, metric: str, mode: str) -> str | None:
@@ -203,10 +204,13 @@ def _pip_requirements() -> list[str]:
 def log_model(checkpoint_dir: str | Path):
     """Log the checkpointed MLP to the active MLflow run with the pytorch flavor.
 
-    The logged model is a :class:`raysweep.trainables._mlp.FraudScorer` exported with ``torch.export``,
-    so loading it needs torch but not raysweep; the pyfunc maps a DataFrame of the feature columns to
-    fraud probabilities.
+    The logged model is a TorchScript :class:`raysweep.trainables._mlp.FraudScorer`, so loading it needs
+    torch but not raysweep; the pyfunc maps a DataFrame of the named feature columns (checked against the
+    signature) to fraud probabilities. (MLflow's newer torch.export format accepts only tensor signatures,
+    which would drop the column names.)
     """
+    import warnings
+
     import mlflow.pytorch
     import pandas as pd
     import torch
@@ -219,13 +223,18 @@ def log_model(checkpoint_dir: str | Path):
     mlp = _mlp.build(meta["n_features"], meta["params"])
     mlp.load_state_dict(torch.load(checkpoint_dir / MODEL_FILE, map_location="cpu"))
     scorer = _mlp.FraudScorer(mlp).eval()
-    example = pd.DataFrame(meta["example"]["data"], columns=meta["example"]["columns"]).astype("float32")
+    example = pd.read_parquet(checkpoint_dir / EXAMPLE_FILE)
     with torch.no_grad():
-        output = scorer(torch.from_numpy(example.to_numpy())).numpy()
+        output = scorer(torch.from_numpy(example.to_numpy(dtype="float32"))).numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still the portable format
+        scripted = torch.jit.script(scorer)
     return mlflow.pytorch.log_model(
-        scorer,
+        scripted,
         name="model",
+        # Columns keep the training table's dtypes; the pyfunc casts them to float32 for the network.
         signature=infer_signature(example, output),
         input_example=example,
         pip_requirements=_pip_requirements(),
+        serialization_format="pickle",
     )

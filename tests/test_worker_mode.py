@@ -1,0 +1,117 @@
+"""Worker-side logging and distributed torch trials: one child run per trial whatever the world size."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import SMOKE
+from raysweep import sweep
+from raysweep.errors import RaySweepError
+from raysweep.tracking.tags import ERROR_TAG, PARENT_ROLE, ROLE_TAG, TRIAL_ID_TAG
+
+pytestmark = pytest.mark.slow
+
+EXPERIMENT = "fraud-detection"
+TORCH_SMOKE = [
+    "+sweep=fraud_torch", "data.n_samples=3000", "sweep.num_samples=2", "trainer.iterations=2",
+    "trainer.num_workers=2", "trainer.cpus_per_worker=0.5", "cluster.verbose=0",
+]
+PREDICT = (
+    "import json, sys, mlflow, numpy as np\n"
+    "from raysweep.data import generate_fraud\n"
+    "X = generate_fraud(40, 0.1, 4, seed=5).drop(columns=['is_fraud'])\n"
+    "p = np.asarray(mlflow.pyfunc.load_model(sys.argv[1]).predict(X))\n"
+    "print(json.dumps({'shape': list(p.shape), 'min': float(p.min()), 'max': float(p.max())}))\n"
+)
+
+
+def _sweep_runs(client: MlflowClient):
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == PARENT_ROLE]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(runs) == len(children) + 1, "a run that is neither the parent nor one of its children"
+    return parents[0], children
+
+
+def _predict(uri: str, env) -> dict:
+    out = subprocess.run([sys.executable, "-c", PREDICT, uri], env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_sklearn_in_worker_mode_with_autolog_and_system_metrics(ray_address, make_cfg, tracking_uri):
+    overrides = ["+sweep=fraud", *SMOKE, "mlflow=worker", "mlflow.autolog=true", "mlflow.system_metrics=true"]
+    outcome = sweep.run(make_cfg(*overrides))
+    client = MlflowClient()
+    parent, children = _sweep_runs(client)
+    assert len(children) == 4
+    assert {r.info.status for r in [parent, *children]} == {"FINISHED"}
+    for child in children:
+        assert child.info.run_name.startswith("train_") and child.data.tags[TRIAL_ID_TAG]
+        # Params are the hyperparameters only, whatever setup_mlflow or autolog add besides.
+        for name in ("n_estimators", "max_depth", "min_samples_leaf", "max_features", "criterion"):
+            assert name in child.data.params
+        assert not any(k.startswith(("settings", "dataset", "logging")) for k in child.data.params)
+        assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "val_auc")) == [1, 2]
+        assert any(k.startswith("training_") for k in child.data.metrics), "autolog logged nothing"
+        assert any(k.startswith("system/cpu_utilization") for k in child.data.metrics), "no system metrics"
+    assert outcome.registration.version == "1"
+
+
+def test_worker_mode_trial_that_raises_ends_failed_with_its_error(ray_address, make_cfg, tracking_uri):
+    overrides = ["+sweep=fraud", *SMOKE, "sweep.num_samples=2", "mlflow=worker", "search_space.max_features=most"]
+    with pytest.raises(RaySweepError, match="no finished trial"):
+        sweep.run(make_cfg(*overrides))
+    parent, children = _sweep_runs(MlflowClient())
+    assert parent.info.status == "FAILED"
+    assert len(children) == 2 and {c.info.status for c in children} == {"FAILED"}
+    assert all("InvalidParameterError" in c.data.tags[ERROR_TAG] for c in children)
+
+
+@pytest.mark.parametrize("mode", ["worker", "driver"])
+def test_two_worker_torch_trials_log_one_child_each_and_register(mode, ray_address, make_cfg, tracking_uri, cli_env):
+    outcome = sweep.run(make_cfg(*TORCH_SMOKE, f"mlflow={mode}"))
+    client = MlflowClient()
+    parent, children = _sweep_runs(client)
+    assert len(children) == 2
+    assert {r.info.status for r in [parent, *children]} == {"FINISHED"}
+    for child in children:
+        assert child.data.tags["raysweep.world_size"] == "2"
+        assert set(child.data.params) == {"hidden_units", "num_layers", "dropout", "lr", "weight_decay",
+                                          "batch_size", "pos_weight"}
+        history = client.get_metric_history(child.info.run_id, "val_auc")
+        assert sorted(m.step for m in history) == [1, 2], "rank != 0 logged too, or epochs went missing"
+        assert child.data.tags["raysweep.checkpoint"]
+
+    champion = client.get_model_version_by_alias("fraud-mlp", "champion")
+    assert champion.run_id == outcome.summary.best_run_id
+    pins = open(__import__("mlflow").artifacts.download_artifacts("models:/fraud-mlp@champion/requirements.txt")).read()
+    import torch
+
+    assert f"torch=={torch.__version__.split('+')[0]}" in pins.replace("+cpu", "")
+    assert "scikit-learn" not in pins and "ray" not in pins
+    result = _predict("models:/fraud-mlp@champion", cli_env)
+    assert result["shape"] == [40, 1]
+    assert 0.0 <= result["min"] <= result["max"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["trainer.num_workers=8", "trainer.cpus_per_worker=1"],
+         "trainer.num_workers=8 x 1 CPU needs 8 CPUs but the Ray cluster has 2"),
+        (["trainer.use_gpu=true"], "trainer.use_gpu=true needs 2 GPU (one per worker) but the Ray cluster has no GPU"),
+    ],
+)
+def test_plans_that_cannot_fit_fail_before_any_run(overrides, fragment, ray_address, make_cfg, tracking_uri):
+    with pytest.raises(RaySweepError) as err:
+        sweep.run(make_cfg(*TORCH_SMOKE, *overrides))
+    assert fragment in str(err.value)
+    experiment = MlflowClient().get_experiment_by_name(EXPERIMENT)
+    assert experiment is None or not MlflowClient().search_runs([experiment.experiment_id])
