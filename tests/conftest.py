@@ -14,6 +14,9 @@ from omegaconf import DictConfig
 from raysweep.config import CONF_DIR, register_schema
 
 register_schema()
+# Tests run offline: no usage reporting from MLflow or Ray.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 #: Overrides that shrink a sweep to seconds: small data, few trees, two iterations.
 SMOKE = [

@@ -74,9 +74,10 @@ def test_worker_mode_trial_that_raises_ends_failed_with_its_error(ray_address, m
     assert all("InvalidParameterError" in c.data.tags[ERROR_TAG] for c in children)
 
 
-@pytest.mark.parametrize("mode", ["worker", "driver"])
-def test_two_worker_torch_trials_log_one_child_each_and_register(mode, ray_address, make_cfg, tracking_uri, cli_env):
-    outcome = sweep.run(make_cfg(*TORCH_SMOKE, f"mlflow={mode}"))
+@pytest.mark.parametrize("mode, extra", [("worker", []), ("driver", ["mlflow.system_metrics=true"])])
+def test_two_worker_torch_trials_log_one_child_each_and_register(mode, extra, ray_address, make_cfg, tracking_uri,
+                                                                 cli_env):
+    outcome = sweep.run(make_cfg(*TORCH_SMOKE, f"mlflow={mode}", *extra))
     client = MlflowClient()
     parent, children = _sweep_runs(client)
     assert len(children) == 2
@@ -88,6 +89,8 @@ def test_two_worker_torch_trials_log_one_child_each_and_register(mode, ray_addre
         history = client.get_metric_history(child.info.run_id, "val_auc")
         assert sorted(m.step for m in history) == [1, 2], "rank != 0 logged too, or epochs went missing"
         assert child.data.tags["raysweep.checkpoint"]
+        if extra:
+            assert any(k.startswith("system/cpu_utilization") for k in child.data.metrics), "no driver-side system metrics"
 
     champion = client.get_model_version_by_alias("fraud-mlp", "champion")
     assert champion.run_id == outcome.summary.best_run_id

@@ -127,7 +127,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     started = time.time()
     params, dataset, settings = loop_config["params"], loop_config["dataset"], loop_config["settings"]
     context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
+    rank = context.get_world_rank()
     torch.manual_seed(settings["seed"])
     device = ray.train.torch.get_device()
 
@@ -145,7 +145,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
     trial = loop_config["trial"]
     with trial_log(settings["logging"], params, trial["name"], trial["id"]) as log:
-        log.tags({"raysweep.world_size": str(world_size), "raysweep.device": str(device)})
+        log.tags({"raysweep.device": str(device)})
         train_seconds = 0.0
         for epoch in range(1, settings["epochs"] + 1):
             if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
