@@ -48,7 +48,10 @@ def main() -> None:
     import raysweep  # noqa: F401  (before Ray: it turns off Ray's `uv run` worker hook)
     import ray
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    from raysweep._workers import SETUP_HOOK
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR",
+             runtime_env={"worker_process_setup_hook": SETUP_HOOK})
     rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -66,7 +66,10 @@ def ray_address():
     """One local Ray for the whole test session (2 CPUs, no dashboard); its GCS address for subprocesses."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    from raysweep._workers import SETUP_HOOK
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             runtime_env={"worker_process_setup_hook": SETUP_HOOK})
     try:
         yield ray.get_runtime_context().gcs_address
     finally:

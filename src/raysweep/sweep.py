@@ -313,8 +313,14 @@ def _ray(cluster_cfg) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    from raysweep._workers import SETUP_HOOK
+
     address = cluster_cfg.address or os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "logging_level": logging.WARNING,
+        "runtime_env": {"worker_process_setup_hook": SETUP_HOOK},
+    }
     if address:
         ray.init(address=address, **kwargs)
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
@@ -80,13 +81,20 @@ class SweepLoggerCallback(MLflowLoggerCallback):
         if monitor is not None:
             monitor.finish()
         if failed and trial.error_file:
-            self._client.log_batch(run_id, tags=[RunTag(ERROR_TAG, _first_error_line(trial))])
+            self._client.log_batch(run_id, tags=[RunTag(ERROR_TAG, _error_summary(trial.error_file))])
         super().log_trial_end(trial, failed=failed)
 
+    def on_experiment_end(self, trials, **info):
+        # Trials still running when Tune stops (an interrupt) never reach log_trial_end.
+        for monitor in self._monitors.values():
+            monitor.finish()
+        self._monitors.clear()
 
-def _first_error_line(trial) -> str:
+
+def _error_summary(error_file: str) -> str:
+    """The exception line of a trial's error file (its last non-empty line)."""
     try:
-        lines = [line for line in open(trial.error_file).read().splitlines() if line.strip()]
-        return lines[-1][:500] if lines else "trial failed"
+        lines = [line for line in Path(error_file).read_text().splitlines() if line.strip()]
     except OSError:
         return "trial failed"
+    return lines[-1][:500] if lines else "trial failed"
