@@ -132,6 +132,21 @@ def summarize(client: MlflowClient, parent) -> SweepSummary:
     )
 
 
+def validation_data(parent):
+    """Rebuild the data a sweep trained on from the config recorded on its parent run.
+
+    Returns:
+        The :class:`raysweep.data.Dataset` (same generator seed or file, same split).
+    """
+    import mlflow
+    from omegaconf import OmegaConf
+
+    from raysweep import data
+
+    config = OmegaConf.create(mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/config.yaml"))
+    return data.load(config.data)
+
+
 def record_best(client: MlflowClient, summary: SweepSummary) -> None:
     """Write the best child's run id, params and metric onto the parent run (idempotent)."""
     existing = client.get_run(summary.parent_run_id).data.params

@@ -136,12 +136,110 @@ def _register(client: MlflowClient, name: str, model_uri: str, summary: SweepSum
 
 def _move_aliases(client: MlflowClient, name: str, version: str, summary: SweepSummary) -> None:
     client.set_registered_model_alias(name, CHALLENGER, version)
+    champion = champion_version(client, name)
+    if champion is None or (champion != version and beats(summary, client.get_model_version(name, champion).tags)):
+        promote(client, name, version, by="raysweep",
+                reason=f"sweep {summary.sweep_run_name}: {summary.metric}={summary.best_value:.4f} ({summary.mode})")
+
+
+def champion_version(client: MlflowClient, name: str) -> str | None:
+    """The version holding ``@champion``, or ``None``."""
+    from mlflow.exceptions import MlflowException
+
     try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
-    except Exception:
-        champion = None
-    if champion is None or (str(champion.version) != version and beats(summary, champion.tags)):
-        client.set_registered_model_alias(name, CHAMPION, version)
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def promote(client: MlflowClient, name: str, version: str | int, *, by: str, reason: str) -> str | None:
+    """Move ``@champion`` to ``version`` and record who, why, when and which version it replaced.
+
+    Args:
+        client: Client bound to the registry.
+        name: Registered model name.
+        version: The version to promote.
+        by: Who promotes (a person or ``raysweep``).
+        reason: Why, in a sentence.
+
+    Returns:
+        The previous champion's version, or ``None``.
+    """
+    from datetime import datetime, timezone
+
+    version = str(version)
+    client.get_model_version(name, version)  # fails clearly when the version does not exist
+    previous = champion_version(client, name)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    tags = {
+        "raysweep.promoted_by": by,
+        "raysweep.promotion_reason": reason,
+        "raysweep.promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "raysweep.previous_champion": previous or "",
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    return previous
+
+
+def rollback(client: MlflowClient, name: str, *, by: str, reason: str) -> str:
+    """Move ``@champion`` back to the version it replaced; returns that version.
+
+    Raises:
+        RaySweepError: There is no champion, or it records no previous champion.
+    """
+    current = champion_version(client, name)
+    if current is None:
+        raise RaySweepError(f"{name} has no @champion to roll back")
+    previous = client.get_model_version(name, current).tags.get("raysweep.previous_champion")
+    if not previous:
+        raise RaySweepError(f"{name}@champion (v{current}) records no previous champion; promote a version instead")
+    promote(client, name, previous, by=by, reason=f"rollback from v{current}: {reason}")
+    return previous
+
+
+def versions(client: MlflowClient, name: str):
+    """Every version of a registered model with its aliases, metric and promotion tags, newest first."""
+    import pandas as pd
+
+    rows = [
+        {
+            "version": int(mv.version),
+            "aliases": ", ".join(sorted(mv.aliases)),
+            "run_id": mv.run_id,
+            "metric": mv.tags.get(METRIC_TAG),
+            "value": float(mv.tags[VALUE_TAG]) if VALUE_TAG in mv.tags else None,
+            "sweep": mv.tags.get("raysweep.sweep"),
+            "promoted_by": mv.tags.get("raysweep.promoted_by"),
+            "promotion_reason": mv.tags.get("raysweep.promotion_reason"),
+        }
+        for mv in client.search_model_versions(f"name = '{name}'")
+    ]
+    return pd.DataFrame(rows).sort_values("version", ascending=False, ignore_index=True)
+
+
+def evaluate(model_uri: str, features, labels) -> dict[str, float]:
+    """Load a model through pyfunc and compute the validation metrics of its fraud probabilities."""
+    import mlflow.pyfunc
+    import numpy as np
+
+    from raysweep.metrics import validation_metrics
+
+    predictions = np.asarray(mlflow.pyfunc.load_model(model_uri).predict(features))
+    proba = predictions[:, -1] if predictions.ndim == 2 else predictions
+    return validation_metrics(labels, proba)
+
+
+def compare(client: MlflowClient, name: str, dataset, aliases=(CHAMPION, CHALLENGER)):
+    """Validation metrics of the versions behind ``aliases``, on the same validation data."""
+    import pandas as pd
+
+    rows = []
+    for alias in aliases:
+        mv = client.get_model_version_by_alias(name, alias)
+        metrics = evaluate(f"models:/{name}@{alias}", dataset.X_val, dataset.y_val)
+        rows.append({"alias": alias, "version": int(mv.version), **metrics})
+    return pd.DataFrame(rows).set_index("alias")
 
 
 def beats(summary: SweepSummary, champion_tags: dict[str, str]) -> bool:

@@ -129,7 +129,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
     import ray
     from mlflow import MlflowClient
 
-    from raysweep import analysis, registry, resources
+    from raysweep import analysis, registry, report, resources
     from raysweep.tracking import parent_run
 
     with _ray(cfg.cluster):
@@ -160,6 +160,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
             summary = analysis.summarize(client, parent)
             analysis.record_best(client, summary)
             registration = registry.register_best(client, parent, summary) if plan.register else None
+            report.log_report(client, summary, registration)
     return SweepOutcome(plan, summary, registration, time.perf_counter() - started)
 
 
