@@ -129,7 +129,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
     import ray
     from mlflow import MlflowClient
 
-    from raysweep import analysis, registry, report, resources
+    from raysweep import analysis, registry, resources
     from raysweep.tracking import parent_run
 
     with _ray(cfg.cluster):
@@ -160,8 +160,18 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
             summary = analysis.summarize(client, parent)
             analysis.record_best(client, summary)
             registration = registry.register_best(client, parent, summary) if plan.register else None
-            report.log_report(client, summary, registration)
+            _log_report(client, summary, registration)
     return SweepOutcome(plan, summary, registration, time.perf_counter() - started)
+
+
+def _log_report(client, summary, registration) -> None:
+    """Draw the report onto the parent run; a drawing problem must not fail a sweep that trained and registered."""
+    from raysweep import report
+
+    try:
+        report.log_report(client, summary, registration)
+    except Exception as error:  # noqa: BLE001 - reported, and the notebooks can draw it again
+        log.warning("sweep report not stored on the parent run: %s: %s", type(error).__name__, error)
 
 
 def _trial_context(plan: SweepPlan, cfg: DictConfig, fit, experiment_id: str, parent_id: str):
