@@ -27,6 +27,11 @@ SMOKE = [
     "search_space.max_depth='choice(4, 8, none)'",
     "cluster.verbose=0",
 ]
+# A weak forest and a strong one, as fixed search spaces: a known worse and a known better one-trial sweep.
+WEAK = ["sweep.num_samples=1", "search_space.n_estimators=3", "search_space.max_depth=1",
+        "search_space.min_samples_leaf=1", "search_space.max_features=sqrt"]
+STRONG = ["sweep.num_samples=1", "search_space.n_estimators=60", "search_space.max_depth=none",
+          "search_space.min_samples_leaf=4", "search_space.max_features=sqrt"]
 
 
 def use_store(uri: str, monkeypatch: pytest.MonkeyPatch):
@@ -53,6 +58,25 @@ def compose_cfg(storage_dir: Path, *overrides: str) -> DictConfig:
     unique = [f"sweep.run_name=test-{uuid.uuid4().hex[:8]}", f"cluster.storage_path={storage_dir}"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=[*unique, *overrides])
+
+
+@pytest.fixture(scope="module")
+def module_store(tmp_path_factory) -> str:
+    """One sqlite store for a whole test module, for modules whose tests read the same (expensive) sweeps.
+
+    Such a module overrides ``tracking_uri`` with ``yield from use_store(module_store, monkeypatch)``.
+    """
+    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+
+
+def sweep_into(store: str, storage_dir: Path, *overrides: str):
+    """Run a sweep in this process against ``store`` (for module-scoped fixtures, outside any test)."""
+    from raysweep import sweep
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", store)
+        mlflow.set_tracking_uri(store)
+        return sweep.run(compose_cfg(storage_dir, *overrides), overrides=list(overrides))
 
 
 @pytest.fixture

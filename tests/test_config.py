@@ -2,7 +2,6 @@
 
 import pytest
 from hydra.errors import ConfigCompositionException
-from omegaconf.errors import ValidationError
 
 from raysweep.config import available_sweeps
 from raysweep.errors import RaySweepError

@@ -9,33 +9,24 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SMOKE, compose_cfg, use_store
-from raysweep import registry, sweep
+from conftest import SMOKE, WEAK, sweep_into, use_store
+from raysweep import registry
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-WEAK = ["sweep.num_samples=1", "search_space.n_estimators=3", "search_space.max_depth=1",
-        "search_space.min_samples_leaf=1", "search_space.max_features=sqrt"]
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('nb') / 'mlflow.db'}"
 
 
 @pytest.fixture
-def tracking_uri(store, monkeypatch):
-    yield from use_store(store, monkeypatch)
+def tracking_uri(module_store, monkeypatch):
+    """Every test of this module reads the same two sweeps."""
+    yield from use_store(module_store, monkeypatch)
 
 
 @pytest.fixture(scope="module")
-def sweeps(ray_address, store, tmp_path_factory):
+def sweeps(ray_address, module_store, tmp_path_factory):
     """A smoke sweep (v1, champion) and a weaker one (v2, challenger only)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", store)
-        mlflow.set_tracking_uri(store)
-        storage = tmp_path_factory.mktemp("ray")
-        first = sweep.run(compose_cfg(storage, "+sweep=fraud", *SMOKE))
-        second = sweep.run(compose_cfg(storage, "+sweep=fraud", *SMOKE, *WEAK))
+    storage = tmp_path_factory.mktemp("ray")
+    first = sweep_into(module_store, storage, "+sweep=fraud", *SMOKE)
+    second = sweep_into(module_store, storage, "+sweep=fraud", *SMOKE, *WEAK)
     return first, second
 
 
@@ -49,8 +40,8 @@ def _run_notebook(name: str, tmp_path: Path, **parameters) -> dict:
 
 
 @pytest.mark.slow
-def test_parent_run_carries_plots_and_summary(sweeps, store):
-    client = MlflowClient(store)
+def test_parent_run_carries_plots_and_summary(sweeps, module_store):
+    client = MlflowClient(module_store)
     for outcome in sweeps:
         names = {Path(a.path).name for a in client.list_artifacts(outcome.summary.parent_run_id, "report")}
         assert names == {"parallel_coordinates.png", "metric_vs_params.png", "learning_curves.png",
@@ -60,9 +51,9 @@ def test_parent_run_carries_plots_and_summary(sweeps, store):
 
 
 @pytest.mark.slow
-def test_analysis_notebook_runs_and_draws_its_figures(sweeps, store, tmp_path):
+def test_analysis_notebook_runs_and_draws_its_figures(sweeps, module_store, tmp_path):
     first, _ = sweeps
-    nb = _run_notebook("sweep_analysis.ipynb", tmp_path, tracking_uri=store,
+    nb = _run_notebook("sweep_analysis.ipynb", tmp_path, tracking_uri=module_store,
                        parent_run_id=first.summary.parent_run_id)
     outputs = [o for cell in nb["cells"] if cell["cell_type"] == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
@@ -74,17 +65,17 @@ def test_analysis_notebook_runs_and_draws_its_figures(sweeps, store, tmp_path):
 
 
 @pytest.mark.slow
-def test_promotion_notebook_moves_champion_and_rolls_back(sweeps, store, tmp_path):
-    client = MlflowClient(store)
+def test_promotion_notebook_moves_champion_and_rolls_back(sweeps, module_store, tmp_path):
+    client = MlflowClient(module_store)
     assert registry.champion_version(client, "fraud-rf") == "1"
-    _run_notebook("promotion.ipynb", tmp_path, tracking_uri=store, action="promote", version="2", who="alice",
+    _run_notebook("promotion.ipynb", tmp_path, tracking_uri=module_store, action="promote", version="2", who="alice",
                   why="reviewed by the fraud team")
     assert registry.champion_version(client, "fraud-rf") == "2"
     tags = client.get_model_version("fraud-rf", "2").tags
     assert tags["raysweep.promoted_by"] == "alice"
     assert tags["raysweep.promotion_reason"] == "reviewed by the fraud team"
     assert tags["raysweep.previous_champion"] == "1"
-    _run_notebook("promotion.ipynb", tmp_path, tracking_uri=store, action="rollback", who="bob", why="false positives")
+    _run_notebook("promotion.ipynb", tmp_path, tracking_uri=module_store, action="rollback", who="bob", why="false positives")
     assert registry.champion_version(client, "fraud-rf") == "1"
     assert client.get_model_version("fraud-rf", "1").tags["raysweep.promoted_by"] == "bob"
 

@@ -10,8 +10,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SMOKE, compose_cfg, use_store
-from raysweep import analysis, registry, sweep
+from conftest import SMOKE, sweep_into, use_store
+from raysweep import analysis, registry
 from raysweep.tracking.tags import CHECKPOINT_TAG, PARENT_ROLE, ROLE_TAG, TRIAL_ID_TAG
 
 pytestmark = pytest.mark.slow
@@ -25,25 +25,16 @@ def _runs(client):
     return client.search_runs([experiment.experiment_id], max_results=1000)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
-    """One sqlite store for every test of this module: they all read the same sweep."""
-    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
-
-
 @pytest.fixture
-def tracking_uri(store, monkeypatch):
-    yield from use_store(store, monkeypatch)
+def tracking_uri(module_store, monkeypatch):
+    """Every test of this module reads the same sweep."""
+    yield from use_store(module_store, monkeypatch)
 
 
 @pytest.fixture(scope="module")
-def first_sweep(ray_address, store, tmp_path_factory):
+def first_sweep(ray_address, module_store, tmp_path_factory):
     """A 4-trial smoke sweep, run once in this process on the shared Ray."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", store)
-        mlflow.set_tracking_uri(store)
-        cfg = compose_cfg(tmp_path_factory.mktemp("ray"), "+sweep=fraud", *SMOKE)
-        return sweep.run(cfg, overrides=["+sweep=fraud", *SMOKE])
+    return sweep_into(module_store, tmp_path_factory.mktemp("ray"), "+sweep=fraud", *SMOKE)
 
 
 

@@ -3,7 +3,7 @@
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SMOKE
+from conftest import SMOKE, STRONG, WEAK
 from raysweep import registry, sweep
 from raysweep.analysis import SweepSummary
 from raysweep.errors import RaySweepError
@@ -11,11 +11,6 @@ from raysweep.tracking.tags import ERROR_TAG, PARENT_ROLE, ROLE_TAG
 
 EXPERIMENT = "fraud-detection"
 MODEL = "fraud-rf"
-# A weak forest and a strong one, as fixed search spaces, to get a known worse and a known better sweep.
-WEAK = ["sweep.num_samples=1", "search_space.n_estimators=3", "search_space.max_depth=1",
-        "search_space.min_samples_leaf=1", "search_space.max_features=sqrt"]
-STRONG = ["sweep.num_samples=1", "search_space.n_estimators=60", "search_space.max_depth=none",
-          "search_space.min_samples_leaf=4", "search_space.max_features=sqrt"]
 
 
 def _summary(metric="val_auc", mode="max", value=0.9):

@@ -169,7 +169,7 @@ def _now_ms() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: summarize an existing sweep and (unless ``--no-register``) register its best model."""
+    """Command line: summarize an existing sweep, register its best model (unless ``--no-register``), redraw its report."""
     import os
 
     import mlflow
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-register", action="store_true", help="only print the best trial")
     args = parser.parse_args(argv)
 
-    from raysweep import registry
+    from raysweep import registry, report
 
     try:
         mlflow.set_tracking_uri(args.tracking_uri)
@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarize(client, parent)
         record_best(client, summary)
         registration = None if args.no_register else registry.register_best(client, parent, summary)
+        report.log_report(client, summary, registration)
     except RaySweepError as e:
         print(f"raysweep: {e}", file=sys.stderr)
         return 2
