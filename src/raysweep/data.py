@@ -17,24 +17,9 @@ from raysweep.errors import RaySweepError
 if TYPE_CHECKING:
     import pandas as pd
 
-#: Feature columns of the generated data that carry signal, in order.
 # Scales the label model so a good forest reaches ROC AUC ~0.95 and average precision ~0.4: hard enough
 # that hyperparameters matter, learnable enough to look like a real fraud table.
 _SIGNAL = 2.0
-
-INFORMATIVE_FEATURES = (
-    "amount",
-    "log_amount_to_avg",
-    "hour",
-    "is_night",
-    "merchant_risk",
-    "distance_from_home_km",
-    "minutes_since_last_txn",
-    "txn_count_24h",
-    "card_present",
-    "foreign",
-    "account_age_days",
-)
 
 
 @dataclass(frozen=True)

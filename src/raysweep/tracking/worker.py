@@ -38,11 +38,6 @@ class TrialLog:
         #: Seconds spent in MLflow calls, for the overhead benchmark.
         self.seconds = 0.0
 
-    @property
-    def active(self) -> bool:
-        """Whether this process writes the trial's run."""
-        return self._mlflow is not None
-
     def metrics(self, values: Mapping[str, float], step: int) -> None:
         """Log ``values`` at ``step`` in one batch."""
         if self._mlflow is not None:

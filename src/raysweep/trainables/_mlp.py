@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 ARCHITECTURE_PARAMS = ("hidden_units", "num_layers", "dropout")
-OPTIMISER_PARAMS = ("lr", "weight_decay", "batch_size", "pos_weight")
 DEFAULTS: dict[str, Any] = {
     "hidden_units": 64, "num_layers": 2, "dropout": 0.1,
     "lr": 1e-3, "weight_decay": 1e-5, "batch_size": 512, "pos_weight": 10.0,
