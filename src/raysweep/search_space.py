@@ -63,7 +63,7 @@ def _none_word(value: Any) -> Any:
 
 
 def parse_dimension(name: str, value: Any) -> Any:
-    """Translate one search-space entry into a ``ray.tune`` domain, or return it as a fixed value.
+    """Parse one search-space entry into a :class:`Dimension`, or return it as a fixed value.
 
     Args:
         name: The hyperparameter's name, used in error messages.

@@ -113,7 +113,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
 
     Raises:
         RaySweepError: Bad input (before Ray starts), or a sweep in which no trial finished.
-        KeyboardInterrupt: The sweep was interrupted; the parent run and open children end KILLED.
+        SweepInterrupted: Ctrl-C or SIGTERM; the parent run and open children end KILLED.
     """
     from raysweep import data, trainables
 
