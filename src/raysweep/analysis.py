@@ -19,12 +19,15 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from raysweep.errors import RaySweepError
+from raysweep.tracking.parent import end_orphans
 from raysweep.tracking.tags import PARENT_ROLE, ROLE_TAG
 
 if TYPE_CHECKING:
     import pandas as pd
 
 BEST_RUN_TAG = "raysweep.best_run_id"
+PARETO_ARTIFACT = "pareto_front.json"
+_OBJECTIVE_PARAM = "search_alg.objectives."
 
 
 @dataclass(frozen=True)
@@ -41,11 +44,22 @@ class SweepSummary:
     best_value: float
     best_params: dict[str, str]
     trials: pd.DataFrame = field(repr=False)
+    extra_objectives: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_trials(self) -> int:
         """Number of child runs of the sweep."""
         return len(self.trials)
+
+    @property
+    def objectives(self) -> dict[str, str]:
+        """Metric -> mode of every objective: the sweep metric, then any further multi-objective ones."""
+        return {self.metric: self.mode, **self.extra_objectives}
+
+    @property
+    def pareto(self) -> pd.DataFrame:
+        """The finished trials no other finished trial beats on every objective (all trials if one objective)."""
+        return pareto_front(self.trials[self.trials["status"] == "FINISHED"], self.objectives)
 
     @property
     def status_counts(self) -> dict[str, int]:
@@ -129,7 +143,27 @@ def summarize(client: MlflowClient, parent) -> SweepSummary:
         best_value=float(best[column]),
         best_params=best_params,
         trials=frame,
+        extra_objectives={k[len(_OBJECTIVE_PARAM):]: v for k, v in params.items() if k.startswith(_OBJECTIVE_PARAM)},
     )
+
+
+def pareto_front(frame: pd.DataFrame, objectives: dict[str, str]) -> pd.DataFrame:
+    """Rows of ``frame`` not dominated on ``objectives`` (``metrics.NAME`` columns, ``max``/``min`` each).
+
+    A row is dominated when another row is at least as good on every objective and better on one.
+    Rows missing an objective are left out.
+    """
+    columns = [f"metrics.{m}" for m in objectives]
+    if not set(columns) <= set(frame.columns):
+        return frame.iloc[0:0]
+    rows = frame.dropna(subset=columns)
+    # Turn every objective into "larger is better".
+    values = rows[columns].to_numpy(dtype=float) * [1.0 if mode == "max" else -1.0 for mode in objectives.values()]
+    keep = [
+        not any((other >= mine).all() and (other > mine).any() for other in values)
+        for mine in values
+    ]
+    return rows[keep]
 
 
 def validation_data(parent):
@@ -160,6 +194,15 @@ def record_best(client: MlflowClient, summary: SweepSummary) -> None:
         params=params,
         tags=[RunTag(BEST_RUN_TAG, summary.best_run_id), RunTag("raysweep.best_run_name", summary.best_run_name)],
     )
+    if summary.extra_objectives:
+        front = summary.pareto
+        columns = ["run_id", "tags.mlflow.runName", *(f"metrics.{m}" for m in summary.objectives)]
+        columns += [c for c in front.columns if c.startswith("params.")]
+        client.log_dict(summary.parent_run_id, {
+            "objectives": summary.objectives,
+            "trials": front[[c for c in columns if c in front.columns]].to_dict(orient="records"),
+        }, PARETO_ARTIFACT)
+        client.set_tag(summary.parent_run_id, "raysweep.pareto_front", ",".join(front["run_id"]))
 
 
 def _now_ms() -> int:
@@ -189,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         mlflow.set_tracking_uri(args.tracking_uri)
         client = MlflowClient(args.tracking_uri, os.environ.get("MLFLOW_REGISTRY_URI"))
         parent = find_sweep(client, args.experiment, args.parent_run_id)
+        if end_orphans(client, parent):
+            print(f"raysweep: sweep {parent.info.run_name!r} had lost its driver; its open runs are now KILLED",
+                  file=sys.stderr)
+            parent = client.get_run(parent.info.run_id)
         summary = summarize(client, parent)
         record_best(client, summary)
         registration = None if args.no_register else registry.register_best(client, parent, summary)
@@ -211,6 +258,9 @@ def format_summary(summary: SweepSummary, registration=None, look: str | None = 
         f"  run {summary.best_run_id}",
         f"best params {params}",
     ]
+    if summary.extra_objectives:
+        objectives = ", ".join(f"{mode} {m}" for m, mode in summary.objectives.items())
+        lines.append(f"pareto      {len(summary.pareto)} trials not beaten on all of {objectives} ({PARETO_ARTIFACT})")
     if registration is not None:
         lines.append(f"registered  {registration}")
     if look:

@@ -41,6 +41,12 @@ class DataSource(str, Enum):
 
 
 @dataclass
+class StopConfig:
+    time_budget_s: Optional[float] = None
+    metric_threshold: Optional[float] = None
+
+
+@dataclass
 class SweepConfig:
     name: str = MISSING
     run_name: str = MISSING
@@ -48,6 +54,8 @@ class SweepConfig:
     mode: Mode = Mode.max
     num_samples: int = 16
     max_concurrent_trials: Optional[int] = None
+    max_failures: int = 0
+    stop: StopConfig = field(default_factory=StopConfig)
     register: bool = True
 
 
@@ -91,11 +99,15 @@ class MLflowConfig:
 class SearchAlgConfig:
     name: str = "random"
     seed: Optional[int] = 0
+    objectives: dict[str, Mode] = field(default_factory=dict)
+    _target_: Optional[str] = None
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class SchedulerConfig:
     name: str = "fifo"
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -118,13 +130,24 @@ class RaySweepConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     search_space: dict[str, Any] = field(default_factory=dict)
+    resume: bool = False
+
+
+#: search_alg.name -> what it needs; ``custom`` builds any Tune searcher from ``search_alg._target_``.
+SEARCH_ALGS = ("random", "grid", "optuna", "custom")
+#: scheduler.name values; each maps to a Ray Tune scheduler in :mod:`raysweep.strategy`.
+SCHEDULERS = ("fifo", "asha", "median_stopping", "pbt")
 
 
 def register_schema() -> None:
     """Register :class:`RaySweepConfig` as ``raysweep_schema`` in Hydra's ConfigStore (idempotent)."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="raysweep_schema", node=RaySweepConfig)
+    schema = OmegaConf.structured(RaySweepConfig)
+    # Free-form keyword-argument maps: keys are the user's to add (trainer.params={class_weight: balanced}).
+    for node in (schema.trainer.params, schema.search_alg.params, schema.search_alg.objectives, schema.scheduler.params):
+        OmegaConf.set_struct(node, False)
+    ConfigStore.instance().store(name="raysweep_schema", node=schema)
 
 
 def available_sweeps() -> list[str]:
@@ -179,10 +202,7 @@ def validate(cfg: DictConfig) -> None:
         raise RaySweepError(f"trainer.iterations={cfg.trainer.iterations}; it must be at least 1")
     if cfg.trainer.cpus_per_trial <= 0:
         raise RaySweepError("trainer.cpus_per_trial must be > 0")
-    if cfg.search_alg.name != "random":
-        raise RaySweepError(f"search_alg.name={cfg.search_alg.name!r} is not known; use search_alg=random")
-    if cfg.scheduler.name != "fifo":
-        raise RaySweepError(f"scheduler.name={cfg.scheduler.name!r} is not known; use scheduler=fifo")
+    _validate_strategy(cfg)
     if cfg.mlflow.autolog and cfg.mlflow.mode != LoggingMode.worker:
         raise RaySweepError("mlflow.autolog=true patches the training code, so it needs mlflow=worker; add mlflow=worker")
     if cfg.trainer.num_workers < 1:
@@ -198,6 +218,37 @@ def validate(cfg: DictConfig) -> None:
             f"sweep.metric={cfg.sweep.metric!r} is not reported by trainer {cfg.trainer.name!r}; "
             f"use one of {', '.join(trainer.METRICS)}"
         )
+    for objective in cfg.search_alg.objectives:
+        if objective not in trainer.METRICS:
+            raise RaySweepError(
+                f"search_alg.objectives.{objective} is not reported by trainer {cfg.trainer.name!r}; "
+                f"use one of {', '.join(trainer.METRICS)}"
+            )
+    if cfg.scheduler.name == "pbt" and not getattr(trainer, "RESTORES_CHECKPOINTS", False):
+        raise RaySweepError(
+            f"scheduler=pbt moves checkpoints between trials, which trainer {cfg.trainer.name!r} cannot restore; "
+            "use scheduler=asha or a trainer that restores (sklearn)"
+        )
+
+
+def _validate_strategy(cfg: DictConfig) -> None:
+    search_alg, scheduler, stop = cfg.search_alg, cfg.scheduler, cfg.sweep.stop
+    if search_alg.name not in SEARCH_ALGS:
+        raise RaySweepError(f"search_alg.name={search_alg.name!r} is not known; use search_alg={'|'.join(SEARCH_ALGS)}")
+    if search_alg.name == "custom" and not search_alg._target_:
+        raise RaySweepError("search_alg=custom needs a searcher class; add search_alg._target_=module.Class")
+    if search_alg.name != "custom" and search_alg._target_:
+        raise RaySweepError(f"search_alg._target_ is only used by search_alg=custom, not {search_alg.name!r}")
+    if search_alg.objectives and search_alg.name != "optuna":
+        raise RaySweepError("search_alg.objectives (multi-objective) needs search_alg=optuna")
+    if cfg.sweep.metric in search_alg.objectives:
+        raise RaySweepError(f"search_alg.objectives repeats sweep.metric {cfg.sweep.metric!r}; list only the others")
+    if scheduler.name not in SCHEDULERS:
+        raise RaySweepError(f"scheduler.name={scheduler.name!r} is not known; use scheduler={'|'.join(SCHEDULERS)}")
+    if cfg.sweep.max_failures < -1:
+        raise RaySweepError("sweep.max_failures must be >= 0 (retries per trial), or -1 to retry forever")
+    if stop.time_budget_s is not None and stop.time_budget_s <= 0:
+        raise RaySweepError(f"sweep.stop.time_budget_s={stop.time_budget_s}; it must be > 0, or null for no limit")
 
 
 def validate_trainer(cfg: DictConfig) -> None:

@@ -153,9 +153,45 @@ def parse(search_space: Mapping[str, Any]) -> dict[str, Any]:
     return {name: parse_dimension(name, value) for name, value in search_space.items()}
 
 
-def to_param_space(parsed: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn a parsed search space into a Tune ``param_space`` (dimensions -> ``ray.tune`` domains)."""
-    return {name: v.to_tune() if isinstance(v, Dimension) else v for name, v in parsed.items()}
+def grid_size(parsed: Mapping[str, Any]) -> int:
+    """Number of combinations a grid search runs: the product of the ``choice``/``range`` sizes.
+
+    Raises:
+        RaySweepError: A dimension is sampled from an interval, which has no finite list of values.
+    """
+    size = 1
+    for name, value in parsed.items():
+        if not isinstance(value, Dimension):
+            continue
+        if value.kind != "choice":
+            raise RaySweepError(
+                f"search_alg=grid cannot enumerate search_space.{name} (an interval); "
+                f"list its values with choice(...) or range(...), or use search_alg=random|optuna"
+            )
+        size *= len(value.args)
+    return size
+
+
+def to_param_space(parsed: Mapping[str, Any], grid: bool = False) -> dict[str, Any]:
+    """Turn a parsed search space into a Tune ``param_space`` (dimensions -> ``ray.tune`` domains).
+
+    Args:
+        parsed: The output of :func:`parse`.
+        grid: Enumerate every ``choice`` with ``tune.grid_search`` instead of sampling it.
+    """
+    from ray import tune
+
+    def domain(value):
+        if not isinstance(value, Dimension):
+            return value
+        return tune.grid_search(list(value.args)) if grid else value.to_tune()
+
+    return {name: domain(v) for name, v in parsed.items()}
+
+
+def fixed_values(parsed: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries that are not searched (for searchers that receive their own copy of the space)."""
+    return {name: v for name, v in parsed.items() if not isinstance(v, Dimension)}
 
 
 def quote_cli_overrides(args: list[str], prefix: str = "search_space.") -> list[str]:

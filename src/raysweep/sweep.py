@@ -45,6 +45,16 @@ class SweepPlan:
     search_space: dict[str, Any]  # name -> search_space.Dimension or a fixed value
     storage_path: str
     register: bool
+    num_trials: int  # trials the sweep plans: num_samples, or every grid combination
+    search_alg: str
+    scheduler: str
+    max_failures: int
+    resume: bool
+
+    @property
+    def run_dir(self) -> str:
+        """The Tune experiment folder of this sweep run (its state, results and checkpoints)."""
+        return f"{self.storage_path.rstrip('/')}/{self.run_name}"
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,7 @@ def make_plan(cfg: DictConfig) -> SweepPlan:
     parsed = search_space.parse(OmegaConf.to_container(cfg.search_space, resolve=True))
     config_mod.validate_trainer(cfg)
     storage = cfg.cluster.storage_path or str(Path("~/ray_results").expanduser())
+    num_trials = search_space.grid_size(parsed) if cfg.search_alg.name == "grid" else cfg.sweep.num_samples
     return SweepPlan(
         run_name=cfg.sweep.run_name,
         experiment_name=cfg.mlflow.experiment_name,
@@ -98,6 +109,11 @@ def make_plan(cfg: DictConfig) -> SweepPlan:
         search_space=parsed,
         storage_path=str(Path(storage).expanduser().resolve()) if "://" not in storage else storage,
         register=cfg.sweep.register,
+        num_trials=num_trials,
+        search_alg=cfg.search_alg.name,
+        scheduler=cfg.scheduler.name,
+        max_failures=cfg.sweep.max_failures,
+        resume=cfg.resume,
     )
 
 
@@ -119,9 +135,13 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
 
     started = time.perf_counter()
     plan = make_plan(cfg)
-    run_dir = Path(plan.storage_path) / plan.run_name
-    if "://" not in plan.storage_path and run_dir.exists():
-        raise RaySweepError(f"sweep run {str(run_dir)!r} already exists; pick a new sweep.run_name")
+    resume_from = None
+    if plan.resume:
+        cfg, resume_from = _resume_target(cfg, plan)
+        plan = make_plan(cfg)
+    elif "://" not in plan.storage_path and Path(plan.run_dir).exists():
+        raise RaySweepError(f"sweep run {plan.run_dir!r} already exists; pick a new sweep.run_name or add resume=true")
+    _check_strategy(cfg, plan)
     dataset = data.load(cfg.data)
     trainer = trainables.get(cfg.trainer.name)
 
@@ -150,18 +170,80 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
             tags=_parent_tags(cfg, overrides),
             params=parent_params(cfg),
             config_yaml=OmegaConf.to_yaml(_public_config(cfg)),
+            resume_run_id=resume_from,
         ) as parent_id, _StopSignals() as signals:
             context = _trial_context(plan, cfg, fit, experiment_id, parent_id)
             trainable = trainer.make_trainable(cfg.trainer, dataset, context)
             with signals.tune_running():
                 grid = _tune(plan, cfg, trainable, fit, trainer.METRICS, context, parent_id)
-            _record_checkpoints(client, experiment_id, parent_id, grid, trainer, plan)
+            _record_outcomes(client, experiment_id, parent_id, grid, trainer, plan, stopped=signals.received)
             parent = client.get_run(parent_id)
             summary = analysis.summarize(client, parent)
             analysis.record_best(client, summary)
             registration = registry.register_best(client, parent, summary) if plan.register else None
             _log_report(client, summary, registration)
     return SweepOutcome(plan, summary, registration, time.perf_counter() - started)
+
+
+def _resume_target(cfg: DictConfig, plan: SweepPlan) -> tuple[DictConfig, str]:
+    """Find the sweep run to resume and the config it was started with.
+
+    The sweep run is the one named ``sweep.run_name`` if it exists, else the latest run of this sweep. Its
+    recorded config is used as it was (a resumed sweep trains what it started with); only the connection
+    settings (``mlflow.*``, ``cluster.*``) come from this invocation.
+
+    Raises:
+        RaySweepError: No such sweep, it already finished, its driver still runs, or its Tune state is gone.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    from raysweep.tracking.parent import driver_alive
+    from raysweep.tracking.tags import PARENT_ROLE, ROLE_TAG
+
+    client = MlflowClient(plan.tracking_uri, plan.registry_uri)
+    experiment = client.get_experiment_by_name(plan.experiment_name)
+    parents = [] if experiment is None else client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{ROLE_TAG}` = '{PARENT_ROLE}' and tags.`raysweep.sweep` = '{cfg.sweep.name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1000,
+    )
+    named = [p for p in parents if p.info.run_name == plan.run_name]
+    if not (named or parents):
+        raise RaySweepError(
+            f"resume=true: no sweep {cfg.sweep.name!r} in experiment {plan.experiment_name!r} to resume; "
+            "run it without resume=true"
+        )
+    parent = (named or parents)[0]
+    name = parent.info.run_name
+    if parent.info.status == "FINISHED":
+        raise RaySweepError(f"resume=true: sweep run {name!r} already finished; start a new sweep without resume=true")
+    if parent.info.status == "RUNNING" and driver_alive(parent):
+        raise RaySweepError(f"resume=true: sweep run {name!r} is still running (pid {parent.data.tags.get('raysweep.driver.pid')}); stop it first")
+    from ray import tune
+
+    run_dir = f"{plan.storage_path.rstrip('/')}/{name}"
+    if not tune.Tuner.can_restore(run_dir):
+        raise RaySweepError(
+            f"resume=true: no Tune state for sweep run {name!r} at {run_dir}; "
+            "pass the cluster.storage_path the sweep was started with"
+        )
+    recorded = OmegaConf.create(mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/config.yaml"))
+    recorded.mlflow = cfg.mlflow
+    recorded.cluster = cfg.cluster
+    recorded.sweep.run_name = name
+    recorded.resume = True
+    merged = OmegaConf.merge(OmegaConf.structured(config_mod.RaySweepConfig), recorded)
+    return merged, parent.info.run_id
+
+
+def _check_strategy(cfg: DictConfig, plan: SweepPlan) -> None:
+    """Build the searcher and scheduler once before anything starts, so their errors come first."""
+    from raysweep import strategy
+
+    strategy.searcher(cfg.search_alg, plan.search_space, plan.metric, plan.mode, None)
+    strategy.scheduler(cfg.scheduler, plan.search_space, cfg.trainer.iterations)
 
 
 def _log_report(client, summary, registration) -> None:
@@ -190,6 +272,8 @@ def _trial_context(plan: SweepPlan, cfg: DictConfig, fit, experiment_id: str, pa
             autolog=cfg.mlflow.autolog,
             system_metrics=cfg.mlflow.system_metrics,
             tags=child_tags,
+            track_config=cfg.scheduler.name == "pbt",
+            step_metric=plan.metric,
         )
     return TrialContext(
         metric=plan.metric,
@@ -201,29 +285,62 @@ def _trial_context(plan: SweepPlan, cfg: DictConfig, fit, experiment_id: str, pa
     )
 
 
-def _record_checkpoints(client, experiment_id: str, parent_id: str, grid, trainer, plan: SweepPlan) -> None:
-    """Tag each trial's child run with its best checkpoint: the model registration would take."""
+def _record_outcomes(client, experiment_id: str, parent_id: str, grid, trainer, plan: SweepPlan, stopped) -> None:
+    """Square the child runs with Tune's account of the trials once ``fit`` returns.
+
+    Each finished trial's run is tagged with its best checkpoint (the model registration takes) and, when
+    it ended before its last iteration, with what stopped it; a worker-mode run that Tune stopped early
+    is FINISHED, not KILLED. On a resumed sweep, a run whose trial Tune's restored state never knew (the
+    driver died before saving it; Tune ran that trial again under a new id) is deleted, so each trial
+    has exactly one run.
+    """
     from mlflow.entities import RunTag
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-    from raysweep.tracking.tags import CHECKPOINT_TAG, TRIAL_ID_TAG
+    from raysweep.tracking.tags import CHECKPOINT_TAG, STOPPED_EARLY_TAG, STOP_REASON_TAG, TRIAL_ID_TAG
+    from raysweep.trainables import PROGRESS
 
     children = client.search_runs(
         [experiment_id], filter_string=f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent_id}'", max_results=50_000
     )
-    run_by_trial = {r.data.tags.get(TRIAL_ID_TAG): r.info.run_id for r in children}
+    runs = {r.data.tags.get(TRIAL_ID_TAG): r for r in children}
+    stop_reason = client.get_run(parent_id).data.tags.get(STOP_REASON_TAG)
+    causes = ", ".join(c for c in (plan.scheduler if plan.scheduler != "fifo" else None, stop_reason) if c)
+    known = set()
     for result in grid:
-        trial_id = (result.metrics or {}).get("trial_id")
-        path = trainer.best_checkpoint(result, plan.metric, plan.mode) if trial_id else None
-        if path and trial_id in run_by_trial:
-            client.log_batch(run_by_trial[trial_id], tags=[RunTag(CHECKPOINT_TAG, path)])
+        metrics = result.metrics or {}
+        trial_id = metrics.get("trial_id")
+        known.add(trial_id)
+        run = runs.get(trial_id)
+        if run is None or result.error is not None:
+            continue
+        tags = {}
+        path = trainer.best_checkpoint(result, plan.metric, plan.mode)
+        if path:
+            tags[CHECKPOINT_TAG] = path
+        if stopped is None and metrics.get(PROGRESS, 1.0) < 1.0:
+            tags[STOPPED_EARLY_TAG] = causes or "stopped"
+        if tags:
+            client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        if stopped is None and run.info.status in ("RUNNING", "KILLED"):
+            client.set_terminated(run.info.run_id, "FINISHED")
+    if plan.resume and stopped is None:
+        for trial_id, run in runs.items():
+            if trial_id not in known and run.info.status == "KILLED":
+                client.log_batch(run.info.run_id, tags=[RunTag("raysweep.ended_by", "superseded: trial re-run after resume")])
+                client.delete_run(run.info.run_id)
 
 
 def _tune(plan: SweepPlan, cfg: DictConfig, trainable, fit, metrics, context, parent_id: str):
     from ray import tune
-    from ray.tune.schedulers import FIFOScheduler
-    from ray.tune.search import BasicVariantGenerator
 
+    from raysweep import strategy
+
+    trainable = tune.with_resources(trainable, fit.trial)
+    if plan.resume:
+        # Tune restores its searcher, scheduler, stopper and callbacks from the sweep's state; finished and
+        # failed trials stay as they were, interrupted ones continue from their last checkpoint.
+        return tune.Tuner.restore(plan.run_dir, trainable=trainable, resume_unfinished=True).fit()
     callbacks = []
     if context.logging is None:
         from raysweep.tracking.driver import SweepLoggerCallback
@@ -234,32 +351,45 @@ def _tune(plan: SweepPlan, cfg: DictConfig, trainable, fit, metrics, context, pa
                 registry_uri=plan.registry_uri,
                 experiment_name=plan.experiment_name,
                 parent_run_id=parent_id,
-                metrics=metrics,
+                metrics=[plan.metric, *(m for m in metrics if m != plan.metric)],
                 child_tags=context.child_tags,
                 system_metrics=cfg.mlflow.system_metrics,
+                track_config=cfg.scheduler.name == "pbt",
             )
         )
+    search_alg, param_space = strategy.searcher(
+        cfg.search_alg, plan.search_space, plan.metric, plan.mode, fit.max_concurrent_trials
+    )
+    stop = cfg.sweep.stop
     # Checkpointing every iteration forces a state snapshot when old checkpoints are dropped; that is the
-    # intent (no dangling checkpoint references), not a problem to warn about on every trial.
+    # intent (no dangling checkpoint references, and a resumable state), not a problem to warn about.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     tuner = tune.Tuner(
-        tune.with_resources(trainable, fit.trial),
-        param_space=search_space.to_param_space(plan.search_space),
+        trainable,
+        param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=plan.metric,
             mode=plan.mode,
-            num_samples=plan.num_samples,
-            # A SearchGenerator ignores TuneConfig.max_concurrent_trials: the cap goes to the searcher itself.
-            search_alg=BasicVariantGenerator(random_state=cfg.search_alg.seed, max_concurrent=fit.max_concurrent_trials),
-            scheduler=FIFOScheduler(),
+            # A grid runs each combination once; its size is in plan.num_trials.
+            num_samples=1 if cfg.search_alg.name == "grid" else plan.num_samples,
+            search_alg=search_alg,
+            scheduler=strategy.scheduler(cfg.scheduler, plan.search_space, cfg.trainer.iterations),
             reuse_actors=cfg.cluster.reuse_actors,
         ),
         run_config=tune.RunConfig(
             name=plan.run_name,
             storage_path=plan.storage_path,
             callbacks=callbacks,
+            stop=strategy.stopper(
+                plan.metric, plan.mode, stop.time_budget_s, stop.metric_threshold,
+                tracking_uri=plan.tracking_uri, parent_run_id=parent_id,
+            ),
+            failure_config=tune.FailureConfig(max_failures=plan.max_failures),
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=2, checkpoint_score_attribute=plan.metric, checkpoint_score_order=plan.mode
+                # PBT restarts trials from other trials' latest checkpoints, which pruning by score would delete.
+                num_to_keep=None if plan.scheduler == "pbt" else 2,
+                checkpoint_score_attribute=plan.metric,
+                checkpoint_score_order=plan.mode,
             ),
             verbose=cfg.cluster.verbose,
         ),
@@ -381,10 +511,13 @@ def _flatten(node: Any, prefix: str) -> dict[str, Any]:
 def _parent_tags(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
+    from raysweep.tracking.parent import driver_tags
+
     tags = {
         "raysweep.sweep": cfg.sweep.name,
         "raysweep.overrides": " ".join(overrides) or "(none)",
-        "mlflow.note.content": f"raysweep sweep {cfg.sweep.run_name}: {cfg.sweep.num_samples} trials, "
+        **driver_tags(),
+        "mlflow.note.content": f"raysweep sweep {cfg.sweep.run_name}: {cfg.search_alg.name} search, {cfg.scheduler.name} scheduler, "
         f"{cfg.sweep.mode.value} {cfg.sweep.metric}",
     }
     for pkg in _VERSIONED_PACKAGES:

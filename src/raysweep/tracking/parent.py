@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -14,6 +16,42 @@ from raysweep.tracking.tags import PARENT_ROLE, ROLE_TAG
 
 
 _MAX_PARAM_LENGTH = 6000
+RESUMED_TAG = "raysweep.resumed"
+_HOST_TAG = "raysweep.driver.host"
+_PID_TAG = "raysweep.driver.pid"
+
+
+def driver_tags() -> dict[str, str]:
+    """Where this sweep's driver runs, so a later command can tell a live sweep from an orphaned one."""
+    return {_HOST_TAG: socket.gethostname(), _PID_TAG: str(os.getpid())}
+
+
+def driver_alive(parent) -> bool | None:
+    """Whether the driver process of a RUNNING parent run still exists: ``None`` when it ran on another host."""
+    tags = parent.data.tags
+    if tags.get(_HOST_TAG) != socket.gethostname() or not tags.get(_PID_TAG, "").isdigit():
+        return None
+    import psutil
+
+    try:
+        process = psutil.Process(int(tags[_PID_TAG]))
+    except psutil.NoSuchProcess:
+        return False
+    # A recycled pid belongs to a process started after the sweep began.
+    return process.create_time() * 1000 <= parent.info.start_time + 5_000 and process.is_running()
+
+
+def end_orphans(client: MlflowClient, parent) -> int:
+    """End KILLED a sweep whose driver died (SIGKILL) while its runs were RUNNING; returns runs ended.
+
+    Only acts when the parent is RUNNING and its driver, on this host, is gone.
+    """
+    if parent.info.status != "RUNNING" or driver_alive(parent) is not False:
+        return 0
+    ended = end_open_children(client, parent.info.experiment_id, parent.info.run_id)
+    client.log_batch(parent.info.run_id, tags=[RunTag("raysweep.ended_by", "driver gone (orphaned run)")])
+    client.set_terminated(parent.info.run_id, "KILLED")
+    return ended + 1
 
 
 @contextmanager
@@ -25,8 +63,9 @@ def parent_run(
     tags: Mapping[str, str],
     params: Mapping[str, object],
     config_yaml: str,
+    resume_run_id: str | None = None,
 ) -> Iterator[str]:
-    """Create the sweep's parent run and end it FINISHED, FAILED or KILLED.
+    """Create the sweep's parent run (or re-open it to resume) and end it FINISHED, FAILED or KILLED.
 
     Any child run still RUNNING when the parent ends is ended too (KILLED), so no run is left RUNNING.
 
@@ -35,18 +74,27 @@ def parent_run(
         experiment_id: Experiment to create the run in.
         run_name: The parent run's name (the sweep run's name).
         tags: Tags for the parent run.
-        params: Key config values, logged as params.
-        config_yaml: The resolved config, stored as the ``config.yaml`` artifact.
+        params: Key config values, logged as params (only when the run is created).
+        config_yaml: The resolved config, stored as the ``config.yaml`` artifact (only when created).
+        resume_run_id: Re-open this parent run instead: runs a killed driver left RUNNING are ended
+            KILLED first, then the parent is RUNNING again with a ``raysweep.resumed`` count.
 
     Yields:
         The parent run id.
     """
-    run = client.create_run(experiment_id, run_name=run_name, tags={ROLE_TAG: PARENT_ROLE, **tags})
-    run_id = run.info.run_id
     status = "FAILED"
+    if resume_run_id is None:
+        run_id = client.create_run(experiment_id, run_name=run_name, tags={ROLE_TAG: PARENT_ROLE, **tags}).info.run_id
+    else:
+        run_id = resume_run_id
+        end_open_children(client, experiment_id, run_id)
+        resumed = int(client.get_run(run_id).data.tags.get(RESUMED_TAG, "0")) + 1
+        client.update_run(run_id, status="RUNNING")
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in {**tags, RESUMED_TAG: str(resumed)}.items()])
     try:
-        client.log_batch(run_id, params=[Param(k, str(v)[:_MAX_PARAM_LENGTH]) for k, v in params.items()])
-        client.log_text(run_id, config_yaml, "config.yaml")
+        if resume_run_id is None:
+            client.log_batch(run_id, params=[Param(k, str(v)[:_MAX_PARAM_LENGTH]) for k, v in params.items()])
+            client.log_text(run_id, config_yaml, "config.yaml")
         yield run_id
         status = "FINISHED"
     except KeyboardInterrupt:

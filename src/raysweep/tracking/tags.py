@@ -10,3 +10,7 @@ TRIAL_ID_TAG = "raysweep.trial_id"
 CHECKPOINT_TAG = "raysweep.checkpoint"
 #: Last line of a failed trial's error.
 ERROR_TAG = "raysweep.error"
+#: On a child run that ended before its last iteration: what stopped it (scheduler, sweep stop criteria).
+STOPPED_EARLY_TAG = "raysweep.stopped_early"
+#: On the parent run: the sweep stop criterion that fired (time_budget or metric_threshold).
+STOP_REASON_TAG = "raysweep.stop_reason"

@@ -28,19 +28,23 @@ class WorkerLogging:
     autolog: bool = False
     system_metrics: bool = False
     tags: dict[str, str] = field(default_factory=dict)
+    track_config: bool = False  # log numeric hyperparameters as config.NAME metrics at each start (PBT)
+    step_metric: str = "val_auc"  # a metric logged every step: where a re-attached run left off
 
 
 class TrialLog:
     """Metrics sink of one trial: a real MLflow run on rank 0 in worker mode, otherwise a no-op."""
 
-    def __init__(self, mlflow_module=None):
+    def __init__(self, mlflow_module=None, last_step: int = 0):
         self._mlflow = mlflow_module
+        self._last_step = last_step
         #: Seconds spent in MLflow calls, for the overhead benchmark.
         self.seconds = 0.0
 
     def metrics(self, values: Mapping[str, float], step: int) -> None:
-        """Log ``values`` at ``step`` in one batch."""
-        if self._mlflow is not None:
+        """Log ``values`` at ``step`` in one batch; steps the run already holds (a restarted trial) are skipped."""
+        if self._mlflow is not None and step > self._last_step:
+            self._last_step = step
             start = time.perf_counter()
             self._mlflow.log_metrics(dict(values), step=step)
             self.seconds += time.perf_counter() - start
@@ -66,13 +70,16 @@ def trial_log(
     Yields:
         The trial's :class:`TrialLog`.
     """
-    if logging is None:
+    if logging is None or _world_rank() != 0:
         yield TrialLog()
         return
 
     import mlflow
+    from mlflow import MlflowClient
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
     from ray.air.integrations.mlflow import setup_mlflow
+
+    from raysweep.tracking import reattach
 
     if logging.system_metrics:
         mlflow.enable_system_metrics_logging()
@@ -81,23 +88,35 @@ def trial_log(
         mlflow.set_system_metrics_samples_before_logging(1)
     tags = {MLFLOW_PARENT_RUN_ID: logging.parent_run_id, ROLE_TAG: TRIAL_ROLE, TRIAL_ID_TAG: trial_id,
             "trial_name": trial_name, **logging.tags}
-    module = setup_mlflow(
-        dict(params),
-        tracking_uri=logging.tracking_uri,
-        registry_uri=logging.registry_uri,
-        experiment_id=logging.experiment_id,
-        run_name=trial_name,
-        tags=tags,
-        rank_zero_only=True,
-    )
-    if module is not mlflow:  # a non-zero rank: Ray's no-op stand-in
-        yield TrialLog()
-        return
+    client = MlflowClient(logging.tracking_uri, logging.registry_uri)
+    existing = reattach.find_trial_run(client, logging.experiment_id, logging.parent_run_id, trial_id)
+    if existing is None:
+        setup_mlflow(
+            dict(params),
+            tracking_uri=logging.tracking_uri,
+            registry_uri=logging.registry_uri,
+            experiment_id=logging.experiment_id,
+            run_name=trial_name,
+            tags=tags,
+            rank_zero_only=True,
+        )
+        start_step = 0
+    else:
+        # The trial starts again (retry, PBT restart, resumed sweep): back to its own run, after its last step.
+        mlflow.set_tracking_uri(logging.tracking_uri)
+        mlflow.start_run(run_id=existing)
+        start_step = reattach.last_step(client, existing, logging.step_metric)
+        logged = client.get_run(existing).data.params
+        changed = reattach.changed_values(logged, {k: str(v) for k, v in params.items()})
+        if changed:
+            mlflow.set_tags(changed)
+    if logging.track_config:
+        mlflow.log_metrics(reattach.config_metrics(params), step=start_step)
     if logging.autolog:
         mlflow.autolog(log_models=False, log_datasets=False, silent=True)
     status = "FAILED"
     try:
-        yield TrialLog(mlflow)
+        yield TrialLog(mlflow, start_step)
         status = "FINISHED"
     except (KeyboardInterrupt, SystemExit):
         status = "KILLED"
@@ -111,3 +130,13 @@ def trial_log(
         mlflow.end_run(status)
         if logging.system_metrics:
             mlflow.disable_system_metrics_logging()
+
+
+def _world_rank() -> int:
+    """This worker's rank in a Ray Train worker group; 0 in a plain Tune trial, which has no group."""
+    try:
+        import ray.train
+
+        return ray.train.get_context().get_world_rank()
+    except Exception:  # noqa: BLE001 - a Tune function trial has no Train context
+        return 0

@@ -7,7 +7,10 @@ A trainer module exposes:
 - ``resource_needs(trainer_cfg)``: keyword arguments for :func:`raysweep.resources.plan`;
 - ``make_trainable(trainer_cfg, dataset, context)``: the Tune function trainable;
 - ``best_checkpoint(result, metric, mode)``: where a finished trial's best model is;
-- ``log_model(checkpoint_dir)``: log that model to the active MLflow run.
+- ``log_model(checkpoint_dir)``: log that model to the active MLflow run;
+- optionally ``RESTORES_CHECKPOINTS = True`` when its trials continue from ``tune.get_checkpoint()`` (PBT).
+
+Every result a trainable reports carries :data:`PROGRESS`.
 
 Module-level imports stay light: heavy frameworks load inside the functions that train.
 """
@@ -19,6 +22,10 @@ from dataclasses import dataclass, field
 from types import ModuleType
 
 from raysweep.errors import RaySweepError
+
+#: Result key every trainable reports to Tune (not to MLflow): the fraction of its planned iterations done,
+#: so a trial that ended below 1.0 without an error was stopped early (scheduler or sweep stop criteria).
+PROGRESS = "progress"
 
 _TRAINERS = {"sklearn": "raysweep.trainables.sklearn", "torch": "raysweep.trainables.torch_mlp"}
 

@@ -8,6 +8,7 @@ checkpoint, never a retrain.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +28,9 @@ FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
 
 MODEL_FILE = "model.joblib"
 EXAMPLE_FILE = "input_example.parquet"
+PROGRESS_FILE = "progress.json"
+#: Trials continue from a Tune checkpoint (retries, resumed sweeps, PBT), so scheduler=pbt can be used.
+RESTORES_CHECKPOINTS = True
 
 
 def _estimator_class(family: str):
@@ -110,16 +114,24 @@ def _grow(config: dict[str, Any], dataset, settings: dict[str, Any], log) -> Non
     from ray import tune
 
     from raysweep.metrics import validation_metrics
+    from raysweep.trainables import PROGRESS
 
     _, size_key, defaults = FAMILIES[settings["family"]]
     params = {**defaults, **settings["params"], **config}
     total = int(params.pop(size_key))
-    estimator = _estimator_class(settings["family"])(warm_start=True, random_state=settings["seed"], **params)
+    estimator, done, fit_seconds = _restore(tune.get_checkpoint())
+    if estimator is None:
+        estimator = _estimator_class(settings["family"])(warm_start=True, random_state=settings["seed"], **params)
+    else:
+        # A retry, a resumed sweep or a PBT exploit: keep the trees grown so far, take this trial's params
+        # (PBT may have perturbed them) for the trees still to grow.
+        estimator.set_params(**params)
     example = dataset.X_val.head(5)
-    fit_seconds = 0.0
     iterations = min(settings["iterations"], total)
-    for i in range(1, iterations + 1):
-        estimator.set_params(**{size_key: max(1, round(total * i / iterations))})
+    for i in range(done + 1, iterations + 1):
+        # Never shrink: a PBT exploit may bring a forest grown past this trial's own schedule.
+        grown = estimator.get_params()[size_key] if hasattr(estimator, "n_features_in_") else 0  # 0 until fitted
+        estimator.set_params(**{size_key: max(1, grown, round(total * i / iterations))})
         start = time.perf_counter()
         estimator.fit(dataset.X_train, dataset.y_train)
         fit_seconds += time.perf_counter() - start
@@ -129,7 +141,19 @@ def _grow(config: dict[str, Any], dataset, settings: dict[str, Any], log) -> Non
         with tempfile.TemporaryDirectory() as tmp:
             joblib.dump(estimator, Path(tmp) / MODEL_FILE)
             example.to_parquet(Path(tmp) / EXAMPLE_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+            (Path(tmp) / PROGRESS_FILE).write_text(json.dumps({"iteration": i, "fit_seconds": fit_seconds}))
+            tune.report({**metrics, PROGRESS: i / iterations}, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _restore(checkpoint) -> tuple[Any, int, float]:
+    """``(estimator, iterations done, fit seconds)`` from a Tune checkpoint, or ``(None, 0, 0.0)``."""
+    if checkpoint is None:
+        return None, 0, 0.0
+    import joblib
+
+    with checkpoint.as_directory() as folder:
+        progress = json.loads((Path(folder) / PROGRESS_FILE).read_text())
+        return joblib.load(Path(folder) / MODEL_FILE), int(progress["iteration"]), float(progress["fit_seconds"])
 
 
 def _pip_requirements() -> list[str]:

@@ -122,7 +122,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
     from raysweep.metrics import validation_metrics
     from raysweep.tracking.worker import trial_log
-    from raysweep.trainables import _mlp
+    from raysweep.trainables import PROGRESS, _mlp
 
     started = time.time()
     params, dataset, settings = loop_config["params"], loop_config["dataset"], loop_config["settings"]
@@ -161,6 +161,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             }
             log.metrics(metrics, step=epoch)
             metrics["log_time_s"] = log.seconds
+            metrics[PROGRESS] = epoch / settings["epochs"]
             with tempfile.TemporaryDirectory() as tmp:
                 checkpoint = None
                 if rank == 0:

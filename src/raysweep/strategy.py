@@ -1,0 +1,216 @@
+"""How a sweep searches and stops: config names -> Ray Tune searchers, schedulers and stoppers.
+
+Imported only once a sweep is about to run (it imports Ray). Everything here is Ray's own machinery (``BasicVariantGenerator``, ``OptunaSearch``, ``ConcurrencyLimiter``,
+``AsyncHyperBandScheduler``, ``MedianStoppingRule``, ``PopulationBasedTraining``, ``Stopper``); raysweep only
+fills in what it knows from the rest of the config - the metric, the trainer's iteration count, the space.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ray.tune.stopper import Stopper
+
+from raysweep import search_space
+from raysweep.errors import RaySweepError
+
+#: scheduler name -> Ray Tune class (import path)
+_SCHEDULERS = {
+    "fifo": "ray.tune.schedulers.FIFOScheduler",
+    "asha": "ray.tune.schedulers.AsyncHyperBandScheduler",
+    "median_stopping": "ray.tune.schedulers.MedianStoppingRule",
+    "pbt": "ray.tune.schedulers.PopulationBasedTraining",
+}
+_ITERATION = "training_iteration"
+
+
+def num_trials(search_alg: str, num_samples: int, parsed: Mapping[str, Any]) -> int:
+    """How many trials the sweep plans: every grid combination once, else ``num_samples``.
+
+    Raises:
+        RaySweepError: A grid over a dimension that has no finite list of values.
+    """
+    return search_space.grid_size(parsed) if search_alg == "grid" else num_samples
+
+
+def searcher(search_alg_cfg, parsed: Mapping[str, Any], metric: str, mode: str, max_concurrent: int | None):
+    """Build the Tune search algorithm and the ``param_space`` that goes with it.
+
+    Args:
+        search_alg_cfg: The ``search_alg`` config node.
+        parsed: The parsed search space (:func:`raysweep.search_space.parse`).
+        metric: The sweep metric; with ``search_alg.objectives`` the first of several.
+        mode: ``max`` or ``min`` for ``metric``.
+        max_concurrent: Cap on trials running at once, or ``None``.
+
+    Returns:
+        ``(search_alg, param_space)`` for ``tune.TuneConfig`` and ``tune.Tuner``.
+
+    Raises:
+        RaySweepError: The searcher cannot be built from the config (bad class or arguments).
+    """
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
+
+    name = search_alg_cfg.name
+    if name in ("random", "grid"):
+        generator = BasicVariantGenerator(random_state=search_alg_cfg.seed, max_concurrent=max_concurrent or 0)
+        return generator, search_space.to_param_space(parsed, grid=name == "grid")
+    params = _plain(search_alg_cfg.params)
+    if name == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        objectives = {metric: mode, **{k: _mode(v) for k, v in search_alg_cfg.objectives.items()}}
+        multi = len(objectives) > 1
+        # The searcher gets its own copy of the space so that it can take a list of metrics; the
+        # Tuner then only carries the fixed values.
+        built = _build(
+            OptunaSearch,
+            "search_alg",
+            space=OptunaSearch.convert_search_space(search_space.to_param_space(parsed)),
+            metric=list(objectives) if multi else metric,
+            mode=list(objectives.values()) if multi else mode,
+            seed=search_alg_cfg.seed,
+            **_instantiate(params, "search_alg.params"),
+        )
+        param_space = search_space.fixed_values(parsed)
+    else:
+        built = _build(_import(search_alg_cfg._target_, "search_alg._target_"), "search_alg",
+                       **_instantiate(params, "search_alg.params"))
+        param_space = search_space.to_param_space(parsed)
+    if isinstance(built, Searcher) and max_concurrent:
+        built = ConcurrencyLimiter(built, max_concurrent=max_concurrent)
+    return built, param_space
+
+
+def scheduler(scheduler_cfg, parsed: Mapping[str, Any], max_iterations: int):
+    """Build the Tune trial scheduler; Tune hands it the sweep's metric and mode.
+
+    Args:
+        scheduler_cfg: The ``scheduler`` config node.
+        parsed: The parsed search space (PBT mutates its dimensions).
+        max_iterations: The trainer's iterations per trial (ASHA's last rung).
+
+    Raises:
+        RaySweepError: Bad scheduler arguments, or PBT with nothing to mutate.
+    """
+    params = _plain(scheduler_cfg.params)
+    name = scheduler_cfg.name
+    if name in ("asha", "median_stopping", "pbt"):
+        params.setdefault("time_attr", _ITERATION)
+    if name == "asha":
+        params.setdefault("max_t", max_iterations)
+        if params.get("grace_period", 1) > max_iterations:
+            raise RaySweepError(
+                f"scheduler.params.grace_period={params['grace_period']} exceeds trainer.iterations={max_iterations}; "
+                "lower it or raise trainer.iterations"
+            )
+    if name == "pbt":
+        mutations = pbt_mutations(parsed)
+        if not mutations:
+            raise RaySweepError("scheduler=pbt needs at least one searched dimension in search_space to perturb")
+        params.setdefault("hyperparam_mutations", mutations)
+    return _build(_import(_SCHEDULERS[name], "scheduler"), f"scheduler={name}", **params)
+
+
+def pbt_mutations(parsed: Mapping[str, Any]) -> dict[str, Any]:
+    """PBT's ``hyperparam_mutations``: value lists (perturbed by a step along the list) or Tune domains."""
+    out = {}
+    for name, value in parsed.items():
+        if isinstance(value, search_space.Dimension):
+            out[name] = list(value.args) if value.kind == "choice" else value.to_tune()
+    return out
+
+
+def stopper(
+    metric: str,
+    mode: str,
+    time_budget_s: float | None,
+    metric_threshold: float | None,
+    *,
+    tracking_uri: str,
+    parent_run_id: str,
+):
+    """The sweep-wide stop criteria as one Tune ``Stopper`` (``None`` when there are none).
+
+    When a criterion fires, the stopper tags the parent run with it (``raysweep.stop_reason``).
+    """
+    if time_budget_s is None and metric_threshold is None:
+        return None
+    return SweepStopper(metric, mode, time_budget_s, metric_threshold, tracking_uri, parent_run_id)
+
+
+class SweepStopper(Stopper):
+    """Stops every trial once the time budget is spent or any trial reaches the metric threshold."""
+
+    def __init__(self, metric, mode, time_budget_s, metric_threshold, tracking_uri, parent_run_id):
+        self.metric, self.mode = metric, mode
+        self.time_budget_s, self.metric_threshold = time_budget_s, metric_threshold
+        self.tracking_uri, self.parent_run_id = tracking_uri, parent_run_id
+        self.reason: str | None = None
+        self._deadline: float | None = None
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        value = result.get(self.metric)
+        if self.metric_threshold is not None and isinstance(value, (int, float)) and self.reason is None:
+            if value >= self.metric_threshold if self.mode == "max" else value <= self.metric_threshold:
+                self._fire("metric_threshold")
+        return self.stop_all()
+
+    def stop_all(self) -> bool:
+        if self.time_budget_s is not None and self.reason is None:
+            # The budget counts from Tune's first check, i.e. from when trials start (again, after a resume).
+            self._deadline = self._deadline or time.monotonic() + self.time_budget_s
+            if time.monotonic() >= self._deadline:
+                self._fire("time_budget")
+        return self.reason is not None
+
+    def _fire(self, reason: str) -> None:
+        from mlflow import MlflowClient
+
+        from raysweep.tracking.tags import STOP_REASON_TAG
+
+        self.reason = reason
+        MlflowClient(self.tracking_uri).set_tag(self.parent_run_id, STOP_REASON_TAG, reason)
+
+    def __getstate__(self):
+        # A resumed sweep gets a fresh budget: a pickled deadline belongs to the old driver's clock.
+        return {**self.__dict__, "_deadline": None, "reason": None}
+
+
+def _mode(value) -> str:
+    return getattr(value, "value", value)
+
+
+def _plain(node) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
+
+
+def _instantiate(params: dict[str, Any], where: str) -> dict[str, Any]:
+    """Build nested ``{_target_: ...}`` values (e.g. an Optuna sampler) with Hydra's instantiate."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return {k: instantiate(v) if isinstance(v, dict) and "_target_" in v else v for k, v in params.items()}
+    except InstantiationException as e:
+        raise RaySweepError(f"{where}: {str(e).splitlines()[0]}; fix the _target_ or its arguments") from None
+
+
+def _import(path: str, where: str):
+    from hydra.utils import get_class
+
+    try:
+        return get_class(path)
+    except Exception:  # noqa: BLE001 - Hydra wraps import errors in several types
+        raise RaySweepError(f"{where}: cannot import {path!r}; give the full module.Class path") from None
+
+
+def _build(cls, where: str, **kwargs):
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise RaySweepError(f"{where}: {cls.__name__}({', '.join(kwargs)}) failed: {e}; fix {where} params") from None
