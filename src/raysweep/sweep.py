@@ -297,7 +297,7 @@ def _record_outcomes(client, experiment_id: str, parent_id: str, grid, trainer, 
     from mlflow.entities import RunTag
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-    from raysweep.tracking.tags import CHECKPOINT_TAG, STOPPED_EARLY_TAG, STOP_REASON_TAG, TRIAL_ID_TAG
+    from raysweep.tracking.tags import CHECKPOINT_TAG, ENDED_BY_TAG, STOPPED_EARLY_TAG, STOP_REASON_TAG, TRIAL_ID_TAG
     from raysweep.trainables import PROGRESS
 
     children = client.search_runs(
@@ -327,7 +327,7 @@ def _record_outcomes(client, experiment_id: str, parent_id: str, grid, trainer, 
     if plan.resume and stopped is None:
         for trial_id, run in runs.items():
             if trial_id not in known and run.info.status == "KILLED":
-                client.log_batch(run.info.run_id, tags=[RunTag("raysweep.ended_by", "superseded: trial re-run after resume")])
+                client.log_batch(run.info.run_id, tags=[RunTag(ENDED_BY_TAG, "superseded: trial re-run after resume")])
                 client.delete_run(run.info.run_id)
 
 
@@ -337,6 +337,9 @@ def _tune(plan: SweepPlan, cfg: DictConfig, trainable, fit, metrics, context, pa
     from raysweep import strategy
 
     trainable = tune.with_resources(trainable, fit.trial)
+    # Checkpointing every iteration forces a state snapshot when old checkpoints are dropped; that is the
+    # intent (no dangling checkpoint references, and a resumable state), not a problem to warn about.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if plan.resume:
         # Tune restores its searcher, scheduler, stopper and callbacks from the sweep's state; finished and
         # failed trials stay as they were, interrupted ones continue from their last checkpoint.
@@ -361,9 +364,6 @@ def _tune(plan: SweepPlan, cfg: DictConfig, trainable, fit, metrics, context, pa
         cfg.search_alg, plan.search_space, plan.metric, plan.mode, fit.max_concurrent_trials
     )
     stop = cfg.sweep.stop
-    # Checkpointing every iteration forces a state snapshot when old checkpoints are dropped; that is the
-    # intent (no dangling checkpoint references, and a resumable state), not a problem to warn about.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,

@@ -71,7 +71,7 @@ class SweepLoggerCallback(MLflowLoggerCallback):
             self._client.log_batch(run_id, params=[Param(k, str(v)) for k, v in config.items()])
             self._last_step[trial_id] = 0
         else:
-            self._client.update_run(run_id, status="RUNNING")
+            reattach.reopen(self._client, run_id)
             if trial_id not in self._last_step:
                 self._last_step[trial_id] = reattach.last_step(self._client, run_id, self._metrics[0])
             changed = reattach.changed_values(self._configs.get(trial_id, config), config)

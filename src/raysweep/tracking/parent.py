@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from raysweep.tracking.tags import PARENT_ROLE, ROLE_TAG
+from raysweep.tracking.tags import ENDED_BY_TAG, PARENT_ROLE, ROLE_TAG
 
 
 _MAX_PARAM_LENGTH = 6000
@@ -49,7 +49,7 @@ def end_orphans(client: MlflowClient, parent) -> int:
     if parent.info.status != "RUNNING" or driver_alive(parent) is not False:
         return 0
     ended = end_open_children(client, parent.info.experiment_id, parent.info.run_id)
-    client.log_batch(parent.info.run_id, tags=[RunTag("raysweep.ended_by", "driver gone (orphaned run)")])
+    client.log_batch(parent.info.run_id, tags=[RunTag(ENDED_BY_TAG, "driver gone (orphaned run)")])
     client.set_terminated(parent.info.run_id, "KILLED")
     return ended + 1
 
@@ -113,6 +113,6 @@ def end_open_children(client: MlflowClient, experiment_id: str, parent_run_id: s
         max_results=1000,
     )
     for run in open_runs:
-        client.log_batch(run.info.run_id, tags=[RunTag("raysweep.ended_by", "parent run ended")])
+        client.log_batch(run.info.run_id, tags=[RunTag(ENDED_BY_TAG, "parent run ended")])
         client.set_terminated(run.info.run_id, status, end_time=int(time.time() * 1000))
     return len(open_runs)

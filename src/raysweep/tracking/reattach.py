@@ -15,7 +15,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from raysweep.tracking.tags import TRIAL_ID_TAG
+from raysweep.tracking.tags import ENDED_BY_TAG, TRIAL_ID_TAG
 
 #: Metric-name prefix of hyperparameters whose value changes during a trial (PBT); params cannot change.
 CONFIG_METRIC_PREFIX = "config."
@@ -29,6 +29,13 @@ def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str,
         max_results=1,
     )
     return runs[0].info.run_id if runs else None
+
+
+def reopen(client: MlflowClient, run_id: str) -> None:
+    """Mark a re-attached run RUNNING again, dropping the note of whoever had ended it meanwhile."""
+    client.update_run(run_id, status="RUNNING")
+    if ENDED_BY_TAG in client.get_run(run_id).data.tags:
+        client.delete_tag(run_id, ENDED_BY_TAG)
 
 
 def last_step(client: MlflowClient, run_id: str, metric: str) -> int:

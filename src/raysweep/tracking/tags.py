@@ -14,3 +14,5 @@ ERROR_TAG = "raysweep.error"
 STOPPED_EARLY_TAG = "raysweep.stopped_early"
 #: On the parent run: the sweep stop criterion that fired (time_budget or metric_threshold).
 STOP_REASON_TAG = "raysweep.stop_reason"
+#: Why raysweep, not the trial itself, ended a run (parent ended, orphaned driver, superseded trial).
+ENDED_BY_TAG = "raysweep.ended_by"

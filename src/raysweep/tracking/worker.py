@@ -103,6 +103,7 @@ def trial_log(
         start_step = 0
     else:
         # The trial starts again (retry, PBT restart, resumed sweep): back to its own run, after its last step.
+        reattach.reopen(client, existing)
         mlflow.set_tracking_uri(logging.tracking_uri)
         mlflow.start_run(run_id=existing)
         start_step = reattach.last_step(client, existing, logging.step_metric)
