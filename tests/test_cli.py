@@ -62,7 +62,9 @@ def test_bad_input_is_one_line_nonzero_exit_and_no_runs(args, fragment, tmp_path
 def test_help_lists_the_config_groups(command, tmp_path, cli_env):
     out = subprocess.run([*command, "--help"], env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    for group in ("sweep: fraud", "trainer: hist_gradient_boosting, mlp, random_forest", "data: csv, fraud", "mlflow: driver, worker"):
+    for group in ("sweep: fraud, fraud_hgb, fraud_torch, overhead", "trainer: fixed_cost, hist_gradient_boosting, mlp, random_forest",
+                  "data: csv, fraud", "mlflow: driver, worker", "search_alg: custom, grid, optuna, random",
+                  "scheduler: asha, fifo, median_stopping, pbt"):
         assert group in out.stdout
 
 

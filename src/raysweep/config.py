@@ -218,6 +218,8 @@ def validate(cfg: DictConfig) -> None:
             f"sweep.metric={cfg.sweep.metric!r} is not reported by trainer {cfg.trainer.name!r}; "
             f"use one of {', '.join(trainer.METRICS)}"
         )
+    if cfg.sweep.register and not getattr(trainer, "MAKES_MODELS", True):
+        raise RaySweepError(f"trainer {cfg.trainer.name!r} makes no model to register; add sweep.register=false")
     for objective in cfg.search_alg.objectives:
         if objective not in trainer.METRICS:
             raise RaySweepError(

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
 
 from raysweep.tracking import reattach
+from raysweep.tracking.buffer import MetricBuffer
 from raysweep.tracking.tags import ERROR_TAG, ROLE_TAG, TRIAL_ID_TAG, TRIAL_ROLE
 
 
@@ -55,10 +55,12 @@ class SweepLoggerCallback(MLflowLoggerCallback):
         self._last_step: dict[str, int] = {}  # trial id -> last step logged
         self._configs: dict[str, dict] = {}  # trial id -> config at the last start
         self._client: MlflowClient | None = None
+        self._buffer: MetricBuffer | None = None
 
     def setup(self, *args, **kwargs):
         super().setup(*args, **kwargs)
         self._client = MlflowClient(self.tracking_uri, self.registry_uri)
+        self._buffer = MetricBuffer(self._client)
 
     def log_trial_start(self, trial):
         trial_id, config = trial.trial_id, dict(trial.config)
@@ -81,7 +83,7 @@ class SweepLoggerCallback(MLflowLoggerCallback):
         self._trial_runs[trial] = run_id
         self._configs[trial_id] = config
         if self._track_config:
-            self._log_metrics(run_id, reattach.config_metrics(config), self._last_step[trial_id])
+            self._buffer.add(run_id, reattach.config_metrics(config), self._last_step[trial_id])
         if self._system_metrics and run_id not in self._monitors:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
@@ -99,15 +101,11 @@ class SweepLoggerCallback(MLflowLoggerCallback):
             for key in self._metrics
             if isinstance(result.get(key), (int, float)) and not isinstance(result.get(key), bool)
         }
-        self._log_metrics(self._runs[trial.trial_id], values, step)
-
-    def _log_metrics(self, run_id: str, values: Mapping[str, float], step: int) -> None:
-        if values:
-            now = int(time.time() * 1000)
-            self._client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
+        self._buffer.add(self._runs[trial.trial_id], values, step)
 
     def log_trial_end(self, trial, failed: bool = False):
         run_id = self._runs[trial.trial_id]
+        self._buffer.flush(run_id)
         monitor = self._monitors.pop(run_id, None)
         if monitor is not None:
             monitor.finish()
@@ -117,6 +115,7 @@ class SweepLoggerCallback(MLflowLoggerCallback):
 
     def on_experiment_end(self, trials, **info):
         # Trials still running when Tune stops (an interrupt) never reach log_trial_end.
+        self._buffer.flush()
         for monitor in self._monitors.values():
             monitor.finish()
         self._monitors.clear()

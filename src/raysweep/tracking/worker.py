@@ -33,20 +33,37 @@ class WorkerLogging:
 
 
 class TrialLog:
-    """Metrics sink of one trial: a real MLflow run on rank 0 in worker mode, otherwise a no-op."""
+    """Metrics sink of one trial: a real MLflow run on rank 0 in worker mode, otherwise a no-op.
+
+    Metrics are written in batches (:class:`raysweep.tracking.buffer.MetricBuffer`); :meth:`flush` writes
+    what is pending, and :func:`trial_log` flushes before it ends the run.
+    """
 
     def __init__(self, mlflow_module=None, last_step: int = 0):
         self._mlflow = mlflow_module
         self._last_step = last_step
+        self._buffer = None
+        if mlflow_module is not None:
+            from raysweep.tracking.buffer import MetricBuffer
+
+            self._run_id = mlflow_module.active_run().info.run_id
+            self._buffer = MetricBuffer(mlflow_module.MlflowClient())
         #: Seconds spent in MLflow calls, for the overhead benchmark.
         self.seconds = 0.0
 
     def metrics(self, values: Mapping[str, float], step: int) -> None:
-        """Log ``values`` at ``step`` in one batch; steps the run already holds (a restarted trial) are skipped."""
-        if self._mlflow is not None and step > self._last_step:
+        """Log ``values`` at ``step``; steps the run already holds (a restarted trial) are skipped."""
+        if self._buffer is not None and step > self._last_step:
             self._last_step = step
             start = time.perf_counter()
-            self._mlflow.log_metrics(dict(values), step=step)
+            self._buffer.add(self._run_id, values, step)
+            self.seconds += time.perf_counter() - start
+
+    def flush(self) -> None:
+        """Write the metrics still pending."""
+        if self._buffer is not None:
+            start = time.perf_counter()
+            self._buffer.flush()
             self.seconds += time.perf_counter() - start
 
     def tags(self, values: Mapping[str, str]) -> None:
@@ -116,8 +133,9 @@ def trial_log(
     if logging.autolog:
         mlflow.autolog(log_models=False, log_datasets=False, silent=True)
     status = "FAILED"
+    log = TrialLog(mlflow, start_step)
     try:
-        yield TrialLog(mlflow, start_step)
+        yield log
         status = "FINISHED"
     except (KeyboardInterrupt, SystemExit):
         status = "KILLED"
@@ -126,6 +144,7 @@ def trial_log(
         mlflow.set_tag(ERROR_TAG, f"{type(error).__name__}: {error}"[:500])
         raise
     finally:
+        log.flush()
         if logging.autolog:
             mlflow.autolog(disable=True)
         mlflow.end_run(status)

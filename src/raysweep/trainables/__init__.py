@@ -8,6 +8,7 @@ A trainer module exposes:
 - ``make_trainable(trainer_cfg, dataset, context)``: the Tune function trainable;
 - ``best_checkpoint(result, metric, mode)``: where a finished trial's best model is;
 - ``log_model(checkpoint_dir)``: log that model to the active MLflow run;
+- optionally ``MAKES_MODELS = False`` when there is nothing to register;
 - optionally ``RESTORES_CHECKPOINTS = True`` when its trials continue from ``tune.get_checkpoint()`` (PBT).
 
 Every result a trainable reports carries :data:`PROGRESS`.
@@ -27,7 +28,11 @@ from raysweep.errors import RaySweepError
 #: so a trial that ended below 1.0 without an error was stopped early (scheduler or sweep stop criteria).
 PROGRESS = "progress"
 
-_TRAINERS = {"sklearn": "raysweep.trainables.sklearn", "torch": "raysweep.trainables.torch_mlp"}
+_TRAINERS = {
+    "sklearn": "raysweep.trainables.sklearn",
+    "torch": "raysweep.trainables.torch_mlp",
+    "fixed_cost": "raysweep.trainables.fixed_cost",
+}
 
 
 @dataclass(frozen=True)
