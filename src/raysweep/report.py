@@ -91,6 +91,10 @@ def parallel_coordinates(trials: pd.DataFrame, metric: str) -> Figure:
     return fig
 
 
+#: Trials (best first) whose learning curves the stored report draws.
+LEARNING_CURVES = 25
+
+
 def metric_histories(client: MlflowClient, trials: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Every trial's ``metric`` per step, as rows of (run_id, run_name, step, value)."""
     import pandas as pd
@@ -154,7 +158,10 @@ def log_report(client: MlflowClient, summary: SweepSummary, registration=None) -
     figures = {
         "parallel_coordinates.png": parallel_coordinates(finished, summary.metric),
         "metric_vs_params.png": metric_vs_params(finished, summary.metric),
-        "learning_curves.png": learning_curves(metric_histories(client, finished, summary.metric), summary.metric),
+        # The best trials' curves: readable, and one history query per drawn trial, not per trial of the sweep.
+        "learning_curves.png": learning_curves(
+            metric_histories(client, finished.head(LEARNING_CURVES), summary.metric), summary.metric
+        ),
         "best_so_far.png": best_so_far(finished, summary.metric, summary.mode),
     }
     with tempfile.TemporaryDirectory() as tmp:

@@ -142,8 +142,8 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
     elif "://" not in plan.storage_path and Path(plan.run_dir).exists():
         raise RaySweepError(f"sweep run {plan.run_dir!r} already exists; pick a new sweep.run_name or add resume=true")
     _check_strategy(cfg, plan)
-    dataset = data.load(cfg.data)
     trainer = trainables.get(cfg.trainer.name)
+    dataset = data.load(cfg.data) if getattr(trainer, "NEEDS_DATA", True) else None
 
     import mlflow
     import ray
@@ -385,12 +385,10 @@ def _tune(plan: SweepPlan, cfg: DictConfig, trainable, fit, metrics, context, pa
                 tracking_uri=plan.tracking_uri, parent_run_id=parent_id,
             ),
             failure_config=tune.FailureConfig(max_failures=plan.max_failures),
-            checkpoint_config=tune.CheckpointConfig(
-                # PBT restarts trials from other trials' latest checkpoints, which pruning by score would delete.
-                num_to_keep=None if plan.scheduler == "pbt" else 2,
-                checkpoint_score_attribute=plan.metric,
-                checkpoint_score_order=plan.mode,
-            ),
+            # Keep each trial's two most recent checkpoints (registration takes the better of them). Pruning by
+            # score instead would delete the checkpoint Tune's last saved state points at as soon as a better
+            # one arrives, so a sweep resumed after SIGKILL, or a PBT exploit, would find it gone.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if plan.scheduler == "pbt" else 2),
             verbose=cfg.cluster.verbose,
         ),
     )

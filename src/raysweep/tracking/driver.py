@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,8 +22,8 @@ class SweepLoggerCallback(MLflowLoggerCallback):
     """One child run per trial under the sweep's parent run, written from the Tune driver.
 
     Compared with Ray's callback it logs only the trainer's metrics (not ``pid``, ``timestamp``,
-    ``config/*`` and Ray's other bookkeeping keys), writes params and metrics in one batch per call, tags
-    each run with its trial id and records a failed trial's error. A trial that starts again (a retry, a
+    ``config/*`` and Ray's other bookkeeping keys), writes from a background thread in batches (Tune's
+    event loop only queues), tags each run with its trial id and records a failed trial's error. A trial that starts again (a retry, a
     PBT restart, a resumed sweep) goes back to its own run and logs only steps after the last one the run
     holds. With ``track_config`` (PBT) each start also logs the numeric hyperparameters as ``config.NAME``
     metrics, since a run's params cannot change. With ``system_metrics`` it samples the driver node's CPU
@@ -56,20 +58,59 @@ class SweepLoggerCallback(MLflowLoggerCallback):
         self._configs: dict[str, dict] = {}  # trial id -> config at the last start
         self._client: MlflowClient | None = None
         self._buffer: MetricBuffer | None = None
+        self._writer: _Writer | None = None
+        self._restored = False  # a resumed sweep: trials may already have runs from the previous driver
+
+    def get_state(self) -> dict:
+        # Saved with Tune's experiment state, so that a restore calls set_state: the only sign of a resume.
+        return {"runs": len(self._runs)}
+
+    def set_state(self, state: dict) -> None:
+        self._restored = True
 
     def setup(self, *args, **kwargs):
         super().setup(*args, **kwargs)
         self._client = MlflowClient(self.tracking_uri, self.registry_uri)
         self._buffer = MetricBuffer(self._client)
+        self._writer = _Writer()
 
+    def __getstate__(self):
+        # Tune pickles its callbacks with the Tuner; connections and the writer thread are made in setup().
+        return {**self.__dict__, "_client": None, "_buffer": None, "_writer": None, "_monitors": {}}
+
+    # Tune calls these from its event loop, between trials' results: they only queue the work, so that MLflow
+    # round trips never hold up the loop that starts trials and hands out results.
     def log_trial_start(self, trial):
-        trial_id, config = trial.trial_id, dict(trial.config)
-        run_id = self._runs.get(trial_id) or reattach.find_trial_run(
-            self._client, self.mlflow_util.experiment_id, self._parent_run_id, trial_id
-        )
+        self._writer.submit(self._start, trial.trial_id, str(trial), dict(trial.config))
+
+    def log_trial_result(self, iteration, trial, result):
+        values = {
+            key: float(result[key])
+            for key in self._metrics
+            if isinstance(result.get(key), (int, float)) and not isinstance(result.get(key), bool)
+        }
+        self._writer.submit(self._result, trial.trial_id, int(result[TRAINING_ITERATION]), values)
+
+    def log_trial_end(self, trial, failed: bool = False):
+        error = _error_summary(trial.error_file) if failed and trial.error_file else None
+        self._writer.submit(self._end, trial.trial_id, failed, error)
+
+    def on_experiment_end(self, trials, **info):
+        # Trials still running when Tune stops (an interrupt) never reach log_trial_end.
+        self._writer.submit(self._buffer.flush)
+        self._writer.close()  # waits for every queued write; raises the first one that failed
+        for monitor in self._monitors.values():
+            monitor.finish()
+        self._monitors.clear()
+
+    # The writer thread runs these, one at a time and in order, so the state they keep needs no lock.
+    def _start(self, trial_id: str, trial_name: str, config: dict) -> None:
+        run_id = self._runs.get(trial_id)
+        if run_id is None and self._restored:
+            run_id = reattach.find_trial_run(self._client, self.mlflow_util.experiment_id, self._parent_run_id, trial_id)
         if run_id is None:
-            tags = {**self.tags, "trial_name": str(trial), TRIAL_ID_TAG: trial_id}
-            run_id = self._client.create_run(self.mlflow_util.experiment_id, run_name=str(trial), tags=tags).info.run_id
+            tags = {**self.tags, "trial_name": trial_name, TRIAL_ID_TAG: trial_id}
+            run_id = self._client.create_run(self.mlflow_util.experiment_id, run_name=trial_name, tags=tags).info.run_id
             self._client.log_batch(run_id, params=[Param(k, str(v)) for k, v in config.items()])
             self._last_step[trial_id] = 0
         else:
@@ -80,7 +121,6 @@ class SweepLoggerCallback(MLflowLoggerCallback):
             if changed:
                 self._client.log_batch(run_id, tags=[RunTag(k, v) for k, v in changed.items()])
         self._runs[trial_id] = run_id
-        self._trial_runs[trial] = run_id
         self._configs[trial_id] = config
         if self._track_config:
             self._buffer.add(run_id, reattach.config_metrics(config), self._last_step[trial_id])
@@ -91,34 +131,53 @@ class SweepLoggerCallback(MLflowLoggerCallback):
             monitor.start()
             self._monitors[run_id] = monitor
 
-    def log_trial_result(self, iteration, trial, result):
-        step = int(result[TRAINING_ITERATION])
-        if step <= self._last_step.get(trial.trial_id, 0):
+    def _result(self, trial_id: str, step: int, values: dict[str, float]) -> None:
+        if step <= self._last_step.get(trial_id, 0):
             return  # replayed after a restore: the run already holds this step
-        self._last_step[trial.trial_id] = step
-        values = {
-            key: float(result[key])
-            for key in self._metrics
-            if isinstance(result.get(key), (int, float)) and not isinstance(result.get(key), bool)
-        }
-        self._buffer.add(self._runs[trial.trial_id], values, step)
+        self._last_step[trial_id] = step
+        self._buffer.add(self._runs[trial_id], values, step)
 
-    def log_trial_end(self, trial, failed: bool = False):
-        run_id = self._runs[trial.trial_id]
+    def _end(self, trial_id: str, failed: bool, error: str | None) -> None:
+        run_id = self._runs[trial_id]
         self._buffer.flush(run_id)
         monitor = self._monitors.pop(run_id, None)
         if monitor is not None:
             monitor.finish()
-        if failed and trial.error_file:
-            self._client.log_batch(run_id, tags=[RunTag(ERROR_TAG, _error_summary(trial.error_file))])
+        if error:
+            self._client.log_batch(run_id, tags=[RunTag(ERROR_TAG, error)])
         self._client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
-    def on_experiment_end(self, trials, **info):
-        # Trials still running when Tune stops (an interrupt) never reach log_trial_end.
-        self._buffer.flush()
-        for monitor in self._monitors.values():
-            monitor.finish()
-        self._monitors.clear()
+
+class _Writer:
+    """One background thread that runs queued MLflow writes in order; the first failure is raised on close."""
+
+    def __init__(self):
+        self._queue: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="raysweep-mlflow-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn, *args) -> None:
+        """Queue ``fn(*args)``; raises at once if an earlier write failed."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put((fn, args))
+
+    def close(self) -> None:
+        """Wait until every queued write ran, stop the thread, and raise the first failure."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            fn, args = item
+            if self._error is None:
+                try:
+                    fn(*args)
+                except BaseException as error:  # noqa: BLE001 - handed to the event loop by submit/close
+                    self._error = error
 
 
 def _error_summary(error_file: str) -> str:

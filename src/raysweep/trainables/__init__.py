@@ -8,7 +8,8 @@ A trainer module exposes:
 - ``make_trainable(trainer_cfg, dataset, context)``: the Tune function trainable;
 - ``best_checkpoint(result, metric, mode)``: where a finished trial's best model is;
 - ``log_model(checkpoint_dir)``: log that model to the active MLflow run;
-- optionally ``MAKES_MODELS = False`` when there is nothing to register;
+- optionally ``MAKES_MODELS = False`` when there is nothing to register, ``NEEDS_DATA = False`` when it
+  trains on no data (``make_trainable`` then gets ``None``);
 - optionally ``RESTORES_CHECKPOINTS = True`` when its trials continue from ``tune.get_checkpoint()`` (PBT).
 
 Every result a trainable reports carries :data:`PROGRESS`.

@@ -15,6 +15,8 @@ from raysweep.errors import RaySweepError
 METRICS = ("score",)
 #: No model to register: sweeps with this trainer need sweep.register=false.
 MAKES_MODELS = False
+#: Trains on nothing: the sweep skips loading data.
+NEEDS_DATA = False
 _SECONDS = "seconds_per_iteration"
 
 

@@ -93,7 +93,7 @@ def make_trainable(trainer_cfg, dataset, context):
 
 
 def best_checkpoint(result, metric: str, mode: str) -> str | None:
-    """Path of the trial's best-scoring Tune checkpoint, if it kept one."""
+    """Path of the best-scoring checkpoint Tune kept for the trial (the sweep keeps the latest two)."""
     checkpoint = result.get_best_checkpoint(metric, mode) if result.best_checkpoints else None
     return checkpoint.path if checkpoint is not None else None
 
