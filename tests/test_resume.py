@@ -121,3 +121,25 @@ def test_analysis_ends_a_dead_drivers_runs_killed(tracking_uri):
     assert client.get_run(child.info.run_id).info.status == "KILLED"
     assert client.get_run(live.info.run_id).info.status == "RUNNING"
     client.set_terminated(live.info.run_id)
+
+
+@pytest.mark.parametrize(
+    "lines, after, expected",
+    [
+        ([{"training_iteration": 1, "val_auc": 0.5}, {"training_iteration": 2, "val_auc": 0.6}], 1, [(2, 0.6)]),
+        ([{"training_iteration": 1, "val_auc": 0.5}, {"training_iteration": 2, "val_auc": 0.6}], 2, []),
+        ([{"training_iteration": 1, "val_auc": 0.5}, {"training_iteration": 2, "pid": 7}], 0, [(1, 0.5)]),
+        # A restored trial replays steps Tune had already recorded: the first record of a step counts.
+        ([{"training_iteration": 2, "val_auc": 0.6}, {"training_iteration": 2, "val_auc": 0.7}], 1, [(2, 0.6)]),
+        ([{"training_iteration": 1, "val_auc": 0.5}, '{"training_iteration": 2, "val_a'], 0, [(1, 0.5)]),
+    ],
+)
+def test_results_tune_recorded_fill_what_a_killed_driver_never_wrote(lines, after, expected, tmp_path):
+    import json
+
+    from raysweep.tracking.reattach import recorded_results
+
+    (tmp_path / "result.json").write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines))
+    got = recorded_results(str(tmp_path), ["val_auc"], after)
+    assert [(step, values["val_auc"]) for step, values in got] == expected
+    assert recorded_results(str(tmp_path / "missing"), ["val_auc"], 0) == []

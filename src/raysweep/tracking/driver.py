@@ -81,7 +81,7 @@ class SweepLoggerCallback(MLflowLoggerCallback):
     # Tune calls these from its event loop, between trials' results: they only queue the work, so that MLflow
     # round trips never hold up the loop that starts trials and hands out results.
     def log_trial_start(self, trial):
-        self._writer.submit(self._start, trial.trial_id, str(trial), dict(trial.config))
+        self._writer.submit(self._start, trial.trial_id, str(trial), dict(trial.config), trial.local_path)
 
     def log_trial_result(self, iteration, trial, result):
         values = {
@@ -104,7 +104,7 @@ class SweepLoggerCallback(MLflowLoggerCallback):
         self._monitors.clear()
 
     # The writer thread runs these, one at a time and in order, so the state they keep needs no lock.
-    def _start(self, trial_id: str, trial_name: str, config: dict) -> None:
+    def _start(self, trial_id: str, trial_name: str, config: dict, trial_dir: str | None) -> None:
         run_id = self._runs.get(trial_id)
         if run_id is None and self._restored:
             run_id = reattach.find_trial_run(self._client, self.mlflow_util.experiment_id, self._parent_run_id, trial_id)
@@ -117,6 +117,11 @@ class SweepLoggerCallback(MLflowLoggerCallback):
             reattach.reopen(self._client, run_id)
             if trial_id not in self._last_step:
                 self._last_step[trial_id] = reattach.last_step(self._client, run_id, self._metrics[0])
+                if self._restored and trial_dir:
+                    # A killed driver may have died with results Tune had recorded still queued for MLflow.
+                    for step, values in reattach.recorded_results(trial_dir, self._metrics, self._last_step[trial_id]):
+                        self._buffer.add(run_id, values, step)
+                        self._last_step[trial_id] = step
             changed = reattach.changed_values(self._configs.get(trial_id, config), config)
             if changed:
                 self._client.log_batch(run_id, tags=[RunTag(k, v) for k, v in changed.items()])

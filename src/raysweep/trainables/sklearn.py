@@ -138,6 +138,9 @@ def _grow(config: dict[str, Any], dataset, settings: dict[str, Any], log) -> Non
         proba = estimator.predict_proba(dataset.X_val)[:, 1]
         metrics = {**validation_metrics(dataset.y_val, proba), "train_time_s": fit_seconds}
         log.metrics(metrics, step=i)
+        # Everything up to a checkpoint is in MLflow before Tune knows of the checkpoint: a trial restored from
+        # it after a crash replays only later steps, so none goes missing.
+        log.flush()
         with tempfile.TemporaryDirectory() as tmp:
             joblib.dump(estimator, Path(tmp) / MODEL_FILE)
             example.to_parquet(Path(tmp) / EXAMPLE_FILE)
