@@ -133,7 +133,10 @@ def test_early_stopping_schedulers_stop_trials_and_say_so(scheduler, ray_address
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["driver", "worker"])
 def test_pbt_records_perturbed_hyperparameters_as_metrics(mode, ray_address, make_cfg):
-    overrides = ["+sweep=fraud", *SMOKE, "trainer.iterations=4", "scheduler=pbt", f"mlflow={mode}",
+    # All four trials run at once (half a CPU each) and long enough to overlap despite staggered starts, so
+    # every perturbation point has a population to compare.
+    overrides = ["+sweep=fraud", *SMOKE, "trainer.iterations=6", "trainer.cpus_per_trial=0.5", "scheduler=pbt",
+                 "search_space.n_estimators=300", f"mlflow={mode}",
                  "scheduler.params.quantile_fraction=0.5", "scheduler.params.resample_probability=1.0",
                  "search_space.min_samples_leaf='choice(1, 4, 16, 32)'", "sweep.register=false"]
     outcome = sweep.run(make_cfg(*overrides))
