@@ -220,7 +220,8 @@ def _resume_target(cfg: DictConfig, plan: SweepPlan) -> tuple[DictConfig, str]:
     if parent.info.status == "FINISHED":
         raise RaySweepError(f"resume=true: sweep run {name!r} already finished; start a new sweep without resume=true")
     if parent.info.status == "RUNNING" and driver_alive(parent):
-        raise RaySweepError(f"resume=true: sweep run {name!r} is still running (pid {parent.data.tags.get('raysweep.driver.pid')}); stop it first")
+        pid = parent.data.tags.get("raysweep.driver.pid")
+        raise RaySweepError(f"resume=true: sweep run {name!r} is still running (pid {pid}); stop it first")
     from ray import tune
 
     run_dir = f"{plan.storage_path.rstrip('/')}/{name}"
