@@ -26,15 +26,6 @@ _SCHEDULERS = {
 _ITERATION = "training_iteration"
 
 
-def num_trials(search_alg: str, num_samples: int, parsed: Mapping[str, Any]) -> int:
-    """How many trials the sweep plans: every grid combination once, else ``num_samples``.
-
-    Raises:
-        RaySweepError: A grid over a dimension that has no finite list of values.
-    """
-    return search_space.grid_size(parsed) if search_alg == "grid" else num_samples
-
-
 def searcher(search_alg_cfg, parsed: Mapping[str, Any], metric: str, mode: str, max_concurrent: int | None):
     """Build the Tune search algorithm and the ``param_space`` that goes with it.
 
