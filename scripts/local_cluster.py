@@ -1,0 +1,165 @@
+"""Start a two-node Ray cluster on this machine, to try ``raysweep submit`` (and for its tests).
+
+A head node on 127.0.0.2 and a second node on 127.0.0.3, each with its own temp folder and every port pinned
+to free ones away from Ray's defaults, with token authentication on (Ray's default since 2.59) and one shared
+token file, so jobs, drivers and both nodes authenticate alike.
+
+    uv run python scripts/local_cluster.py      # prints the variables to export; Ctrl-C stops both nodes
+
+``--python`` picks the Python the nodes run (and with it what the cluster has installed): a cluster usually
+has Ray, MLflow and the frameworks, but not raysweep, which each job then brings with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from team_server import free_port, http_ok, wait_for  # noqa: E402
+
+HEAD_IP = "127.0.0.2"
+WORKER_IP = "127.0.0.3"
+
+
+@dataclass(frozen=True)
+class LocalCluster:
+    """A running two-node cluster: where to submit jobs, where drivers connect, and the auth settings."""
+
+    dashboard_url: str  # JobSubmissionClient / `ray job submit --address`
+    gcs_address: str  # ray.init(address=...) / RAY_ADDRESS for a driver
+    env: dict[str, str] = field(repr=False)  # RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH: needed by every client
+    temp_dirs: tuple[Path, Path] = ()
+
+
+def _node_ports(first_worker_port: int) -> list[str]:
+    return [
+        "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
+        "--min-worker-port", str(first_worker_port), "--max-worker-port", str(first_worker_port + 199),
+        "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+        "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
+    ]
+
+
+def _ray(python: str, env: dict[str, str], *args: str, log: Path) -> None:
+    with open(log, "ab") as out:
+        subprocess.run([python, "-m", "ray.scripts.scripts", *args], env=env, check=True, stdout=out,
+                       stderr=subprocess.STDOUT, timeout=120)
+
+
+@contextmanager
+def two_node_cluster(python: str = sys.executable, work: Path | None = None, cpus_per_node: int = 1) -> Iterator[LocalCluster]:
+    """Start a head (127.0.0.2) and a second node (127.0.0.3); stop both on exit.
+
+    Args:
+        python: Interpreter the nodes (and so every worker and job driver) run.
+        work: Folder for the token, logs and both nodes' temp folders (default: a new temp folder).
+        cpus_per_node: CPUs each node offers.
+    """
+    with ExitStack() as stack:
+        if work is None:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="raysweep-ray-")))
+        token = work / "auth_token"
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+        env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(token),
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # Ray's own metric exporters would take fixed default ports.
+            "AUTOSCALER_METRIC_PORT": str(free_port()),
+            "DASHBOARD_METRIC_PORT": str(free_port()),
+        }
+        for name in ("RAY_ADDRESS", "VIRTUAL_ENV"):
+            env.pop(name, None)
+        # Two worker-port ranges of 200 far from Ray's defaults (10002-19999) and from each other.
+        base = random.randrange(30000, 38000, 400)
+        # Separate temp folders: on a shared one, one node's runtime-env agent deletes the other's job files.
+        head_tmp, node_tmp = Path(tempfile.mkdtemp(prefix="rh-")), Path(tempfile.mkdtemp(prefix="rn-"))
+        stack.callback(shutil.rmtree, head_tmp, True)
+        stack.callback(shutil.rmtree, node_tmp, True)
+        gcs_port, dashboard_port = free_port(HEAD_IP), free_port(HEAD_IP)
+        log = work / "ray-start.log"
+        stack.callback(_stop_cluster, token)
+        _ray(python, env, "start", "--head", f"--node-ip-address={HEAD_IP}", f"--port={gcs_port}",
+             f"--num-cpus={cpus_per_node}", "--num-gpus=0", "--include-dashboard=true",
+             f"--dashboard-host={HEAD_IP}", f"--dashboard-port={dashboard_port}",
+             f"--ray-client-server-port={free_port()}", f"--temp-dir={head_tmp}", "--disable-usage-stats",
+             *_node_ports(base), log=log)
+        gcs = f"{HEAD_IP}:{gcs_port}"
+        _ray(python, env, "start", f"--address={gcs}", f"--node-ip-address={WORKER_IP}",
+             f"--num-cpus={cpus_per_node}", "--num-gpus=0", f"--temp-dir={node_tmp}", "--disable-usage-stats",
+             *_node_ports(base + 200), log=log)
+        dashboard = f"http://{HEAD_IP}:{dashboard_port}"
+        auth = {"Authorization": f"Bearer {token.read_text()}"}
+        wait_for(lambda: http_ok(f"{dashboard}/api/version", auth), "Ray dashboard", 60, log)
+        yield LocalCluster(dashboard, gcs, {k: env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")},
+                           (head_tmp, node_tmp))
+
+
+def _stop_cluster(token: Path) -> None:
+    """Stop every process of the cluster by PID: those started with its token file in their environment.
+
+    ``ray stop`` would stop every Ray on the machine, the caller's own included, and node processes rename
+    themselves (``ray::IDLE``), so their environment is what identifies them.
+    """
+    marker = f"RAY_AUTH_TOKEN_PATH={token}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if marker in (proc / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--python", default=sys.executable, help="interpreter the nodes run (default: this one)")
+    parser.add_argument("--cpus-per-node", type=int, default=1)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with two_node_cluster(args.python, cpus_per_node=args.cpus_per_node) as cluster:
+        print(f"export RAY_ADDRESS={cluster.dashboard_url}")
+        for key, value in cluster.env.items():
+            print(f"export {key}={value}")
+        print("# Ctrl-C stops both nodes", flush=True)
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
