@@ -79,6 +79,8 @@ def two_node_cluster(python: str = sys.executable, work: Path | None = None, cpu
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN_PATH": str(token),
             "RAY_USAGE_STATS_ENABLED": "0",
+            # A job's `python ...` entrypoint resolves through PATH: make it the nodes' interpreter.
+            "PATH": f"{Path(python).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             # Ray's own metric exporters would take fixed default ports.
             "AUTOSCALER_METRIC_PORT": str(free_port()),
             "DASHBOARD_METRIC_PORT": str(free_port()),

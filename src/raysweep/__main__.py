@@ -32,10 +32,18 @@ def _app(cfg: DictConfig) -> None:
     print(outcome.report(), flush=True)
 
 
+#: ``raysweep COMMAND ...``: commands other than running a sweep, as ``module:function(argv) -> exit status``.
+SUBCOMMANDS = {
+    "submit": "raysweep.submit:main",
+}
+
+
 def main() -> None:
     """Console entry point: run the Hydra app and turn known errors into one line and an exit status."""
     from raysweep.search_space import quote_cli_overrides
 
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+        _run_subcommand(sys.argv[1], sys.argv[2:])
     sys.argv = [sys.argv[0], *quote_cli_overrides(sys.argv[1:])]
     # Let Hydra's own errors reach us instead of its multi-line report, so they print as one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -52,6 +60,17 @@ def main() -> None:
         if isinstance(e, (HydraException, OmegaConfBaseException)):
             _fail(hydra_error_line(e), 2)
         raise
+
+
+def _run_subcommand(name: str, argv: list[str]) -> None:
+    import importlib
+
+    module, _, function = SUBCOMMANDS[name].partition(":")
+    try:
+        status = getattr(importlib.import_module(module), function)(argv)
+    except RaySweepError as e:
+        _fail(str(e), 2)
+    sys.exit(status)
 
 
 def hydra_error_line(error: BaseException) -> str:

@@ -6,6 +6,7 @@ dataclasses: an unknown key or an ill-typed value stops composition with a messa
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -15,8 +16,17 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from raysweep.errors import RaySweepError
 
-#: Where ``conf/`` lives: next to ``src/`` in a checkout, overridable for installed copies.
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+def _conf_dir() -> Path:
+    # RAYSWEEP_CONF_DIR names it outright; a checkout has it next to src/; a Ray job that brought the package
+    # as a py_module (raysweep submit) has it in the job's working_dir, its current directory.
+    if os.environ.get("RAYSWEEP_CONF_DIR"):
+        return Path(os.environ["RAYSWEEP_CONF_DIR"]).resolve()
+    checkout = Path(__file__).resolve().parents[2] / "conf"
+    return checkout if checkout.is_dir() else Path.cwd() / "conf"
+
+
+#: Where ``conf/`` lives.
+CONF_DIR = _conf_dir()
 
 
 class Mode(str, Enum):
@@ -93,6 +103,7 @@ class MLflowConfig:
     registered_model: str = MISSING
     autolog: bool = False
     system_metrics: bool = False
+    log_models: bool = False
 
 
 @dataclass
@@ -205,6 +216,8 @@ def validate(cfg: DictConfig) -> None:
     _validate_strategy(cfg)
     if cfg.mlflow.autolog and cfg.mlflow.mode != LoggingMode.worker:
         raise RaySweepError("mlflow.autolog=true patches the training code, so it needs mlflow=worker; add mlflow=worker")
+    if cfg.mlflow.log_models and cfg.mlflow.mode != LoggingMode.worker:
+        raise RaySweepError("mlflow.log_models=true logs models from the trials, so it needs mlflow=worker; add mlflow=worker")
     if cfg.trainer.num_workers < 1:
         raise RaySweepError(f"trainer.num_workers={cfg.trainer.num_workers}; it must be at least 1")
     if cfg.trainer.cpus_per_worker is not None and cfg.trainer.cpus_per_worker <= 0:

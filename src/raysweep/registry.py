@@ -10,11 +10,10 @@ from mlflow.entities import RunTag
 
 from raysweep.analysis import SweepSummary
 from raysweep.errors import RaySweepError
-from raysweep.tracking.tags import CHECKPOINT_TAG
+from raysweep.tracking.tags import CHECKPOINT_TAG, MODEL_URI_TAG
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
-MODEL_URI_TAG = "raysweep.model_uri"
 PARENT_TAG = "raysweep.parent_run_id"
 METRIC_TAG = "raysweep.metric"
 VALUE_TAG = "raysweep.metric_value"

@@ -133,8 +133,13 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
     """
     from raysweep import data, trainables
 
+    from raysweep import remote
+
     started = time.perf_counter()
     plan = make_plan(cfg)
+    # Before anything waits on MLflow's own retries (minutes) or starts Ray.
+    for uri in {plan.tracking_uri, plan.registry_uri or plan.tracking_uri}:
+        remote.check_server(uri)
     resume_from = None
     if plan.resume:
         cfg, resume_from = _resume_target(cfg, plan)
@@ -153,6 +158,10 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
     from raysweep.tracking import parent_run
 
     with _ray(cfg.cluster):
+        nodes = sum(1 for node in ray.nodes() if node["Alive"])
+        remote.check_reachable_from_nodes(plan.tracking_uri, nodes)
+        if plan.registry_uri:
+            remote.check_reachable_from_nodes(plan.registry_uri, nodes, what="model registry")
         fit = resources.plan(
             cluster=ray.cluster_resources(),
             max_concurrent_trials=plan.max_concurrent_trials,
@@ -275,6 +284,7 @@ def _trial_context(plan: SweepPlan, cfg: DictConfig, fit, experiment_id: str, pa
             tags=child_tags,
             track_config=cfg.scheduler.name == "pbt",
             step_metric=plan.metric,
+            log_models=cfg.mlflow.log_models,
         )
     return TrialContext(
         metric=plan.metric,
@@ -453,13 +463,15 @@ def _ray(cluster_cfg) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    from raysweep import remote
     from raysweep._workers import SETUP_HOOK
 
     address = cluster_cfg.address or os.environ.get("RAY_ADDRESS")
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
         "logging_level": logging.WARNING,
-        "runtime_env": {"worker_process_setup_hook": SETUP_HOOK},
+        # Workers on other nodes see none of this process's environment: MLflow's variables go with them.
+        "runtime_env": {"worker_process_setup_hook": SETUP_HOOK, **remote.ray_runtime_env(connecting=bool(address))},
     }
     if address:
         ray.init(address=address, **kwargs)
@@ -488,6 +500,13 @@ def _public_config(cfg: DictConfig) -> DictConfig:
     return public
 
 
+def _public_overrides(overrides: Sequence[str]) -> list[str]:
+    """Command-line overrides with credentials in URI values masked."""
+    from raysweep.remote import redact
+
+    return [f"{key}={redact(value)}" if sep else key for key, sep, value in (o.partition("=") for o in overrides)]
+
+
 def parent_params(cfg: DictConfig) -> dict[str, str]:
     """Key config values as flat ``section.key`` params for the parent run."""
     public = OmegaConf.to_container(_public_config(cfg))
@@ -514,7 +533,7 @@ def _parent_tags(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, str]:
 
     tags = {
         "raysweep.sweep": cfg.sweep.name,
-        "raysweep.overrides": " ".join(overrides) or "(none)",
+        "raysweep.overrides": " ".join(_public_overrides(overrides)) or "(none)",
         **driver_tags(),
         "mlflow.note.content": f"raysweep sweep {cfg.sweep.run_name}: {cfg.search_alg.name} search, {cfg.scheduler.name} scheduler, "
         f"{cfg.sweep.mode.value} {cfg.sweep.metric}",
@@ -547,5 +566,7 @@ def _git_commit() -> str | None:
 def look_command(tracking_uri: str) -> str:
     """How to open the MLflow UI on a tracking store."""
     if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri}"
+        from raysweep.remote import redact
+
+        return f"open {redact(tracking_uri)}"
     return f"mlflow ui --backend-store-uri {tracking_uri}"

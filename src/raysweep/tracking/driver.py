@@ -15,7 +15,7 @@ from ray.tune.result import TRAINING_ITERATION
 
 from raysweep.tracking import reattach
 from raysweep.tracking.buffer import MetricBuffer
-from raysweep.tracking.tags import ERROR_TAG, ROLE_TAG, TRIAL_ID_TAG, TRIAL_ROLE
+from raysweep.tracking.tags import ERROR_TAG, NODE_TAG, ROLE_TAG, TRIAL_ID_TAG, TRIAL_ROLE
 
 
 class SweepLoggerCallback(MLflowLoggerCallback):
@@ -56,6 +56,7 @@ class SweepLoggerCallback(MLflowLoggerCallback):
         self._runs: dict[str, str] = {}  # trial id -> run id
         self._last_step: dict[str, int] = {}  # trial id -> last step logged
         self._configs: dict[str, dict] = {}  # trial id -> config at the last start
+        self._nodes: dict[str, str] = {}  # trial id -> IP of the node its latest result came from
         self._client: MlflowClient | None = None
         self._buffer: MetricBuffer | None = None
         self._writer: _Writer | None = None
@@ -90,6 +91,10 @@ class SweepLoggerCallback(MLflowLoggerCallback):
             if isinstance(result.get(key), (int, float)) and not isinstance(result.get(key), bool)
         }
         self._writer.submit(self._result, trial.trial_id, int(result[TRAINING_ITERATION]), values)
+        node = result.get("node_ip")
+        if node and self._nodes.get(trial.trial_id) != node:
+            self._nodes[trial.trial_id] = node
+            self._writer.submit(self._tag, trial.trial_id, NODE_TAG, node)
 
     def log_trial_end(self, trial, failed: bool = False):
         error = _error_summary(trial.error_file) if failed and trial.error_file else None
@@ -141,6 +146,9 @@ class SweepLoggerCallback(MLflowLoggerCallback):
             return  # replayed after a restore: the run already holds this step
         self._last_step[trial_id] = step
         self._buffer.add(self._runs[trial_id], values, step)
+
+    def _tag(self, trial_id: str, key: str, value: str) -> None:
+        self._client.set_tag(self._runs[trial_id], key, value)
 
     def _end(self, trial_id: str, failed: bool, error: str | None) -> None:
         run_id = self._runs[trial_id]

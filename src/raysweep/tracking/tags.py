@@ -8,6 +8,8 @@ TRIAL_ROLE = "trial"
 TRIAL_ID_TAG = "raysweep.trial_id"
 #: Where the trial's last Tune checkpoint is: the model that gets registered.
 CHECKPOINT_TAG = "raysweep.checkpoint"
+#: ``models:/m-...`` of the model logged to a child run (the one registration takes when it is the best).
+MODEL_URI_TAG = "raysweep.model_uri"
 #: Last line of a failed trial's error.
 ERROR_TAG = "raysweep.error"
 #: On a child run that ended before its last iteration: what stopped it (scheduler, sweep stop criteria).
@@ -16,3 +18,5 @@ STOPPED_EARLY_TAG = "raysweep.stopped_early"
 STOP_REASON_TAG = "raysweep.stop_reason"
 #: Why raysweep, not the trial itself, ended a run (parent ended, orphaned driver, superseded trial).
 ENDED_BY_TAG = "raysweep.ended_by"
+#: On each child run: IP address of the Ray node the trial ran on (its latest start, for a restarted trial).
+NODE_TAG = "raysweep.node_ip"

@@ -9,12 +9,12 @@ autologging, into the next trial.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from raysweep.tracking.tags import ERROR_TAG, ROLE_TAG, TRIAL_ID_TAG, TRIAL_ROLE
+from raysweep.tracking.tags import ERROR_TAG, MODEL_URI_TAG, NODE_TAG, ROLE_TAG, TRIAL_ID_TAG, TRIAL_ROLE
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class WorkerLogging:
     tags: dict[str, str] = field(default_factory=dict)
     track_config: bool = False  # log numeric hyperparameters as config.NAME metrics at each start (PBT)
     step_metric: str = "val_auc"  # a metric logged every step: where a re-attached run left off
+    log_models: bool = False  # each trial logs its final model to its run, from the worker
 
 
 class TrialLog:
@@ -39,8 +40,10 @@ class TrialLog:
     what is pending, and :func:`trial_log` flushes before it ends the run.
     """
 
-    def __init__(self, mlflow_module=None, last_step: int = 0):
+    def __init__(self, mlflow_module=None, last_step: int = 0, log_models: bool = False):
         self._mlflow = mlflow_module
+        #: Whether :meth:`model` logs: worker mode with ``mlflow.log_models``, on rank 0.
+        self.logs_models = mlflow_module is not None and log_models
         self._last_step = last_step
         self._buffer = None
         if mlflow_module is not None:
@@ -65,6 +68,16 @@ class TrialLog:
             start = time.perf_counter()
             self._buffer.flush()
             self.seconds += time.perf_counter() - start
+
+    def model(self, log_model: Callable[..., Any], *args: Any) -> None:
+        """Log the trial's model with ``log_model(*args)`` (a trainer's ``log_model``) and tag its URI on the run.
+
+        Logged from the trial's own process, so the model reaches the tracking server (and through its artifact
+        proxy, the artifact store) from whichever node the trial ran on; the registration takes it from there.
+        """
+        if self.logs_models:
+            info = log_model(*args)
+            self._mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
 
     def tags(self, values: Mapping[str, str]) -> None:
         """Set tags on the trial's run."""
@@ -103,8 +116,11 @@ def trial_log(
         # Trials last seconds to minutes: sample every second so short trials still get a curve.
         mlflow.set_system_metrics_sampling_interval(1)
         mlflow.set_system_metrics_samples_before_logging(1)
+    import ray.util
+
+    node = {NODE_TAG: ray.util.get_node_ip_address()}
     tags = {MLFLOW_PARENT_RUN_ID: logging.parent_run_id, ROLE_TAG: TRIAL_ROLE, TRIAL_ID_TAG: trial_id,
-            "trial_name": trial_name, **logging.tags}
+            "trial_name": trial_name, **node, **logging.tags}
     client = MlflowClient(logging.tracking_uri, logging.registry_uri)
     existing = reattach.find_trial_run(client, logging.experiment_id, logging.parent_run_id, trial_id)
     if existing is None:
@@ -126,14 +142,13 @@ def trial_log(
         start_step = reattach.last_step(client, existing, logging.step_metric)
         logged = client.get_run(existing).data.params
         changed = reattach.changed_values(logged, {k: str(v) for k, v in params.items()})
-        if changed:
-            mlflow.set_tags(changed)
+        mlflow.set_tags({**changed, **node})
     if logging.track_config:
         mlflow.log_metrics(reattach.config_metrics(params), step=start_step)
     if logging.autolog:
         mlflow.autolog(log_models=False, log_datasets=False, silent=True)
     status = "FAILED"
-    log = TrialLog(mlflow, start_step)
+    log = TrialLog(mlflow, start_step, log_models=logging.log_models)
     try:
         yield log
         status = "FINISHED"

@@ -110,7 +110,6 @@ def train(config: dict[str, Any], dataset, settings: dict[str, Any]) -> None:
 
 
 def _grow(config: dict[str, Any], dataset, settings: dict[str, Any], log) -> None:
-    import joblib
     from ray import tune
 
     from raysweep.metrics import validation_metrics
@@ -142,10 +141,21 @@ def _grow(config: dict[str, Any], dataset, settings: dict[str, Any], log) -> Non
         # it after a crash replays only later steps, so none goes missing.
         log.flush()
         with tempfile.TemporaryDirectory() as tmp:
-            joblib.dump(estimator, Path(tmp) / MODEL_FILE)
-            example.to_parquet(Path(tmp) / EXAMPLE_FILE)
-            (Path(tmp) / PROGRESS_FILE).write_text(json.dumps({"iteration": i, "fit_seconds": fit_seconds}))
+            _save(estimator, example, tmp, {"iteration": i, "fit_seconds": fit_seconds})
             tune.report({**metrics, PROGRESS: i / iterations}, checkpoint=tune.Checkpoint.from_directory(tmp))
+    if log.logs_models:
+        with tempfile.TemporaryDirectory() as tmp:
+            _save(estimator, example, tmp, {"iteration": iterations, "fit_seconds": fit_seconds})
+            log.model(log_model, tmp)
+
+
+def _save(estimator, example, folder: str, progress: dict[str, Any]) -> None:
+    """Write a checkpoint folder: the estimator, an input example and how far training got."""
+    import joblib
+
+    joblib.dump(estimator, Path(folder) / MODEL_FILE)
+    example.to_parquet(Path(folder) / EXAMPLE_FILE)
+    (Path(folder) / PROGRESS_FILE).write_text(json.dumps(progress))
 
 
 def _restore(checkpoint) -> tuple[Any, int, float]:

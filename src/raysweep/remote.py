@@ -1,0 +1,140 @@
+"""Reaching a shared MLflow server from every Ray node: what to forward, what to check, what to refuse.
+
+Ray workers on other nodes see neither the driver's environment nor its files: MLflow's connection variables
+travel to them in the runtime_env, and a tracking store that is a file on the driver's disk is refused on a
+multi-node cluster. Credentials only ever travel in environment variables; whatever raysweep writes or prints
+goes through :func:`redact` first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+from raysweep.errors import RaySweepError
+
+#: MLflow's variables every process of a sweep needs alike, on every node.
+FORWARDED_ENV = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_INSECURE_TLS",
+    "MLFLOW_TRACKING_SERVER_CERT_PATH",
+    "MLFLOW_REGISTRY_URI",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING",
+)
+#: Seconds a tracking server gets to answer before the sweep stops.
+SERVER_TIMEOUT_S = 5.0
+
+
+def forwarded_env(environ: Mapping[str, str], already_set: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The MLflow variables of ``environ`` to hand to Ray workers.
+
+    Args:
+        environ: The driver's environment.
+        already_set: Variables the surrounding Ray job's runtime_env sets already; Ray refuses a driver
+            that sets one of them again, and workers get them anyway.
+    """
+    return {k: environ[k] for k in FORWARDED_ENV if environ.get(k) and k not in (already_set or {})}
+
+
+def job_env_vars(environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``env_vars`` of the Ray job this driver runs in (empty outside a job)."""
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    raw = environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR)
+    if not raw:
+        return {}
+    return dict((json.loads(raw).get("runtime_env") or {}).get("env_vars") or {})
+
+
+def redact(uri: str | None) -> str | None:
+    """``uri`` with any password or user name in it replaced by ``***``."""
+    if not uri or "@" not in uri:
+        return uri
+    parts = urlsplit(uri)
+    if not parts.username and not parts.password:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def is_local_store(uri: str) -> bool:
+    """Whether ``uri`` is a store on this machine's disk (sqlite, file, a plain path)."""
+    scheme = urlsplit(uri).scheme
+    return scheme in ("", "file", "sqlite") or (len(scheme) == 1 and uri[1:3] in (":\\", ":/"))
+
+
+def check_server(uri: str, timeout: float = SERVER_TIMEOUT_S) -> None:
+    """Fail in one line when an HTTP tracking server does not answer; other stores pass unchecked.
+
+    Raises:
+        RaySweepError: The server is unreachable or answers its health check with an error.
+    """
+    if urlsplit(uri).scheme not in ("http", "https"):
+        return
+    import urllib.error
+    import urllib.request
+
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(_without_userinfo(health)), timeout=timeout):
+            return
+    except urllib.error.HTTPError as error:
+        problem = f"answers {error.code} {error.reason}"
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        problem = f"does not answer ({reason})"
+    raise RaySweepError(
+        f"MLflow tracking server {redact(uri)} {problem}; start it or point MLFLOW_TRACKING_URI at a running one"
+    )
+
+
+def check_reachable_from_nodes(uri: str, alive_nodes: int, what: str = "tracking store") -> None:
+    """Refuse a store on the driver's disk when trials may run on other machines.
+
+    Raises:
+        RaySweepError: ``uri`` is a local file and the cluster has more than one node.
+    """
+    if alive_nodes > 1 and is_local_store(uri):
+        raise RaySweepError(
+            f"the MLflow {what} {redact(uri)} is a file on this machine, which the other {alive_nodes - 1} node(s) of "
+            "the Ray cluster cannot reach; set MLFLOW_TRACKING_URI to a tracking server (see README: team server)"
+        )
+
+
+def ray_runtime_env(connecting: bool, environ: Mapping[str, str] = os.environ) -> dict:
+    """runtime_env fields that give every Ray worker the driver's MLflow connection and raysweep's code.
+
+    Args:
+        connecting: The driver joins an existing cluster. Unless it runs as a Ray job (which brought the code
+            already), the raysweep package goes along as a py_module: the cluster may not have it installed,
+            or have another version.
+        environ: The driver's environment.
+    """
+    from pathlib import Path
+
+    job_env = job_env_vars(environ)
+    fields: dict = {}
+    env_vars = forwarded_env(environ, job_env)
+    if env_vars:
+        fields["env_vars"] = env_vars
+    if connecting and not _in_job(environ):
+        fields["py_modules"] = [str(Path(__file__).resolve().parent)]
+    return fields
+
+
+def _in_job(environ: Mapping[str, str]) -> bool:
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    return RAY_JOB_CONFIG_JSON_ENV_VAR in environ
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

@@ -1,0 +1,215 @@
+"""A team setup, for real, on loopback: sweeps submitted as Ray jobs to a two-node cluster, tracked on a shared
+MLflow server (PostgreSQL backend store, Ceph radosgw S3 artifact store, ``--serve-artifacts``).
+
+The cluster's Python has the dependencies but not raysweep: every job brings the submitted code with it.
+Run alone with ``uv run pytest -m team``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from raysweep.config import CONF_DIR
+
+sys.path.insert(0, str(CONF_DIR.parent / "scripts"))
+from local_cluster import HEAD_IP, WORKER_IP, two_node_cluster  # noqa: E402
+from team_server import team_server  # noqa: E402
+
+pytestmark = [pytest.mark.team, pytest.mark.slow]
+
+#: A credential the clients send (the test server does not check it): it must never land in MLflow or logs.
+TOKEN = "raysweep-test-token-5f1c2a"
+SWEEP = ["+sweep=fraud", "data.n_samples=4000", "trainer.iterations=2", "sweep.num_samples=4",
+         "search_space.n_estimators='range(10, 31, 10)'", "cluster.verbose=0"]
+MODES = ("driver", "worker")
+
+
+@pytest.fixture(scope="module")
+def team():
+    with team_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cluster_python(tmp_path_factory) -> str:
+    """A Python with this project's dependencies but without raysweep, as a cluster's image would have."""
+    venv = tmp_path_factory.mktemp("cluster-venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = Path(sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"])
+    # A path line, not a site dir: the project's own editable-install .pth in there is not processed.
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return str(venv / "bin" / "python")
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_python, tmp_path_factory):
+    with two_node_cluster(cluster_python, tmp_path_factory.mktemp("cluster")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client_env(team, cluster) -> dict[str, str]:
+    """What a team member's shell has: the server URL, a token, the cluster's address and auth. No S3 keys."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "RAY_"))}
+    return {**env, **cluster.env, "MLFLOW_TRACKING_URI": team.url, "MLFLOW_TRACKING_TOKEN": TOKEN,
+            "RAY_ADDRESS": cluster.dashboard_url, "PYTHONUNBUFFERED": "1"}
+
+
+def _names(mode: str) -> list[str]:
+    return [f"mlflow={mode}", f"mlflow.experiment_name=team-{mode}", f"mlflow.registered_model=fraud-team-{mode}"]
+
+
+@pytest.fixture(scope="module")
+def jobs(client_env, tmp_path_factory, repo_root_module):
+    """Both logging modes, submitted the two documented ways: ``raysweep submit`` and plain ``ray job submit``."""
+    storage = tmp_path_factory.mktemp("ray-results")  # one machine: both nodes see it, as on NFS
+    done = {}
+    for mode in MODES:
+        overrides = [*SWEEP, *_names(mode), f"cluster.storage_path={storage}"]
+        if mode == "driver":
+            cmd = [sys.executable, "-m", "raysweep", "submit", *overrides]
+        else:
+            runtime_env = {"py_modules": ["src/raysweep"], "env_vars": {
+                "MLFLOW_TRACKING_URI": client_env["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_TOKEN": TOKEN}}
+            cmd = [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--working-dir", ".",
+                   "--runtime-env-json", json.dumps(runtime_env), "--entrypoint-num-cpus", "0", "--",
+                   "python", "-m", "raysweep", *overrides, "cluster=remote"]
+        started = time.perf_counter()
+        proc = subprocess.run(cmd, env=client_env, cwd=repo_root_module, capture_output=True, text=True, timeout=600)
+        done[mode] = (proc, time.perf_counter() - started)
+    return done
+
+
+@pytest.fixture(scope="module")
+def repo_root_module() -> Path:
+    return CONF_DIR.parent
+
+
+@pytest.fixture
+def tracking_uri(team, monkeypatch):
+    """This module's store is the team server (overrides the per-test sqlite store)."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team.url)
+    mlflow.set_tracking_uri(team.url)
+    yield team.url
+
+
+def _sweep_runs(team, mode: str):
+    client = MlflowClient(team.url)
+    experiment = client.get_experiment_by_name(f"team-{mode}")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("raysweep.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("raysweep.role") == "trial"]
+    return client, parents, children
+
+
+def test_cluster_python_lacks_raysweep(cluster_python):
+    proc = subprocess.run([cluster_python, "-c", "import raysweep"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "No module named 'raysweep'" in proc.stderr
+    assert subprocess.run([cluster_python, "-c", "import ray, mlflow, sklearn"]).returncode == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_job_succeeds_with_one_parent_and_finished_children_on_both_nodes(jobs, team, mode):
+    proc, seconds = jobs[mode]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in (proc.stdout + proc.stderr).lower()
+    client, parents, children = _sweep_runs(team, mode)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    assert len(children) == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert len({c.data.tags["raysweep.trial_id"] for c in children}) == 4
+    # One CPU per node and trials of one CPU: the two trials running at once are on different nodes.
+    assert {c.data.tags["raysweep.node_ip"] for c in children} == {HEAD_IP, WORKER_IP}
+    best = parent.data.tags["raysweep.best_run_id"]
+    assert best in {c.info.run_id for c in children}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_champion_loads_in_a_fresh_process_with_only_the_tracking_uri(jobs, team, mode, tmp_path):
+    client, parents, _ = _sweep_runs(team, mode)
+    champion = client.get_model_version_by_alias(f"fraud-team-{mode}", "champion")
+    assert champion.run_id == parents[0].data.tags["raysweep.best_run_id"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
+    env["MLFLOW_TRACKING_URI"] = team.url
+    code = (
+        "import mlflow, pandas as pd, sys\n"
+        f"m = mlflow.pyfunc.load_model('models:/fraud-team-{mode}@champion')\n"
+        "example = m.input_example if m.input_example is not None else None\n"
+        "p = m.predict(example)\n"
+        "print(len(p), float(p.min()) >= 0.0, float(p.max()) <= 1.0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[1:] == ["True", "True"]
+
+
+def test_worker_mode_models_reach_s3_from_both_nodes_through_the_proxy(jobs, team):
+    client, _, children = _sweep_runs(team, "worker")
+    keys = [o["Key"] for page in team.s3.client().get_paginator("list_objects_v2").paginate(Bucket=team.s3.bucket)
+            for o in page.get("Contents", [])]
+    # Each trial logged its final model from its own node; the server stored it in the bucket.
+    for child in children:
+        model_uri = child.data.tags["raysweep.model_uri"]
+        model_id = model_uri.removeprefix("models:/")
+        assert any(model_id in k and k.endswith("MLmodel") for k in keys), model_uri
+    assert {c.data.tags["raysweep.node_ip"] for c in children if "raysweep.model_uri" in c.data.tags} == {HEAD_IP, WORKER_IP}
+    # Nothing in MLflow points clients at S3: artifacts go through the server.
+    assert all(c.info.artifact_uri.startswith("mlflow-artifacts:") for c in children)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_credential_anywhere_in_mlflow_or_the_job_log(jobs, team, mode):
+    proc, _ = jobs[mode]
+    assert TOKEN not in proc.stdout + proc.stderr
+    client, parents, children = _sweep_runs(team, mode)
+    for run in [*parents, *children]:
+        assert TOKEN not in json.dumps({"params": run.data.params, "tags": run.data.tags})
+    import mlflow
+
+    config = mlflow.artifacts.load_text(f"runs:/{parents[0].info.run_id}/config.yaml")
+    assert TOKEN not in config and team.s3.secret_key not in config
+    for mv in client.search_model_versions(f"name = 'fraud-team-{mode}'"):
+        assert TOKEN not in json.dumps({"tags": mv.tags, "description": mv.description})
+
+
+def test_server_down_stops_the_sweep_before_ray_in_seconds(client_env, repo_root_module, tmp_path):
+    env = {**client_env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}  # discard port: nothing listens
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "raysweep", "+sweep=fraud", "cluster=remote"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MLflow tracking server http://127.0.0.1:9 does not answer" in lines[0]
+    assert time.perf_counter() - started < 30  # not MLflow's minutes of retries (generous on a busy machine)
+    submit = subprocess.run([sys.executable, "-m", "raysweep", "submit", "+sweep=fraud"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert submit.returncode == 2 and "does not answer" in submit.stderr
+
+
+def test_sqlite_is_refused_on_a_multi_node_cluster(client_env, cluster, tmp_path):
+    store = tmp_path / "mlflow.db"
+    env = {**client_env, "MLFLOW_TRACKING_URI": f"sqlite:///{store}", "RAY_ADDRESS": cluster.gcs_address}
+    proc = subprocess.run([sys.executable, "-m", "raysweep", "+sweep=fraud", "cluster=remote", "cluster.verbose=0"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "is a file on this machine, which the other 1 node(s) of the Ray cluster cannot reach" in proc.stderr
+    # Refused before any run was created.
+    assert not store.exists() or not MlflowClient(f"sqlite:///{store}").search_runs(
+        [e.experiment_id for e in MlflowClient(f"sqlite:///{store}").search_experiments()])
+    submit = subprocess.run([sys.executable, "-m", "raysweep", "submit", "+sweep=fraud"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert submit.returncode == 2 and "is a file on this machine, which the cluster cannot reach" in submit.stderr
