@@ -113,27 +113,36 @@ def two_node_cluster(python: str = sys.executable, work: Path | None = None, cpu
 
 
 def _stop_cluster(token: Path) -> None:
-    """Stop every process of the cluster by PID: those started with its token file in their environment.
+    """Stop every process of the cluster by PID: those started with its token file, and their descendants.
 
-    ``ray stop`` would stop every Ray on the machine, the caller's own included, and node processes rename
-    themselves (``ray::IDLE``), so their environment is what identifies them.
+    ``ray stop`` would stop every Ray on the machine, the caller's own included. Node processes are found by
+    the token path in their environment; the agents and workers they start rename themselves over that
+    memory (``ray::IDLE``), so those are found as their descendants, before anything is stopped.
     """
     marker = f"RAY_AUTH_TOKEN_PATH={token}".encode()
-    pids = []
+    parents: dict[int, int] = {}
+    pids = set()
     for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and int(proc.name) != os.getpid():
-            try:
-                if marker in (proc / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(proc.name))
-            except OSError:
-                continue
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            parents[int(proc.name)] = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                pids.add(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    grew = True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in pids} - pids - {os.getpid()}
+        pids |= children
+        grew = bool(children)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 5
         while time.monotonic() < deadline and any(_alive(p) for p in pids):
             time.sleep(0.2)
 

@@ -66,6 +66,8 @@ def redact(uri: str | None) -> str | None:
 
 def is_local_store(uri: str) -> bool:
     """Whether ``uri`` is a store on this machine's disk (sqlite, file, a plain path)."""
+    if uri.split(":")[0] in ("databricks", "databricks-uc", "uc"):
+        return False  # a hosted service, named by profile
     scheme = urlsplit(uri).scheme
     return scheme in ("", "file", "sqlite") or (len(scheme) == 1 and uri[1:3] in (":\\", ":/"))
 
