@@ -13,6 +13,8 @@ import subprocess
 import sys
 import sysconfig
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,8 @@ from mlflow import MlflowClient
 
 from raysweep.config import CONF_DIR
 
-sys.path.insert(0, str(CONF_DIR.parent / "scripts"))
+ROOT = CONF_DIR.parent
+sys.path.insert(0, str(ROOT / "scripts"))
 from local_cluster import HEAD_IP, WORKER_IP, two_node_cluster  # noqa: E402
 from team_server import team_server  # noqa: E402
 
@@ -34,9 +37,22 @@ MODES = ("driver", "worker")
 
 
 @pytest.fixture(scope="module")
-def team():
-    with team_server() as server:
-        yield server
+def stack(cluster_python, tmp_path_factory):
+    """The team server and the two-node cluster, started side by side (each takes ~20-30 s), stopped after."""
+    with ExitStack() as running, ThreadPoolExecutor(2) as pool:
+        server = pool.submit(running.enter_context, team_server())
+        nodes = pool.submit(running.enter_context, two_node_cluster(cluster_python, tmp_path_factory.mktemp("cluster")))
+        yield server.result(), nodes.result()
+
+
+@pytest.fixture(scope="module")
+def team(stack):
+    return stack[0]
+
+
+@pytest.fixture(scope="module")
+def cluster(stack):
+    return stack[1]
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +64,6 @@ def cluster_python(tmp_path_factory) -> str:
     # A path line, not a site dir: the project's own editable-install .pth in there is not processed.
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return str(venv / "bin" / "python")
-
-
-@pytest.fixture(scope="module")
-def cluster(cluster_python, tmp_path_factory):
-    with two_node_cluster(cluster_python, tmp_path_factory.mktemp("cluster")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +79,7 @@ def _names(mode: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def jobs(client_env, tmp_path_factory, repo_root_module):
+def jobs(client_env, tmp_path_factory):
     """Both logging modes, submitted the two documented ways: ``raysweep submit`` and plain ``ray job submit``."""
     storage = tmp_path_factory.mktemp("ray-results")  # one machine: both nodes see it, as on NFS
     done = {}
@@ -84,14 +94,9 @@ def jobs(client_env, tmp_path_factory, repo_root_module):
                    "--runtime-env-json", json.dumps(runtime_env), "--entrypoint-num-cpus", "0", "--",
                    "python", "-m", "raysweep", *overrides, "cluster=remote"]
         started = time.perf_counter()
-        proc = subprocess.run(cmd, env=client_env, cwd=repo_root_module, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(cmd, env=client_env, cwd=ROOT, capture_output=True, text=True, timeout=600)
         done[mode] = (proc, time.perf_counter() - started)
     return done
-
-
-@pytest.fixture(scope="module")
-def repo_root_module() -> Path:
-    return CONF_DIR.parent
 
 
 @pytest.fixture
@@ -186,7 +191,7 @@ def test_no_credential_anywhere_in_mlflow_or_the_job_log(jobs, team, mode):
         assert TOKEN not in json.dumps({"tags": mv.tags, "description": mv.description})
 
 
-def test_server_down_stops_the_sweep_before_ray_in_seconds(client_env, repo_root_module, tmp_path):
+def test_server_down_stops_the_sweep_before_ray_in_seconds(client_env, tmp_path):
     env = {**client_env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}  # discard port: nothing listens
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "raysweep", "+sweep=fraud", "cluster=remote"], env=env,

@@ -95,9 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     overrides = quote_cli_overrides(overrides)
     check_tracking_uri(os.environ, overrides)
+    client = _client(args.address)
     # Ray's packaging notes (each file skipped, each upload) would bury the job's own log.
     logging.getLogger("ray").setLevel(logging.ERROR)
-    client = _client(args.address)
     package_dir = Path(__file__).resolve().parent
     job_id = client.submit_job(
         entrypoint=entrypoint(overrides),

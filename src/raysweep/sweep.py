@@ -131,9 +131,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
         RaySweepError: Bad input (before Ray starts), or a sweep in which no trial finished.
         SweepInterrupted: Ctrl-C or SIGTERM; the parent run and open children end KILLED.
     """
-    from raysweep import data, trainables
-
-    from raysweep import remote
+    from raysweep import data, remote, trainables
 
     started = time.perf_counter()
     plan = make_plan(cfg)
