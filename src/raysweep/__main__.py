@@ -1,4 +1,7 @@
-"""``python -m raysweep +sweep=NAME [overrides]``: the Hydra entry point; wiring only."""
+"""``python -m raysweep +sweep=NAME [overrides]``: the Hydra entry point; wiring only.
+
+``python -m raysweep promote|rollback|copy|ensemble|reproduce ...`` go to :mod:`raysweep.cli` before Hydra.
+"""
 
 from __future__ import annotations
 
@@ -32,8 +35,23 @@ def _app(cfg: DictConfig) -> None:
     print(outcome.report(), flush=True)
 
 
+#: Subcommands that run without Hydra: first command-line word -> "module:function(argv) -> exit status".
+SUBCOMMANDS = {
+    "promote": "raysweep.cli:promote",
+    "rollback": "raysweep.cli:rollback",
+    "copy": "raysweep.cli:copy",
+    "ensemble": "raysweep.cli:ensemble",
+    "reproduce": "raysweep.cli:reproduce",
+}
+
+
 def main() -> None:
-    """Console entry point: run the Hydra app and turn known errors into one line and an exit status."""
+    """Console entry point: a subcommand, or the Hydra app; known errors become one line and an exit status."""
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+        import importlib
+
+        module, _, function = SUBCOMMANDS[sys.argv[1]].partition(":")
+        sys.exit(getattr(importlib.import_module(module), function)(sys.argv[2:]))
     from raysweep.search_space import quote_cli_overrides
 
     sys.argv = [sys.argv[0], *quote_cli_overrides(sys.argv[1:])]
