@@ -23,7 +23,12 @@ def _client():
 
     from raysweep.sweep import absolute_tracking_uri
 
+    from raysweep.errors import RaySweepError
+
     tracking = absolute_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+    if tracking.startswith("sqlite:///") and not os.path.exists(tracking.removeprefix("sqlite:///")):
+        # Opening a missing sqlite store would create an empty one; a typo should not leave files behind.
+        raise RaySweepError(f"no MLflow store at {tracking}; set MLFLOW_TRACKING_URI or run a sweep first")
     registry_uri = os.environ.get("MLFLOW_REGISTRY_URI") or None
     mlflow.set_tracking_uri(tracking)
     if registry_uri:
@@ -190,8 +195,10 @@ def reproduce(argv: list[str]) -> int:
                                                                            "(default: %(default)g)")
 
     def action(args) -> int:
+        from raysweep.registry import parse_model_uri
         from raysweep.reproduce import reproduce as run
 
+        parse_model_uri(args.uri)  # a malformed URI fails before the store is opened
         result = run(_client(), args.uri, tolerance=args.tolerance)
         print(result)
         return 0 if result.matches else MISMATCH

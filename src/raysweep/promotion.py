@@ -323,7 +323,7 @@ def redact_uri(uri: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(uri)
-    if not parts.netloc:
-        return urlunsplit((parts.scheme, "", parts.path, "", ""))
+    if "@" not in parts.netloc and not parts.query:
+        return uri
     host = parts.netloc.rsplit("@", 1)[-1]
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
