@@ -133,16 +133,11 @@ def copy(argv: list[str]) -> int:
                                                "e.g. sqlite:////srv/prod/mlflow.db; default: this registry")
 
     def action(args) -> int:
-        from mlflow import MlflowClient
-
         from raysweep import promotion
         from raysweep.sweep import absolute_tracking_uri
 
         client = _client()
-        dst = None
-        if args.registry_uri:
-            uri = absolute_tracking_uri(args.registry_uri)
-            dst = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        dst = absolute_tracking_uri(args.registry_uri) if args.registry_uri else None
         copy = promotion.copy_version(client, args.src_uri, args.dest_name, dst)
         where = f" in {promotion.redact_uri(args.registry_uri)}" if args.registry_uri else ""
         print(f"{args.src_uri} -> models:/{copy.name}/{copy.version}{where}")

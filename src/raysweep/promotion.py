@@ -246,13 +246,13 @@ def _append_description(client: MlflowClient, name: str, version: str, line: str
     client.update_model_version(name, version, description=f"{current}\n\n{line}".strip())
 
 
-def copy_version(client: MlflowClient, src_uri: str, dst_name: str, dst_client: MlflowClient | None = None):
+def copy_version(client: MlflowClient, src_uri: str, dst_name: str, registry_uri: str | None = None):
     """Copy a registered version to a new version of ``dst_name``, in this registry or in another one.
 
     In one registry this is MLflow's ``copy_model_version`` (the copy points at the same model artifacts).
     MLflow 3.17 copies only inside one registry: its copy refers to the source as ``models:/NAME/VERSION``,
-    which another registry cannot resolve. So for another registry (``dst_client``, bound to that store as both
-    its tracking and registry URI) the model's files are downloaded and logged there as a new LoggedModel,
+    which another registry cannot resolve. So for another registry (``registry_uri``, an MLflow store used as
+    both tracking and registry) the model's files are downloaded and logged there as a new LoggedModel,
     which the new version points at. Either way the copy keeps the source's tags and description except
     its promotion history, and records the source in ``raysweep.copied_from`` (and, across registries, the
     source registry without credentials in ``raysweep.copied_from_registry``).
@@ -261,29 +261,30 @@ def copy_version(client: MlflowClient, src_uri: str, dst_name: str, dst_client: 
         client: Client bound to the source registry (and its tracking store).
         src_uri: ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``.
         dst_name: Destination registered model (created when missing).
-        dst_client: Client bound to another store; ``None`` copies within ``client``'s registry.
+        registry_uri: Another MLflow store; ``None`` copies within ``client``'s registry.
 
     Returns:
         The new ``ModelVersion``.
     """
     src = registry.resolve(client, src_uri)
     source = f"models:/{src.name}/{src.version}"
-    if dst_client is None:
+    if registry_uri is None:
         copy = client.copy_model_version(source, dst_name)
         target = client
     else:
-        copy = _copy_across(client, src, dst_name, dst_client)
-        target = dst_client
-        target.set_model_version_tag(dst_name, copy.version, COPIED_FROM_REGISTRY_TAG,
-                                     redact_uri(getattr(client, "_registry_uri", "") or ""))
+        target = MlflowClient(tracking_uri=registry_uri, registry_uri=registry_uri)
+        copy = _copy_across(client, src, dst_name, target, registry_uri)
     for key in target.get_model_version(dst_name, copy.version).tags:
         if key.startswith(_HISTORY_TAG_PREFIXES):
             target.delete_model_version_tag(dst_name, copy.version, key)
     target.set_model_version_tag(dst_name, copy.version, COPIED_FROM_TAG, source)
+    if registry_uri is not None:
+        target.set_model_version_tag(dst_name, copy.version, COPIED_FROM_REGISTRY_TAG,
+                                     redact_uri(getattr(client, "_registry_uri", "") or ""))
     return target.get_model_version(dst_name, copy.version)
 
 
-def _copy_across(client: MlflowClient, src, dst_name: str, dst: MlflowClient):
+def _copy_across(client: MlflowClient, src, dst_name: str, dst: MlflowClient, dst_uri: str):
     import tempfile
 
     import mlflow
@@ -314,8 +315,15 @@ def _copy_across(client: MlflowClient, src, dst_name: str, dst: MlflowClient):
     except MlflowException as e:
         if e.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    return dst.create_model_version(dst_name, source=f"models:/{model.model_id}", tags=tags,
-                                    description=src.description, model_id=model.model_id)
+    # MLflow's sqlite registry looks the LoggedModel up through the global tracking URI (a TODO in its
+    # create_model_version), so point that at the destination while the version is created.
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(dst_uri)
+    try:
+        return dst.create_model_version(dst_name, source=f"models:/{model.model_id}", tags=tags,
+                                        description=src.description, model_id=model.model_id)
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def redact_uri(uri: str) -> str:
