@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -267,6 +268,11 @@ def test_every_logged_model_carries_pins_and_the_projects_uv_files(models, model
     for pkg in pins:
         assert f"{pkg}=={version(pkg)}" in requirements
     assert not any(r.startswith(("ray", "hydra", "raysweep")) for r in requirements)
+    if model == RF and shutil.which("uv"):
+        # The files alone are a consistent uv project: `uv sync --frozen --no-install-project` can restore it.
+        check = subprocess.run(["uv", "lock", "--check", "--offline"], cwd=folder, capture_output=True, text=True,
+                               timeout=120)
+        assert check.returncode == 0, check.stderr[-2000:]
 
 
 # --- serving -----------------------------------------------------------------------------------------------------
