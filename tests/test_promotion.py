@@ -184,6 +184,21 @@ def test_stage_only_model_gets_one_line_and_nothing_is_written(models):
         promotion.rollback(client, "fraud-legacy", by="x")
 
 
+def test_gate_refuses_what_it_cannot_decide_and_writes_nothing(models):
+    client = MlflowClient()
+    source = client.get_model_version(RF, "1")
+    client.create_registered_model("fraud-lonely")
+    client.create_model_version("fraud-lonely", source.source, model_id=source.model_id)
+    client.set_registered_model_alias("fraud-lonely", registry.CHAMPION, "1")
+    with pytest.raises(RaySweepError, match="fraud-lonely has no @challenger"):
+        promotion.gate(client, "fraud-lonely", models, by="ci")
+    client.set_registered_model_alias("fraud-lonely", registry.CHALLENGER, "1")
+    with pytest.raises(RaySweepError, match="already @champion"):
+        promotion.gate(client, "fraud-lonely", models, by="ci")
+    version = client.get_model_version("fraud-lonely", "1")
+    assert not any(k.startswith("validation_") for k in version.tags) and not version.description
+
+
 # --- copies -----------------------------------------------------------------------------------------------------
 
 
