@@ -13,6 +13,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from raysweep.errors import RaySweepError
+
 #: Exit status of ``reproduce`` when the retrained metrics differ from the recorded ones.
 MISMATCH = 1
 
@@ -22,8 +24,6 @@ def _client():
     from mlflow import MlflowClient
 
     from raysweep.sweep import absolute_tracking_uri
-
-    from raysweep.errors import RaySweepError
 
     tracking = absolute_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
     if tracking.startswith("sqlite:///") and not os.path.exists(tracking.removeprefix("sqlite:///")):
@@ -37,8 +37,6 @@ def _client():
 
 
 def _run(parser: argparse.ArgumentParser, argv: list[str], action: Callable[[argparse.Namespace], int]) -> int:
-    from raysweep.errors import RaySweepError
-
     args = parser.parse_args(argv)
     try:
         return action(args)
@@ -89,7 +87,6 @@ def _data_config(path: str):
 
     from raysweep.config import DataConfig
     from raysweep.data import existing_file
-    from raysweep.errors import RaySweepError
 
     try:
         return OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.load(existing_file(path)))
@@ -162,7 +159,6 @@ def ensemble(argv: list[str]) -> int:
 
     def action(args) -> int:
         from raysweep import ensemble as ensemble_mod
-        from raysweep.errors import RaySweepError
 
         members = None
         if args.member:
