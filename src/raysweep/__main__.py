@@ -1,4 +1,7 @@
-"""``python -m raysweep +sweep=NAME [overrides]``: the Hydra entry point; wiring only."""
+"""``python -m raysweep +sweep=NAME [overrides]``: the Hydra entry point; wiring only.
+
+``python -m raysweep promote|rollback|copy|ensemble|reproduce ...`` go to :mod:`raysweep.cli` before Hydra.
+"""
 
 from __future__ import annotations
 
@@ -32,14 +35,19 @@ def _app(cfg: DictConfig) -> None:
     print(outcome.report(), flush=True)
 
 
-#: ``raysweep COMMAND ...``: commands other than running a sweep, as ``module:function(argv) -> exit status``.
+#: ``raysweep COMMAND ...``: commands other than running a sweep (no Hydra), as ``module:function(argv) -> exit status``.
 SUBCOMMANDS = {
     "submit": "raysweep.submit:main",
+    "promote": "raysweep.cli:promote",
+    "rollback": "raysweep.cli:rollback",
+    "copy": "raysweep.cli:copy",
+    "ensemble": "raysweep.cli:ensemble",
+    "reproduce": "raysweep.cli:reproduce",
 }
 
 
 def main() -> None:
-    """Console entry point: run the Hydra app and turn known errors into one line and an exit status."""
+    """Console entry point: a subcommand, or the Hydra app; known errors become one line and an exit status."""
     from raysweep.search_space import quote_cli_overrides
 
     if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:

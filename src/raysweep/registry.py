@@ -18,6 +18,8 @@ PARENT_TAG = "raysweep.parent_run_id"
 METRIC_TAG = "raysweep.metric"
 VALUE_TAG = "raysweep.metric_value"
 MODE_TAG = "raysweep.mode"
+#: Column of a model's output table that holds fraud probabilities (the ensemble answers with a table).
+FRAUD_PROBABILITY = "fraud_probability"
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,40 @@ def _move_aliases(client: MlflowClient, name: str, version: str, summary: SweepS
                 reason=f"sweep {summary.sweep_run_name}: {summary.metric}={summary.best_value:.4f} ({summary.mode})")
 
 
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """``models:/NAME@ALIAS`` -> ``(NAME, ALIAS, None)``; ``models:/NAME/VERSION`` -> ``(NAME, None, VERSION)``.
+
+    Raises:
+        RaySweepError: Not a registered model's URI (a ``runs:/`` or ``models:/m-<id>`` URI names no version).
+    """
+    rest = uri.removeprefix("models:/") if uri.startswith("models:/") else None
+    if rest and "@" in rest and "/" not in rest:
+        name, alias = rest.split("@", 1)
+        if name and alias:
+            return name, alias, None
+    elif rest and rest.count("/") == 1:
+        name, version = rest.split("/")
+        if name and version.isdigit():
+            return name, None, version
+    raise RaySweepError(f"{uri!r} names no registered model version; use models:/NAME@ALIAS or models:/NAME/VERSION")
+
+
+def resolve(client: MlflowClient, uri: str):
+    """The ``ModelVersion`` a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI points at.
+
+    Raises:
+        RaySweepError: The URI is malformed, or the model, alias or version does not exist.
+    """
+    from mlflow.exceptions import MlflowException
+
+    name, alias, version = parse_model_uri(uri)
+    try:
+        return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except MlflowException:
+        raise RaySweepError(f"{uri} does not exist in the model registry; check the name, alias or version "
+                            "and MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI") from None
+
+
 def champion_version(client: MlflowClient, name: str) -> str | None:
     """The version holding ``@champion``, or ``None``."""
     from mlflow.exceptions import MlflowException
@@ -218,13 +254,20 @@ def versions(client: MlflowClient, name: str):
 
 
 def evaluate(model_uri: str, features, labels) -> dict[str, float]:
-    """Load a model through pyfunc and compute the validation metrics of its fraud probabilities."""
+    """Load a model through pyfunc and compute the validation metrics of its fraud probabilities.
+
+    A model may answer with class probabilities (sklearn: one column per class), one probability per row
+    (torch), or a table with a ``fraud_probability`` column (the ensemble).
+    """
     import mlflow.pyfunc
     import numpy as np
 
     from raysweep.metrics import validation_metrics
 
-    predictions = np.asarray(mlflow.pyfunc.load_model(model_uri).predict(features))
+    predictions = mlflow.pyfunc.load_model(model_uri).predict(features)
+    if hasattr(predictions, "columns") and FRAUD_PROBABILITY in predictions.columns:
+        predictions = predictions[FRAUD_PROBABILITY]
+    predictions = np.asarray(predictions)
     proba = predictions[:, -1] if predictions.ndim == 2 else predictions
     return validation_metrics(labels, proba)
 

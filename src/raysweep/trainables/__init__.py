@@ -10,7 +10,9 @@ A trainer module exposes:
 - ``log_model(checkpoint_dir)``: log that model to the active MLflow run;
 - optionally ``MAKES_MODELS = False`` when there is nothing to register, ``NEEDS_DATA = False`` when it
   trains on no data (``make_trainable`` then gets ``None``);
-- optionally ``RESTORES_CHECKPOINTS = True`` when its trials continue from ``tune.get_checkpoint()`` (PBT).
+- optionally ``RESTORES_CHECKPOINTS = True`` when its trials continue from ``tune.get_checkpoint()`` (PBT);
+- optionally ``retrain(trainer_cfg, dataset, config, until)``: train one trial again outside Ray Tune and
+  return each iteration's metrics (``raysweep reproduce``).
 
 Every result a trainable reports carries :data:`PROGRESS`.
 

@@ -196,10 +196,8 @@ def best_checkpoint(result, metric: str, mode: str) -> str | None:
     return str(frame.loc[best, CHECKPOINT_PATH_KEY])
 
 
-def _pip_requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{pkg}=={version(pkg)}" for pkg in ("torch", "numpy", "pandas")]
+#: What loading a logged MLP needs, pinned to the versions it was trained with.
+REQUIREMENTS = ("torch", "numpy", "pandas")
 
 
 def log_model(checkpoint_dir: str | Path):
@@ -208,7 +206,8 @@ def log_model(checkpoint_dir: str | Path):
     The logged model is a TorchScript :class:`raysweep.trainables._mlp.FraudScorer`, so loading it needs
     torch but not raysweep; the pyfunc maps a DataFrame of the named feature columns (checked against the
     signature) to fraud probabilities. (MLflow's newer torch.export format accepts only tensor signatures,
-    which would drop the column names.)
+    which would drop the column names.) The model directory also holds the project's uv files
+    (:mod:`raysweep.packaging`).
     """
     import warnings
 
@@ -217,6 +216,7 @@ def log_model(checkpoint_dir: str | Path):
     import torch
     from mlflow.models import infer_signature
 
+    from raysweep import packaging
     from raysweep.trainables import _mlp
 
     checkpoint_dir = Path(checkpoint_dir)
@@ -230,12 +230,14 @@ def log_model(checkpoint_dir: str | Path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still the portable format
         scripted = torch.jit.script(scorer)
-    return mlflow.pytorch.log_model(
+    info = mlflow.pytorch.log_model(
         scripted,
         name="model",
         # Columns keep the training table's dtypes; the pyfunc casts them to float32 for the network.
         signature=infer_signature(example, output),
         input_example=example,
-        pip_requirements=_pip_requirements(),
+        pip_requirements=packaging.pip_requirements(*REQUIREMENTS),
         serialization_format="pickle",
     )
+    packaging.attach_project_files(info.model_id)
+    return info

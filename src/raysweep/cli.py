@@ -1,0 +1,197 @@
+"""Registry subcommands: ``raysweep promote|rollback|copy|ensemble|reproduce ...`` (argparse, no Hydra).
+
+Each takes its own ``--help``. The store is ``MLFLOW_TRACKING_URI`` (default ``sqlite:///mlflow.db`` in the
+working directory) and the registry ``MLFLOW_REGISTRY_URI`` (default: the tracking store). A problem a user can
+fix prints one line ``raysweep: ...`` on stderr and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Callable
+
+from raysweep.errors import RaySweepError
+
+#: Exit status of ``reproduce`` when the retrained metrics differ from the recorded ones.
+MISMATCH = 1
+
+
+def _client():
+    import mlflow
+    from mlflow import MlflowClient
+
+    from raysweep.sweep import absolute_tracking_uri
+
+    tracking = absolute_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+    if tracking.startswith("sqlite:///") and not os.path.exists(tracking.removeprefix("sqlite:///")):
+        # Opening a missing sqlite store would create an empty one; a typo should not leave files behind.
+        raise RaySweepError(f"no MLflow store at {tracking}; set MLFLOW_TRACKING_URI or run a sweep first")
+    registry_uri = os.environ.get("MLFLOW_REGISTRY_URI") or None
+    mlflow.set_tracking_uri(tracking)
+    if registry_uri:
+        mlflow.set_registry_uri(registry_uri)
+    return MlflowClient(tracking, registry_uri)
+
+
+def _run(parser: argparse.ArgumentParser, argv: list[str], action: Callable[[argparse.Namespace], int]) -> int:
+    args = parser.parse_args(argv)
+    try:
+        return action(args)
+    except RaySweepError as e:
+        print(f"raysweep: {e}", file=sys.stderr, flush=True)
+        return 2
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def promote(argv: list[str]) -> int:
+    """``raysweep promote NAME``: the validation gate between ``@challenger`` and ``@champion``."""
+    parser = argparse.ArgumentParser(
+        prog="raysweep promote",
+        description="Score NAME@challenger and NAME@champion on the same held-out data (the challenger's sweep's "
+                    "validation split, or --data) and move @champion when the challenger is better by more than "
+                    "--margin. The decision is recorded on the challenger as validation_* tags and in its "
+                    "description. Exit 0 when promoted, 1 when the champion stays.",
+    )
+    parser.add_argument("name", help="registered model, e.g. fraud-rf")
+    parser.add_argument("--margin", type=float, default=0.0,
+                        help="how much better the challenger must be, in the metric's units (default 0; equal never wins)")
+    parser.add_argument("--force", action="store_true", help="promote even when the challenger is not better")
+    parser.add_argument("--by", default=_who(), help="who decides (default: the login name)")
+    parser.add_argument("--reason", default="", help="why, recorded with the decision")
+    parser.add_argument("--data", metavar="FILE.yaml",
+                        help="held-out data as a data config (keys of conf/data/fraud.yaml or conf/data/csv.yaml)")
+
+    def action(args) -> int:
+        from raysweep import promotion
+
+        data_cfg = _data_config(args.data) if args.data else None
+        decision = promotion.gate(_client(), args.name, margin=args.margin, force=args.force, by=args.by,
+                                  reason=args.reason, data_cfg=data_cfg)
+        print(decision)
+        return 0 if decision.promoted else 1
+
+    return _run(parser, argv, action)
+
+
+def _data_config(path: str):
+    from omegaconf import OmegaConf
+
+    from raysweep.config import DataConfig
+    from raysweep.data import existing_file
+
+    try:
+        return OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.load(existing_file(path)))
+    except Exception as e:  # noqa: BLE001 - OmegaConf's errors span lines; one is enough here
+        if isinstance(e, RaySweepError):
+            raise
+        raise RaySweepError(f"--data {path}: {str(e).splitlines()[0]}") from None
+
+
+def rollback(argv: list[str]) -> int:
+    """``raysweep rollback NAME``: move ``@champion`` back to the version it replaced."""
+    parser = argparse.ArgumentParser(prog="raysweep rollback",
+                                     description="Move NAME@champion back to the version it replaced.")
+    parser.add_argument("name", help="registered model, e.g. fraud-rf")
+    parser.add_argument("--by", default=_who(), help="who rolls back (default: the login name)")
+    parser.add_argument("--reason", default="", help="why, recorded on the restored version")
+
+    def action(args) -> int:
+        from raysweep import promotion, registry
+
+        client = _client()
+        current = registry.champion_version(client, args.name)
+        restored = promotion.rollback(client, args.name, by=args.by, reason=args.reason)
+        print(f"{args.name}: @champion v{current} -> v{restored} (rollback by {args.by})")
+        return 0
+
+    return _run(parser, argv, action)
+
+
+def copy(argv: list[str]) -> int:
+    """``raysweep copy SRC_URI DEST_NAME``: copy a registered version to another model or registry."""
+    parser = argparse.ArgumentParser(
+        prog="raysweep copy",
+        description="Copy a registered version (models:/NAME@ALIAS or models:/NAME/VERSION) to a new version of "
+                    "DEST_NAME, in this registry or, with --registry-uri, in another MLflow store (its files are "
+                    "copied there). The copy records its source in raysweep.copied_from.",
+    )
+    parser.add_argument("src_uri", help="e.g. models:/fraud-rf-staging@candidate")
+    parser.add_argument("dest_name", help="e.g. fraud-rf-prod")
+    parser.add_argument("--registry-uri", help="the destination MLflow store (tracking and registry), "
+                                               "e.g. sqlite:////srv/prod/mlflow.db; default: this registry")
+
+    def action(args) -> int:
+        from raysweep import promotion
+        from raysweep.sweep import absolute_tracking_uri
+
+        client = _client()
+        dst = absolute_tracking_uri(args.registry_uri) if args.registry_uri else None
+        copy = promotion.copy_version(client, args.src_uri, args.dest_name, dst)
+        where = f" in {promotion.redact_uri(args.registry_uri)}" if args.registry_uri else ""
+        print(f"{args.src_uri} -> models:/{copy.name}/{copy.version}{where}")
+        return 0
+
+    return _run(parser, argv, action)
+
+
+def ensemble(argv: list[str]) -> int:
+    """``raysweep ensemble NAME``: register an ensemble of registered sklearn models."""
+    from raysweep.ensemble import DEFAULT_MEMBERS
+
+    default = " ".join(f"{k}={v}" for k, v in DEFAULT_MEMBERS.items())
+    parser = argparse.ArgumentParser(
+        prog="raysweep ensemble",
+        description="Log and register an ensemble (median-imputing preprocessing, mean fraud probability of the "
+                    "members, a threshold inference param) as a new version of NAME with @challenger.",
+    )
+    parser.add_argument("name", nargs="?", default="fraud-ensemble", help="registered model (default: %(default)s)")
+    parser.add_argument("--member", action="append", metavar="KEY=URI",
+                        help=f"a member model, repeatable (default: {default})")
+
+    def action(args) -> int:
+        from raysweep import ensemble as ensemble_mod
+
+        members = None
+        if args.member:
+            if not all("=" in m for m in args.member):
+                raise RaySweepError("--member takes KEY=models:/NAME@ALIAS")
+            members = dict(m.split("=", 1) for m in args.member)
+        print(f"registered  {ensemble_mod.build(_client(), args.name, members, by=_who())}")
+        return 0
+
+    return _run(parser, argv, action)
+
+
+def reproduce(argv: list[str]) -> int:
+    """``raysweep reproduce models:/NAME@ALIAS``: retrain the trial behind a version and compare metrics."""
+    from raysweep.reproduce import TOLERANCE
+
+    parser = argparse.ArgumentParser(
+        prog="raysweep reproduce",
+        description="Retrain the sweep trial behind a registered version from its recorded config, params, data "
+                    "spec and seed, outside Ray Tune, and print recorded and reproduced metrics side by side. "
+                    "Exit 0 when they match, 1 when they differ.",
+    )
+    parser.add_argument("uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE, help="largest difference that matches "
+                                                                           "(default: %(default)g)")
+
+    def action(args) -> int:
+        from raysweep.registry import parse_model_uri
+        from raysweep.reproduce import reproduce as run
+
+        parse_model_uri(args.uri)  # a malformed URI fails before the store is opened
+        result = run(_client(), args.uri, tolerance=args.tolerance)
+        print(result)
+        return 0 if result.matches else MISMATCH
+
+    return _run(parser, argv, action)

@@ -1,0 +1,126 @@
+"""The promotion path's pure rules as tables, and the registry subcommands' dispatch and errors (no Ray)."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+from raysweep import promotion, registry
+from raysweep.__main__ import SUBCOMMANDS, main
+from raysweep.errors import RaySweepError
+from raysweep.reproduce import parse_param
+
+
+@pytest.mark.parametrize(
+    "challenger, champion, mode, margin, better",
+    [
+        (0.91, 0.90, "max", 0.0, True),
+        (0.90, 0.90, "max", 0.0, False),  # equal is not better
+        (0.89, 0.90, "max", 0.0, False),
+        (0.9375, 0.9, "max", 0.03125, True),  # gain 0.0375 > margin
+        (0.96875, 0.9375, "max", 0.03125, False),  # gain == margin: not better by the margin
+        (0.95, 0.90, "max", 0.1, False),
+        (0.20, 0.25, "min", 0.0, True),
+        (0.25, 0.25, "min", 0.0, False),
+        (0.30, 0.25, "min", 0.0, False),
+        (0.20, 0.25, "min", 0.1, False),
+        (math.nan, 0.5, "max", 0.0, False),
+        (0.5, math.nan, "min", 0.0, False),
+    ],
+)
+def test_is_better(challenger, champion, mode, margin, better):
+    assert promotion.is_better(challenger, champion, mode, margin) is better
+
+
+@pytest.mark.parametrize("mode, margin", [("max", -0.1), ("maximise", 0.0)])
+def test_is_better_rejects_bad_rules(mode, margin):
+    with pytest.raises(ValueError):
+        promotion.is_better(0.9, 0.8, mode, margin)
+
+
+@pytest.mark.parametrize(
+    "better, force, status",
+    [(True, False, "passed"), (True, True, "passed"), (False, True, "forced"), (False, False, "failed")],
+)
+def test_gate_status(better, force, status):
+    assert promotion.status(better, force) == status
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("7", 7), ("0.5", 0.5), ("1e-05", 1e-05), ("0.1234567890123", 0.1234567890123), ("None", None),
+     ("True", True), ("False", False), ("sqrt", "sqrt"), ("gini", "gini"), ("-3", -3)],
+)
+def test_parse_param_gives_back_the_trial_value(text, value):
+    parsed = parse_param(text)
+    assert parsed == value and type(parsed) is type(value)
+
+
+@pytest.mark.parametrize(
+    "uri, parsed",
+    [("models:/fraud-rf@champion", ("fraud-rf", "champion", None)),
+     ("models:/fraud-rf/3", ("fraud-rf", None, "3")),
+     ("models:/fraud-rf-staging@candidate", ("fraud-rf-staging", "candidate", None))],
+)
+def test_parse_model_uri(uri, parsed):
+    assert registry.parse_model_uri(uri) == parsed
+
+
+@pytest.mark.parametrize("uri", ["runs:/abc/model", "models:/m-123", "models:/fraud-rf/x", "models:/@champion",
+                                 "fraud-rf@champion"])
+def test_parse_model_uri_refuses_what_names_no_version(uri):
+    with pytest.raises(RaySweepError, match="models:/NAME@ALIAS"):
+        registry.parse_model_uri(uri)
+
+
+@pytest.mark.parametrize(
+    "uri, shown",
+    [("postgresql://alice:s3cret@db.internal:5432/mlflow?sslmode=require", "postgresql://db.internal:5432/mlflow"),
+     ("https://token@mlflow.example.com/", "https://mlflow.example.com/"),
+     ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+     ("sqlite:////srv/prod/mlflow.db", "sqlite:////srv/prod/mlflow.db"),
+     ("databricks-uc", "databricks-uc")],
+)
+def test_redact_uri_drops_credentials(uri, shown):
+    assert promotion.redact_uri(uri) == shown
+
+
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_every_subcommand_resolves_to_a_function(name):
+    module, _, function = SUBCOMMANDS[name].partition(":")
+    assert callable(getattr(importlib.import_module(module), function))
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["promote", "nope"], "no registered model 'nope'"),
+        (["rollback", "nope"], "no registered model 'nope'"),
+        (["reproduce", "runs:/abc/model"], "names no registered model version"),
+        (["copy", "models:/nope@champion", "prod"], "models:/nope@champion does not exist"),
+        (["promote", "nope", "--data", "missing.yaml"], "data file"),
+    ],
+)
+def test_subcommand_errors_are_one_line_exit_2(args, fragment, tracking_uri, capsys, monkeypatch):
+    MlflowClient(tracking_uri).search_experiments()  # an existing, empty store
+    _one_line_exit_2(args, fragment, capsys, monkeypatch)
+
+
+def test_a_missing_store_is_refused_not_created(tmp_path, tracking_uri, capsys, monkeypatch):
+    _one_line_exit_2(["promote", "fraud-rf"], "no MLflow store at", capsys, monkeypatch)
+    assert not list(tmp_path.glob("*.db"))
+
+
+def _one_line_exit_2(args, fragment, capsys, monkeypatch):
+    # In process, through the real entry point and dispatch table (a subprocess costs seconds of imports).
+    monkeypatch.setattr(sys, "argv", ["raysweep", *args])
+    capsys.readouterr()  # only what the command writes
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("raysweep: ") and fragment in lines[0], lines
