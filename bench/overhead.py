@@ -168,7 +168,7 @@ def table_logging(workdir: Path, steps: int, metrics_per_step: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------- 3. start-up
-def table_startup(workdir: Path) -> None:
+def table_startup(workdir: Path, trials: int = 2) -> None:
     print("\n3. seconds from launch")
     cli = [sys.executable, "-m", "raysweep"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'startup.db'}", "PYTHONUNBUFFERED": "1"}
@@ -176,7 +176,7 @@ def table_startup(workdir: Path) -> None:
         started = time.perf_counter()
         subprocess.run([*cli, *args], env=env, cwd=workdir, capture_output=True, check=False)
         print(f"{label:<22} {time.perf_counter() - started:>6.2f}", flush=True)
-    args = ["+sweep=overhead", "sweep.num_samples=2", f"cluster.storage_path={workdir / 'ray'}", "cluster.verbose=0"]
+    args = ["+sweep=overhead", f"sweep.num_samples={trials}", f"cluster.storage_path={workdir / 'ray'}", "cluster.verbose=0"]
     started = time.perf_counter()
     process = subprocess.Popen([*cli, *args], env=env, cwd=workdir, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -187,7 +187,7 @@ def table_startup(workdir: Path) -> None:
         time.sleep(0.05)
     ray = "joining RAY_ADDRESS" if os.environ.get("RAY_ADDRESS") else "starting a local Ray"
     print(f"{'first trial running':<22} {first if first is not None else float('nan'):>6.2f}  "
-          f"({ray}; whole 2-trial sweep {time.perf_counter() - started:.1f} s)", flush=True)
+          f"({ray}; whole {trials}-trial sweep {time.perf_counter() - started:.1f} s)", flush=True)
 
 
 # -------------------------------------------------------------------------------------------- 4. analysis
@@ -290,7 +290,7 @@ def main() -> None:
     sizes = [(int(n), float(s)) for n, s in (part.split(":") for part in args.sizes.split(","))]
     steps, metrics, children = 200, 10, args.children
     if args.smoke:
-        sizes, steps, metrics, children = [(4, 0.05)], 20, 5, 20
+        sizes, steps, metrics, children = [(2, 0.05)], 20, 5, 20
 
     import raysweep  # noqa: F401  (before Ray: it turns off Ray's `uv run` worker hook)
 
@@ -312,7 +312,7 @@ def main() -> None:
         if args.only in (None, "logging"):
             table_logging(workdir, steps, metrics)
         if args.only in (None, "startup"):
-            table_startup(workdir)
+            table_startup(workdir, trials=1 if args.smoke else 2)
         if args.only in (None, "analysis"):
             table_analysis(workdir, children)
     finally:

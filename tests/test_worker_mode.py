@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 
 import pytest
 from mlflow import MlflowClient
@@ -12,7 +9,7 @@ from mlflow import MlflowClient
 from conftest import SMOKE
 from raysweep import sweep
 from raysweep.errors import RaySweepError
-from raysweep.tracking.tags import ERROR_TAG, PARENT_ROLE, ROLE_TAG, TRIAL_ID_TAG
+from raysweep.tracking.tags import ERROR_TAG, MODEL_URI_TAG, NODE_TAG, PARENT_ROLE, ROLE_TAG, TRIAL_ID_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -21,13 +18,6 @@ TORCH_SMOKE = [
     "+sweep=fraud_torch", "data.n_samples=3000", "sweep.num_samples=2", "trainer.iterations=2",
     "trainer.num_workers=2", "trainer.cpus_per_worker=0.5", "cluster.verbose=0",
 ]
-PREDICT = (
-    "import json, sys, mlflow, numpy as np\n"
-    "from raysweep.data import generate_fraud\n"
-    "X = generate_fraud(40, 0.1, 4, seed=5).drop(columns=['is_fraud'])\n"
-    "p = np.asarray(mlflow.pyfunc.load_model(sys.argv[1]).predict(X))\n"
-    "print(json.dumps({'shape': list(p.shape), 'min': float(p.min()), 'max': float(p.max())}))\n"
-)
 
 
 def _sweep_runs(client: MlflowClient):
@@ -37,12 +27,6 @@ def _sweep_runs(client: MlflowClient):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(runs) == len(children) + 1, "a run that is neither the parent nor one of its children"
     return parents[0], children
-
-
-def _predict(uri: str, env) -> dict:
-    out = subprocess.run([sys.executable, "-c", PREDICT, uri], env=env, capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_sklearn_in_worker_mode_with_autolog_and_system_metrics(ray_address, make_cfg, tracking_uri):
@@ -61,7 +45,15 @@ def test_sklearn_in_worker_mode_with_autolog_and_system_metrics(ray_address, mak
         assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "val_auc")) == [1, 2]
         assert any(k.startswith("training_") for k in child.data.metrics), "autolog logged nothing"
         assert any(k.startswith("system/cpu_utilization") for k in child.data.metrics), "no system metrics"
+        assert child.data.tags[NODE_TAG]
+        # Each trial logged its final model from its own process (mlflow.log_models, on in worker mode).
+        assert client.get_logged_model(child.data.tags[MODEL_URI_TAG].removeprefix("models:/")).source_run_id == \
+            child.info.run_id
     assert outcome.registration.version == "1"
+    # Registration took the best trial's own model: no second model logged from a checkpoint.
+    best = client.get_run(outcome.summary.best_run_id)
+    version = client.get_model_version("fraud-rf", "1")
+    assert version.source == best.data.tags[MODEL_URI_TAG]
 
 
 def test_worker_mode_trial_that_raises_ends_failed_with_its_error(ray_address, make_cfg, tracking_uri):
@@ -75,8 +67,7 @@ def test_worker_mode_trial_that_raises_ends_failed_with_its_error(ray_address, m
 
 
 @pytest.mark.parametrize("mode, extra", [("worker", []), ("driver", ["mlflow.system_metrics=true"])])
-def test_two_worker_torch_trials_log_one_child_each_and_register(mode, extra, ray_address, make_cfg, tracking_uri,
-                                                                 cli_env):
+def test_two_worker_torch_trials_log_one_child_each_and_register(mode, extra, ray_address, make_cfg, tracking_uri):
     outcome = sweep.run(make_cfg(*TORCH_SMOKE, f"mlflow={mode}", *extra))
     client = MlflowClient()
     parent, children = _sweep_runs(client)
@@ -99,9 +90,16 @@ def test_two_worker_torch_trials_log_one_child_each_and_register(mode, extra, ra
 
     assert f"torch=={torch.__version__.split('+')[0]}" in pins.replace("+cpu", "")
     assert "scikit-learn" not in pins and "ray" not in pins
-    result = _predict("models:/fraud-mlp@champion", cli_env)
-    assert result["shape"] == [40, 1]
-    assert 0.0 <= result["min"] <= result["max"] <= 1.0
+    # Loaded in this process: a fresh process loading a registered model is tested on the forest (test_sweep).
+    import mlflow
+    import numpy as np
+
+    from raysweep.data import generate_fraud
+
+    proba = np.asarray(mlflow.pyfunc.load_model("models:/fraud-mlp@champion").predict(
+        generate_fraud(40, 0.1, 4, seed=5).drop(columns=["is_fraud"])))
+    assert proba.shape == (40, 1)
+    assert 0.0 <= proba.min() <= proba.max() <= 1.0
 
 
 @pytest.mark.parametrize(
