@@ -19,14 +19,16 @@ from raysweep.sweep import _public_overrides
     [
         ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
         ("https://alice:s3cret@mlflow.example.com/", "https://***@mlflow.example.com/"),
-        ("http://token@10.0.0.1:8080/path?q=1", "http://***@10.0.0.1:8080/path?q=1"),
+        ("http://token@10.0.0.1:8080/path?q=1", "http://***@10.0.0.1:8080/path?***"),
         ("postgresql://mlflow:pw@db:5432/mlflow", "postgresql://***@db:5432/mlflow"),
+        ("postgresql://a:b@db.internal:5432/mlflow?sslmode=require&password=x", "postgresql://***@db.internal:5432/mlflow?***"),
+        ("databricks-uc", "databricks-uc"),
         ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
         ("databricks", "databricks"),
         (None, None),
     ],
 )
-def test_redact_masks_user_info_only(uri, expected):
+def test_redact_masks_user_info_and_query(uri, expected):
     assert remote.redact(uri) == expected
 
 

@@ -131,12 +131,13 @@ def copy(argv: list[str]) -> int:
 
     def action(args) -> int:
         from raysweep import promotion
+        from raysweep.remote import redact
         from raysweep.sweep import absolute_tracking_uri
 
         client = _client()
         dst = absolute_tracking_uri(args.registry_uri) if args.registry_uri else None
         copy = promotion.copy_version(client, args.src_uri, args.dest_name, dst)
-        where = f" in {promotion.redact_uri(args.registry_uri)}" if args.registry_uri else ""
+        where = f" in {redact(args.registry_uri)}" if args.registry_uri else ""
         print(f"{args.src_uri} -> models:/{copy.name}/{copy.version}{where}")
         return 0
 

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 
 from raysweep import registry
 from raysweep.errors import RaySweepError
+from raysweep.remote import redact
 
 #: Version tags of a gate decision, written on the challenger.
 STATUS_TAG = "validation_status"
@@ -280,7 +281,7 @@ def copy_version(client: MlflowClient, src_uri: str, dst_name: str, registry_uri
     target.set_model_version_tag(dst_name, copy.version, COPIED_FROM_TAG, source)
     if registry_uri is not None:
         target.set_model_version_tag(dst_name, copy.version, COPIED_FROM_REGISTRY_TAG,
-                                     redact_uri(getattr(client, "_registry_uri", "") or ""))
+                                     redact(getattr(client, "_registry_uri", "") or ""))
     return target.get_model_version(dst_name, copy.version)
 
 
@@ -324,14 +325,3 @@ def _copy_across(client: MlflowClient, src, dst_name: str, dst: MlflowClient, ds
                                         description=src.description, model_id=model.model_id)
     finally:
         mlflow.set_tracking_uri(previous)
-
-
-def redact_uri(uri: str) -> str:
-    """A store URI without credentials or query (``postgresql://u:p@db:5432/x?s=1`` -> ``postgresql://db:5432/x``)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc and not parts.query:
-        return uri
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))

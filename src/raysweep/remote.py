@@ -53,15 +53,15 @@ def job_env_vars(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def redact(uri: str | None) -> str | None:
-    """``uri`` with any password or user name in it replaced by ``***``."""
-    if not uri or "@" not in uri:
+    """``uri`` with its user info and query (where passwords and tokens go) replaced by ``***``."""
+    if not uri or ("@" not in uri and "?" not in uri):
         return uri
     parts = urlsplit(uri)
-    if not parts.username and not parts.password:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.username or parts.password:
+        parts = parts._replace(netloc=f"***@{parts.netloc.rpartition('@')[2]}")
+    if parts.query:
+        parts = parts._replace(query="***")
+    return urlunsplit(parts)
 
 
 def is_local_store(uri: str) -> bool:
