@@ -44,12 +44,24 @@ class LocalCluster:
     temp_dirs: tuple[Path, Path] = ()
 
 
+#: Worker ports of both nodes: 400 from a random base in this range (far from Ray's defaults, 10002-19999).
+_WORKER_PORTS = (30000, 38400)
+
+
+def _port(host: str = HEAD_IP) -> int:
+    """A free port outside every node's worker-port range (Ray refuses a port used twice)."""
+    while True:
+        port = free_port(host)
+        if not _WORKER_PORTS[0] <= port < _WORKER_PORTS[1] + 400:
+            return port
+
+
 def _node_ports(first_worker_port: int) -> list[str]:
     return [
-        "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
+        "--node-manager-port", str(_port()), "--object-manager-port", str(_port()),
         "--min-worker-port", str(first_worker_port), "--max-worker-port", str(first_worker_port + 199),
-        "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-        "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
+        "--dashboard-agent-listen-port", str(_port()), "--dashboard-agent-grpc-port", str(_port()),
+        "--runtime-env-agent-port", str(_port()), "--metrics-export-port", str(_port()),
     ]
 
 
@@ -82,24 +94,23 @@ def two_node_cluster(python: str = sys.executable, work: Path | None = None, cpu
             # A job's `python ...` entrypoint resolves through PATH: make it the nodes' interpreter.
             "PATH": f"{Path(python).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             # Ray's own metric exporters would take fixed default ports.
-            "AUTOSCALER_METRIC_PORT": str(free_port()),
-            "DASHBOARD_METRIC_PORT": str(free_port()),
+            "AUTOSCALER_METRIC_PORT": str(_port()),
+            "DASHBOARD_METRIC_PORT": str(_port()),
         }
         for name in ("RAY_ADDRESS", "VIRTUAL_ENV"):
             env.pop(name, None)
-        # Two worker-port ranges of 200 far from Ray's defaults (10002-19999) and from each other.
-        base = random.randrange(30000, 38000, 400)
+        base = random.randrange(*_WORKER_PORTS, 400)
         # Separate temp folders: on a shared one, one node's runtime-env agent deletes the other's job files.
         head_tmp, node_tmp = Path(tempfile.mkdtemp(prefix="rh-")), Path(tempfile.mkdtemp(prefix="rn-"))
         stack.callback(shutil.rmtree, head_tmp, True)
         stack.callback(shutil.rmtree, node_tmp, True)
-        gcs_port, dashboard_port = free_port(HEAD_IP), free_port(HEAD_IP)
+        gcs_port, dashboard_port = _port(), _port()
         log = work / "ray-start.log"
         stack.callback(_stop_cluster, token)
         _ray(python, env, "start", "--head", f"--node-ip-address={HEAD_IP}", f"--port={gcs_port}",
              f"--num-cpus={cpus_per_node}", "--num-gpus=0", "--include-dashboard=true",
              f"--dashboard-host={HEAD_IP}", f"--dashboard-port={dashboard_port}",
-             f"--ray-client-server-port={free_port()}", f"--temp-dir={head_tmp}", "--disable-usage-stats",
+             f"--ray-client-server-port={_port()}", f"--temp-dir={head_tmp}", "--disable-usage-stats",
              *_node_ports(base), log=log)
         gcs = f"{HEAD_IP}:{gcs_port}"
         _ray(python, env, "start", f"--address={gcs}", f"--node-ip-address={WORKER_IP}",

@@ -18,11 +18,12 @@ from raysweep.errors import RaySweepError
 
 def _conf_dir() -> Path:
     # RAYSWEEP_CONF_DIR names it outright; a checkout has it next to src/; a Ray job that brought the package
-    # as a py_module (raysweep submit) has it in the job's working_dir, its current directory.
+    # as a py_module (raysweep submit) has it in the job's working_dir: its current directory, or in a trial
+    # (which Tune moves into its trial folder) the directory Tune recorded before moving.
     if os.environ.get("RAYSWEEP_CONF_DIR"):
         return Path(os.environ["RAYSWEEP_CONF_DIR"]).resolve()
     checkout = Path(__file__).resolve().parents[2] / "conf"
-    return checkout if checkout.is_dir() else Path.cwd() / "conf"
+    return checkout if checkout.is_dir() else Path(os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd())) / "conf"
 
 
 #: Where ``conf/`` lives.

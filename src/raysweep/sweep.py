@@ -474,11 +474,20 @@ def _ray(cluster_cfg) -> Iterator[None]:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=cluster_cfg.num_cpus, **kwargs)
+        # Away from Ray's default port, where another Ray on this machine may already be.
+        ray.init(num_cpus=cluster_cfg.num_cpus, dashboard_port=_free_port(), **kwargs)
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _experiment_id(client, name: str) -> str:
