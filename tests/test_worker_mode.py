@@ -66,12 +66,15 @@ def test_worker_mode_trial_that_raises_ends_failed_with_its_error(ray_address, m
     assert all("InvalidParameterError" in c.data.tags[ERROR_TAG] for c in children)
 
 
-@pytest.mark.parametrize("mode, extra", [("worker", []), ("driver", ["mlflow.system_metrics=true"])])
-def test_two_worker_torch_trials_log_one_child_each_and_register(mode, extra, ray_address, make_cfg, tracking_uri):
-    outcome = sweep.run(make_cfg(*TORCH_SMOKE, f"mlflow={mode}", *extra))
+# Worker mode with two trials at once (rank-0 logging must keep them apart); driver mode logs per trial whatever
+# the world size, so one trial shows it.
+@pytest.mark.parametrize("mode, trials, extra", [("worker", 2, []), ("driver", 1, ["mlflow.system_metrics=true"])])
+def test_two_worker_torch_trials_log_one_child_each_and_register(mode, trials, extra, ray_address, make_cfg,
+                                                                 tracking_uri):
+    outcome = sweep.run(make_cfg(*TORCH_SMOKE, f"mlflow={mode}", f"sweep.num_samples={trials}", *extra))
     client = MlflowClient()
     parent, children = _sweep_runs(client)
-    assert len(children) == 2
+    assert len(children) == trials
     assert {r.info.status for r in [parent, *children]} == {"FINISHED"}
     for child in children:
         assert child.data.tags["raysweep.world_size"] == "2"

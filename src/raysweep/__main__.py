@@ -1,6 +1,7 @@
 """``python -m raysweep +sweep=NAME [overrides]``: the Hydra entry point; wiring only.
 
-``python -m raysweep promote|rollback|copy|ensemble|reproduce ...`` go to :mod:`raysweep.cli` before Hydra.
+``python -m raysweep submit|promote|rollback|copy|ensemble|reproduce ...`` go to their modules before Hydra
+(:data:`SUBCOMMANDS`).
 """
 
 from __future__ import annotations

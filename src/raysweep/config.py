@@ -16,6 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from raysweep.errors import RaySweepError
 
+
 def _conf_dir() -> Path:
     # RAYSWEEP_CONF_DIR names it outright; a checkout has it next to src/; a Ray job that brought the package
     # as a py_module (raysweep submit) has it in the job's working_dir: its current directory, or in a trial
