@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -105,7 +104,9 @@ def mlflow_server(workdir: Path):
     """A real ``mlflow server`` on a free loopback port (sqlite backend), stopped by pid afterwards."""
     import urllib.request
 
-    port = _free_port()
+    from raysweep.sweep import free_port
+
+    port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -272,12 +273,6 @@ def _count(db: Path, query: str) -> int:
             return connection.execute(query).fetchone()[0]
     except sqlite3.Error:
         return 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

@@ -92,9 +92,9 @@ def ray_address():
 
     from raysweep._workers import SETUP_HOOK
 
-    from raysweep.sweep import _free_port
+    from raysweep.sweep import free_port
 
-    ray.init(num_cpus=2, include_dashboard=False, dashboard_port=_free_port(), logging_level="WARNING",
+    ray.init(num_cpus=2, include_dashboard=False, dashboard_port=free_port(), logging_level="WARNING",
              runtime_env={"worker_process_setup_hook": SETUP_HOOK})
     try:
         yield ray.get_runtime_context().gcs_address

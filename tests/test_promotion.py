@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from mlflow import MlflowClient
 from conftest import SMOKE, STRONG, WEAK, sweep_into, use_store
 from raysweep import analysis, ensemble, packaging, promotion, registry
 from raysweep.errors import RaySweepError
+from raysweep.sweep import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -293,16 +293,10 @@ def test_every_logged_model_carries_pins_and_the_projects_uv_files(models, model
 # --- serving -----------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("model, params", [(RF, None), (MLP, None), (ENSEMBLE, {"threshold": 0.9})])
 def test_served_model_answers_invocations_like_the_loaded_model(models, model, params, tmp_path):
     uri = f"models:/{model}@champion"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
     command = [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", uri, "--env-manager", "local",
                "-h", "127.0.0.1", "-p", str(port), "-w", "1"]

@@ -475,14 +475,15 @@ def _ray(cluster_cfg) -> Iterator[None]:
         ray.init(address=address, **kwargs)
     else:
         # Away from Ray's default port, where another Ray on this machine may already be.
-        ray.init(num_cpus=cluster_cfg.num_cpus, dashboard_port=_free_port(), **kwargs)
+        ray.init(num_cpus=cluster_cfg.num_cpus, dashboard_port=free_port(), **kwargs)
     try:
         yield
     finally:
         ray.shutdown()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
     import socket
 
     with socket.socket() as s:
