@@ -34,6 +34,22 @@ def test_metric_buffer_writes_every_value_once_in_few_calls(tracking_uri):
         client.set_terminated(run_id)
 
 
+@pytest.mark.parametrize(
+    ("modules", "kept_out"),
+    [
+        # The CLI's --help and config errors answer before Ray, MLflow or a framework loads.
+        (["raysweep.__main__", "raysweep.config", "raysweep.sweep"], ["ray", "mlflow", "torch", "sklearn", "matplotlib"]),
+        # A trial process in driver mode: the driver logs, so its trials never load MLflow (~1 s each).
+        (["raysweep.trainables.fixed_cost", "raysweep.trainables.sklearn", "raysweep.trainables.torch_mlp",
+          "raysweep.tracking.worker"], ["mlflow", "torch", "sklearn"]),
+    ],
+)
+def test_light_paths_leave_heavy_imports_out(modules, kept_out):
+    code = f"import sys; import {', '.join(modules)}; print(' '.join(m for m in {kept_out!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == []
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["driver", "worker"])
 def test_reused_actors_keep_each_trials_run_params_and_metrics_its_own(mode, ray_address, make_cfg):

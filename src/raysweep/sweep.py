@@ -153,7 +153,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
     from mlflow import MlflowClient
 
     from raysweep import analysis, registry, resources
-    from raysweep.tracking import parent_run
+    from raysweep.tracking.parent import parent_run
 
     with _ray(cfg.cluster):
         nodes = sum(1 for node in ray.nodes() if node["Alive"])

@@ -1,5 +1,6 @@
-"""MLflow side of a sweep: the parent run's lifecycle and the per-trial logging modes."""
+"""MLflow side of a sweep: the parent run's lifecycle (``parent``) and the per-trial logging modes
+(``driver``, ``worker``).
 
-from raysweep.tracking.parent import end_open_children, parent_run
-
-__all__ = ["end_open_children", "parent_run"]
+Nothing is imported here: trial processes import ``raysweep.tracking.worker``, and in driver mode they
+must not pay for importing MLflow.
+"""
