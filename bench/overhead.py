@@ -1,6 +1,6 @@
 """What a sweep spends on itself, measured side by side with plain Ray Tune on this machine.
 
-    uv run python bench/overhead.py                 # everything (~25 min on 2 cores)
+    uv run python bench/overhead.py                 # everything (~21 min on 2 cores)
     uv run python bench/overhead.py --smoke         # seconds: every measurement at toy size (CI runs this)
 
 Four tables, each printed as soon as it is measured:
