@@ -90,6 +90,6 @@ def test_benchmark_smoke_run_prints_every_table(ray_address, repo_root, tmp_path
     out = subprocess.run([sys.executable, "bench/overhead.py", "--smoke"], cwd=repo_root, env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    for heading in ("1. sweep wall time / ideal", "2. metrics logged per second", "3. seconds from launch",
+    for heading in ("installed packages' bytecode: ", "1. sweep wall time / ideal", "2. metrics logged per second", "3. seconds from launch",
                     "4. analysis of a sweep with 20 children"):
         assert heading in out.stdout, out.stdout
