@@ -4,11 +4,10 @@ Entry points: ``python -m raysweep +sweep=NAME`` (:mod:`raysweep.__main__`), :fu
 Python, and :mod:`raysweep.analysis` for an existing sweep.
 """
 
-import os
+from raysweep import compat
 
 # Under `uv run`, Ray would otherwise package the whole working directory (.venv included) as every
 # worker's runtime environment and start each worker through `uv run`: slow, and not what raysweep ships.
-# Must be set before Ray is imported, which reads it at import time.
-os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+compat.keep_ray_off_uv_run()
 
 __version__ = "0.1.0"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 #: Passed as ``runtime_env={"worker_process_setup_hook": SETUP_HOOK}`` to ``ray.init``.
 SETUP_HOOK = "raysweep._workers.setup"
 
@@ -15,4 +13,6 @@ def setup() -> None:
     cleaner asks the State API whether the Train controller is alive every few seconds and warns each time it
     cannot; it only matters when a controller dies without cleaning up, and the warning floods the terminal.
     """
-    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+    from raysweep import compat
+
+    compat.quiet_train_placement_group_cleaner()

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from raysweep.errors import RaySweepError
 
+#: The tracking store when neither config nor MLFLOW_TRACKING_URI names one: a sqlite file in the working directory.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 #: MLflow's variables every process of a sweep needs alike, on every node.
 FORWARDED_ENV = (
     "MLFLOW_TRACKING_URI",
@@ -42,11 +44,22 @@ def forwarded_env(environ: Mapping[str, str], already_set: Mapping[str, str] | N
     return {k: environ[k] for k in FORWARDED_ENV if environ.get(k) and k not in (already_set or {})}
 
 
+def absolute_tracking_uri(uri: str, cwd: str | os.PathLike | None = None) -> str:
+    """Make a relative ``sqlite:///file.db`` URI absolute, so every process agrees on the file."""
+    from pathlib import Path
+
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        path = Path(cwd or os.getcwd()) / uri[len(prefix):]
+        return prefix + str(path.resolve())
+    return uri
+
+
 def job_env_vars(environ: Mapping[str, str]) -> dict[str, str]:
     """The ``env_vars`` of the Ray job this driver runs in (empty outside a job)."""
-    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+    from raysweep import compat
 
-    raw = environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR)
+    raw = compat.job_config_json(environ)
     if not raw:
         return {}
     return dict((json.loads(raw).get("runtime_env") or {}).get("env_vars") or {})
@@ -132,9 +145,9 @@ def ray_runtime_env(connecting: bool, environ: Mapping[str, str] = os.environ) -
 
 
 def _in_job(environ: Mapping[str, str]) -> bool:
-    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+    from raysweep import compat
 
-    return RAY_JOB_CONFIG_JSON_ENV_VAR in environ
+    return compat.job_config_json(environ) is not None
 
 
 def _without_userinfo(url: str) -> str:

@@ -1,12 +1,50 @@
-"""Tag names raysweep writes on MLflow runs, so analysis can read back what the sweep wrote."""
+"""Every tag name raysweep writes in MLflow - on runs and on model versions - so readers find what writers wrote.
 
-#: Marks a run's part in a sweep: ``sweep`` on the parent, ``trial`` on children.
+Plain strings, no imports: trial processes, the CLI and the notebooks read these without loading MLflow.
+"""
+
+# --- MLflow's own tag names (mlflow.utils.mlflow_tags), spelled here so light modules need not import MLflow.
+#: Nests a child run under its parent in the MLflow UI and in ``search_runs`` filters.
+PARENT_RUN_ID = "mlflow.parentRunId"
+RUN_NAME = "mlflow.runName"
+NOTE = "mlflow.note.content"
+GIT_COMMIT = "mlflow.source.git.commit"
+
+# --- On every run of a sweep.
+#: Marks a run's part in a sweep: ``sweep`` on the parent, ``trial`` on children, ``ensemble`` on an ensemble's run.
 ROLE_TAG = "raysweep.role"
 PARENT_ROLE = "sweep"
 TRIAL_ROLE = "trial"
-#: Tune's trial id on each child run (stable across restores).
+ENSEMBLE_ROLE = "ensemble"
+#: Why raysweep, not the trial itself, ended a run (parent ended, orphaned driver, superseded trial).
+ENDED_BY_TAG = "raysweep.ended_by"
+
+# --- On the parent run.
+#: The sweep's name (``sweep.name``): sweeps of one name are runs of the same search, resumed or repeated.
+SWEEP_TAG = "raysweep.sweep"
+#: The command-line overrides, credentials masked.
+OVERRIDES_TAG = "raysweep.overrides"
+#: Where the driver runs: a later command tells a live sweep from an orphaned one by these.
+DRIVER_HOST_TAG = "raysweep.driver.host"
+DRIVER_PID_TAG = "raysweep.driver.pid"
+#: How many times the sweep was resumed.
+RESUMED_TAG = "raysweep.resumed"
+#: The sweep stop criterion that fired (time_budget or metric_threshold).
+STOP_REASON_TAG = "raysweep.stop_reason"
+#: The best child, written after the sweep.
+BEST_RUN_TAG = "raysweep.best_run_id"
+BEST_RUN_NAME_TAG = "raysweep.best_run_name"
+#: Run ids of the trials on the Pareto front (multi-objective sweeps).
+PARETO_TAG = "raysweep.pareto_front"
+#: Prefix of the installed versions of the packages a sweep ran with (``raysweep.version.ray``).
+VERSION_TAG_PREFIX = "raysweep.version."
+
+# --- On each child (trial) run.
+#: Tune's trial id (stable across restores).
 TRIAL_ID_TAG = "raysweep.trial_id"
-#: Where the trial's last Tune checkpoint is: the model that gets registered.
+#: Tune's trial name (also the run name).
+TRIAL_NAME_TAG = "trial_name"
+#: Where the trial's best Tune checkpoint is: the model that gets registered.
 CHECKPOINT_TAG = "raysweep.checkpoint"
 #: ``models:/m-...`` of the model logged to a child run (the one registration takes when it is the best).
 MODEL_URI_TAG = "raysweep.model_uri"
@@ -14,9 +52,37 @@ MODEL_URI_TAG = "raysweep.model_uri"
 ERROR_TAG = "raysweep.error"
 #: On a child run that ended before its last iteration: what stopped it (scheduler, sweep stop criteria).
 STOPPED_EARLY_TAG = "raysweep.stopped_early"
-#: On the parent run: the sweep stop criterion that fired (time_budget or metric_threshold).
-STOP_REASON_TAG = "raysweep.stop_reason"
-#: Why raysweep, not the trial itself, ended a run (parent ended, orphaned driver, superseded trial).
-ENDED_BY_TAG = "raysweep.ended_by"
-#: On each child run: IP address of the Ray node the trial ran on (its latest start, for a restarted trial).
+#: IP address of the Ray node the trial ran on (its latest start, for a restarted trial).
 NODE_TAG = "raysweep.node_ip"
+#: Ray Train world size of a distributed trial.
+WORLD_SIZE_TAG = "raysweep.world_size"
+#: The torch device a distributed trial trained on.
+DEVICE_TAG = "raysweep.device"
+#: Prefix of hyperparameters whose value changed during a trial (PBT): metrics for numbers, tags otherwise.
+CONFIG_PREFIX = "config."
+
+# --- On model versions.
+#: The sweep (parent run id) and trial a version was registered from.
+VERSION_PARENT_TAG = "raysweep.parent_run_id"
+VERSION_SWEEP_TAG = "raysweep.sweep"
+VERSION_TRIAL_TAG = "raysweep.trial"
+#: The metric, its value and its direction: what automatic promotion and the gate compare.
+METRIC_TAG = "raysweep.metric"
+VALUE_TAG = "raysweep.metric_value"
+MODE_TAG = "raysweep.mode"
+#: Who moved ``@champion`` to this version, why, when, and which version it replaced (for rollback).
+PROMOTED_BY_TAG = "raysweep.promoted_by"
+PROMOTION_REASON_TAG = "raysweep.promotion_reason"
+PROMOTED_AT_TAG = "raysweep.promoted_at"
+PREVIOUS_CHAMPION_TAG = "raysweep.previous_champion"
+#: An ensemble's members, ``KEY=models:/NAME/VERSION`` comma-separated.
+MEMBERS_TAG = "raysweep.members"
+#: A copied version's source (and, across registries, the source registry without credentials).
+COPIED_FROM_TAG = "raysweep.copied_from"
+COPIED_FROM_REGISTRY_TAG = "raysweep.copied_from_registry"
+SOURCE_RUN_TAG = "raysweep.source_run_id"
+#: Gate decision tags on a challenger (``validation_status`` = passed | failed | forced, and the values compared).
+VALIDATION_PREFIX = "validation_"
+VALIDATION_STATUS_TAG = "validation_status"
+#: Tags that describe a version's place in its own model's history; a copy elsewhere does not inherit them.
+HISTORY_TAG_PREFIXES = (VALIDATION_PREFIX, "raysweep.promot", PREVIOUS_CHAMPION_TAG, "raysweep.copied_")

@@ -1,0 +1,117 @@
+"""Every place raysweep leans on Ray or MLflow beyond their documented APIs, in one module.
+
+Each function here relies on a private name, an undocumented environment variable or a behaviour that a minor
+release may change. ``tests/test_compat.py`` checks each assumption against the installed versions and fails
+with a message naming what changed, so an upgrade of Ray or MLflow points here instead of at a hang or a
+silently wrong sweep. Module-level imports stay in the standard library: the CLI and trial processes import
+this without loading Ray or MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+# --- Ray -------------------------------------------------------------------------------------------------
+
+#: Ray's switch for its ``uv run`` runtime-env hook (read once, when Ray is imported).
+UV_RUN_HOOK_ENV = "RAY_ENABLE_UV_RUN_RUNTIME_ENV"
+#: Where Ray tells a job's driver its job config (``runtime_env`` included); private in
+#: ``ray._private.runtime_env.constants.RAY_JOB_CONFIG_JSON_ENV_VAR``.
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+#: Train V2's placement-group cleaner logger (``ray.train.v2._internal...``): warns every few seconds without
+#: Ray's dashboard.
+TRAIN_PG_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+#: Tune's graceful stop: ``tune.run`` stops trials and saves its experiment state on SIGUSR1.
+TUNE_STOP_SIGNAL = signal.SIGUSR1
+#: Tune installs its own SIGINT handler unless this is ``1``.
+TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
+#: Tune warns when saving experiment state takes longer than this many seconds (default 5).
+TUNE_CHECKPOINT_SYNC_WARN_ENV = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
+#: Where Tune records a trial's original working directory before it moves the trial into its own folder.
+TUNE_ORIG_WORKING_DIR_ENV = "TUNE_ORIG_WORKING_DIR"
+#: The file in each trial folder to which Tune's driver appends every result (one JSON object per line).
+TUNE_RESULT_FILE = "result.json"
+#: The key under which Ray Train's ``TuneReportCallback`` reports a Train checkpoint's path to Tune.
+TRAIN_CHECKPOINT_KEY = "checkpoint_path"
+
+
+def keep_ray_off_uv_run(environ=os.environ) -> None:
+    """Stop Ray from packaging the working directory (``.venv`` included) for every worker under ``uv run``.
+
+    Must run before Ray is imported; raysweep's package ``__init__`` calls it.
+    """
+    environ.setdefault(UV_RUN_HOOK_ENV, "0")
+
+
+def job_config_json(environ: Mapping[str, str]) -> str | None:
+    """The JSON job config Ray hands a job's driver, ``None`` outside a Ray job."""
+    return environ.get(JOB_CONFIG_ENV)
+
+
+def quiet_train_placement_group_cleaner() -> None:
+    """Silence Train V2's "cannot reach the State API" warning, which floods the log when the dashboard is off."""
+    logging.getLogger(TRAIN_PG_CLEANER_LOGGER).setLevel(logging.ERROR)
+
+
+def request_tune_stop() -> None:
+    """Ask the running ``Tuner.fit`` in this process to stop gracefully (trials stop, state is saved)."""
+    os.kill(os.getpid(), TUNE_STOP_SIGNAL)
+
+
+@contextmanager
+def tune_without_sigint_handler() -> Iterator[None]:
+    """While this is open, ``Tuner.fit`` leaves SIGINT to the caller (it keeps its SIGUSR1 stop)."""
+    previous = os.environ.get(TUNE_SIGINT_ENV)
+    os.environ[TUNE_SIGINT_ENV] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(TUNE_SIGINT_ENV, None)
+        else:
+            os.environ[TUNE_SIGINT_ENV] = previous
+
+
+def allow_frequent_experiment_checkpoints() -> None:
+    """Checkpointing every iteration forces a Tune state snapshot when old checkpoints are dropped; that is the
+    intent (no dangling checkpoint references, and a resumable state), not a problem to warn about."""
+    os.environ.setdefault(TUNE_CHECKPOINT_SYNC_WARN_ENV, "0")
+
+
+def trial_original_cwd(environ: Mapping[str, str] = os.environ) -> str:
+    """The directory a trial process started in (the job's working_dir), before Tune moved it."""
+    return environ.get(TUNE_ORIG_WORKING_DIR_ENV, os.getcwd())
+
+
+# --- MLflow ----------------------------------------------------------------------------------------------
+
+
+def system_metrics_monitor(run_id: str, tracking_uri: str, interval_s: float = 1.0):
+    """A started sampler of this node's CPU, memory (GPU) into ``run_id`` (MLflow's, outside its fluent API)."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, tracking_uri=tracking_uri)
+    monitor.start()
+    return monitor
+
+
+@contextmanager
+def global_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide tracking URI at ``uri`` while this is open.
+
+    MLflow 3.17's sqlite registry looks up the LoggedModel behind a new model version through the global
+    tracking URI (a TODO in its ``create_model_version``), not through the client's own store, so creating a
+    version in another store needs the global URI to point there meanwhile.
+    """
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)

@@ -1,0 +1,120 @@
+"""The MLflow queries every stage of a sweep asks: its experiment, its sweeps, a sweep's children, its config.
+
+Written once here so that "the children of a parent" or "the latest sweep" mean the same thing to the driver,
+the analysis, the registry and the CLI.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from raysweep.errors import RaySweepError
+from raysweep.tracking.tags import PARENT_ROLE, PARENT_RUN_ID, ROLE_TAG, SWEEP_TAG, TRIAL_ID_TAG
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+    from omegaconf import DictConfig
+
+#: The parent run's artifact holding the sweep's resolved config (credentials masked).
+CONFIG_ARTIFACT = "config.yaml"
+#: Enough for any sweep: ``search_runs`` pages through results up to this many.
+MAX_TRIALS = 100_000
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of the active experiment ``name``, created when missing.
+
+    Raises:
+        RaySweepError: The experiment exists but is deleted.
+    """
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage != "active":
+            raise RaySweepError(f"MLflow experiment {name!r} is deleted; restore it or set mlflow.experiment_name")
+        return experiment.experiment_id
+    return client.create_experiment(name)
+
+
+def children_filter(parent_run_id: str, *, status: str | None = None, trial_id: str | None = None) -> str:
+    """The ``search_runs`` filter for a sweep's child runs, optionally one status or one trial."""
+    clauses = [f"tags.`{PARENT_RUN_ID}` = '{parent_run_id}'"]
+    if status:
+        clauses.append(f"attributes.status = '{status}'")
+    if trial_id:
+        clauses.append(f"tags.`{TRIAL_ID_TAG}` = '{trial_id}'")
+    return " and ".join(clauses)
+
+
+def children(client: MlflowClient, experiment_id: str, parent_run_id: str, *, status: str | None = None,
+             trial_id: str | None = None, max_results: int = MAX_TRIALS) -> list[Run]:
+    """The child runs of a sweep (each trial's run), optionally only those with ``status`` or ``trial_id``."""
+    return list(client.search_runs(
+        [experiment_id], filter_string=children_filter(parent_run_id, status=status, trial_id=trial_id),
+        max_results=max_results,
+    ))
+
+
+def children_frame(experiment_id: str, parent_run_id: str, metric: str, mode: str) -> pd.DataFrame:
+    """A sweep's child runs as ``mlflow.search_runs`` returns them, best ``metric`` first (ties: earliest)."""
+    import mlflow
+
+    order = "DESC" if mode == "max" else "ASC"
+    return mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=children_filter(parent_run_id),
+        order_by=[f"metrics.`{metric}` {order}", "attributes.start_time ASC"],
+        max_results=MAX_TRIALS,
+    )
+
+
+def trial_run_id(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
+    """The run id of the child run already recorded for ``trial_id`` under the parent, if any."""
+    runs = children(client, experiment_id, parent_run_id, trial_id=trial_id, max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def sweeps(client: MlflowClient, experiment_id: str, sweep: str | None = None, max_results: int = 1000) -> list[Run]:
+    """Parent runs of the experiment's sweeps (of sweep name ``sweep`` when given), newest first."""
+    clauses = [f"tags.`{ROLE_TAG}` = '{PARENT_ROLE}'"]
+    if sweep:
+        clauses.append(f"tags.`{SWEEP_TAG}` = '{sweep}'")
+    return list(client.search_runs(
+        [experiment_id], filter_string=" and ".join(clauses), order_by=["attributes.start_time DESC"],
+        max_results=max_results,
+    ))
+
+
+def find_sweep(client: MlflowClient, experiment_name: str, parent_run_id: str | None = None) -> Run:
+    """The parent run of a sweep: the given id, or the latest sweep of the experiment.
+
+    Raises:
+        RaySweepError: The experiment or run does not exist, or the run is not a sweep's parent.
+    """
+    if parent_run_id:
+        try:
+            run = client.get_run(parent_run_id)
+        except Exception:  # noqa: BLE001 - MLflow raises several types for an unknown or malformed id
+            raise RaySweepError(f"no MLflow run {parent_run_id!r}; pass the parent run id of a sweep") from None
+        if run.data.tags.get(ROLE_TAG) != PARENT_ROLE:
+            raise RaySweepError(f"run {parent_run_id!r} is not a raysweep sweep's parent run; pass the parent's id")
+        return run
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        raise RaySweepError(f"no MLflow experiment {experiment_name!r}; run a sweep first or check MLFLOW_TRACKING_URI")
+    runs = sweeps(client, experiment.experiment_id, max_results=1)
+    if not runs:
+        raise RaySweepError(f"experiment {experiment_name!r} has no sweep; run one with python -m raysweep +sweep=NAME")
+    return runs[0]
+
+
+def parent_config(client: MlflowClient, parent_run_id: str) -> DictConfig:
+    """The resolved config a sweep recorded on its parent run (``config.yaml``)."""
+    import tempfile
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return OmegaConf.create(Path(client.download_artifacts(parent_run_id, CONFIG_ARTIFACT, tmp)).read_text())
