@@ -56,12 +56,15 @@ def main() -> None:
     parser.add_argument("--search-alg", default="random", choices=["random", "optuna"])
     args = parser.parse_args()
 
-    import raysweep  # noqa: F401  (before Ray: it turns off Ray's `uv run` worker hook)
+    import logging
+
     import ray
+
+    from raysweep import runtime
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    ray.init(include_dashboard=False, logging_level="ERROR")
+    runtime.start(logging_level=logging.ERROR)
     cpus = int(ray.cluster_resources().get("CPU", 0))
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -104,7 +104,7 @@ def mlflow_server(workdir: Path):
     """A real ``mlflow server`` on a free loopback port (sqlite backend), stopped by pid afterwards."""
     import urllib.request
 
-    from raysweep.sweep import free_port
+    from raysweep.runtime import free_port
 
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -133,10 +133,9 @@ def mlflow_server(workdir: Path):
 
 def logging_rates(uri: str, steps: int, metrics_per_step: int) -> tuple[float, float]:
     """(per-metric loop metrics/s, raysweep trial logging metrics/s) for one run each."""
-    import mlflow
     from mlflow import MlflowClient
 
-    from raysweep.tracking.worker import TrialLog
+    from raysweep.tracking.lifecycle import TrialRuns
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("logging") or client.get_experiment(client.create_experiment("logging"))
@@ -149,14 +148,17 @@ def logging_rates(uri: str, steps: int, metrics_per_step: int) -> tuple[float, f
             client.log_metric(run.info.run_id, name, step * 0.1, step=step)
     loop = steps * metrics_per_step / (time.perf_counter() - started)
 
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(experiment_id=experiment.experiment_id):
-        started = time.perf_counter()
-        log = TrialLog(mlflow)
-        for step in range(1, steps + 1):
-            log.metrics({name: step * 0.1 for name in names}, step=step)
-        log.flush()
-        ours = steps * metrics_per_step / (time.perf_counter() - started)
+    # A trial's run through raysweep's lifecycle (what both logging modes use), under a stand-in parent.
+    parent = client.create_run(experiment.experiment_id).info.run_id
+    runs = TrialRuns(client, experiment.experiment_id, parent, metrics=names)
+    runs.start("trial-0", "trial-0", {}, lookup=False)
+    started = time.perf_counter()
+    for step in range(1, steps + 1):
+        runs.metrics("trial-0", {name: step * 0.1 for name in names}, step=step)
+    runs.flush()
+    ours = steps * metrics_per_step / (time.perf_counter() - started)
+    runs.end("trial-0", "FINISHED")
+    client.set_terminated(parent, "FINISHED")
     return loop, ours
 
 
@@ -304,14 +306,15 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="raysweep-bench-"))
     try:
         if args.only in (None, "wall"):
+            import logging
+
             import ray
 
-            from raysweep._workers import SETUP_HOOK
+            from raysweep import runtime
 
             # RAY_ADDRESS (the test suite's Ray) or a fresh local 2-CPU Ray.
             address = os.environ.get("RAY_ADDRESS")
-            ray.init(address=address, num_cpus=None if address else 2, include_dashboard=False,
-                     logging_level="ERROR", runtime_env={"worker_process_setup_hook": SETUP_HOOK})
+            runtime.start(address, None if address else 2, logging_level=logging.ERROR, forward_mlflow_env=False)
             try:
                 # The smoke runs plain Tune once (its MLflow-callback variant): the other two are the same code.
                 table_wall(sizes, workdir / "ray", int(ray.cluster_resources()["CPU"]), plain=not args.smoke)

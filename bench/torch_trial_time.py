@@ -45,13 +45,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000)
     args = parser.parse_args()
 
-    import raysweep  # noqa: F401  (before Ray: it turns off Ray's `uv run` worker hook)
+    import logging
+
     import ray
 
-    from raysweep._workers import SETUP_HOOK
+    from raysweep import runtime
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR",
-             runtime_env={"worker_process_setup_hook": SETUP_HOOK})
+    runtime.start(num_cpus=os.cpu_count(), logging_level=logging.ERROR, forward_mlflow_env=False)
     rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp:

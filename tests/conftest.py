@@ -90,12 +90,10 @@ def ray_address():
     """One local Ray for the whole test session (2 CPUs, no dashboard); its GCS address for subprocesses."""
     import ray
 
-    from raysweep._workers import SETUP_HOOK
+    from raysweep import runtime
 
-    from raysweep.sweep import free_port
-
-    ray.init(num_cpus=2, include_dashboard=False, dashboard_port=free_port(), logging_level="WARNING",
-             runtime_env={"worker_process_setup_hook": SETUP_HOOK})
+    # Tests switch stores per test: MLflow's variables must not be pinned into this long-lived Ray's workers.
+    runtime.start(num_cpus=2, forward_mlflow_env=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:

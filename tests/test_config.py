@@ -6,7 +6,9 @@ from hydra.errors import ConfigCompositionException
 from raysweep.config import available_sweeps
 from raysweep.errors import RaySweepError
 from raysweep.search_space import Dimension
-from raysweep.sweep import absolute_tracking_uri, make_plan, parent_params
+from raysweep.plan import make_plan
+from raysweep.remote import absolute_tracking_uri
+from raysweep.tracking.metadata import parent_params
 
 
 @pytest.mark.parametrize("sweep", available_sweeps())

@@ -11,7 +11,7 @@ import pytest
 
 from raysweep import remote, submit
 from raysweep.errors import RaySweepError
-from raysweep.sweep import _public_overrides
+from raysweep.tracking.metadata import public_overrides
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_ray_runtime_env_ships_the_package_only_when_joining_a_cluster_outside_a
     ],
 )
 def test_public_overrides_mask_credentials(overrides, expected):
-    assert _public_overrides(overrides) == expected
+    assert public_overrides(overrides) == expected
 
 
 @pytest.mark.parametrize(

@@ -137,7 +137,7 @@ def test_analysis_ends_a_dead_drivers_runs_killed(tracking_uri):
 def test_results_tune_recorded_fill_what_a_killed_driver_never_wrote(lines, after, expected, tmp_path):
     import json
 
-    from raysweep.tracking.reattach import recorded_results
+    from raysweep.tracking.lifecycle import recorded_results
 
     (tmp_path / "result.json").write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines))
     got = recorded_results(str(tmp_path), ["val_auc"], after)

@@ -115,3 +115,32 @@ def global_tracking_uri(uri: str) -> Iterator[None]:
         yield
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+@contextmanager
+def mlflow_store(tracking_uri: str, registry_uri: str | None = None) -> Iterator[None]:
+    """Point MLflow's process-wide tracking (and registry) URI at a store while this is open, then put back
+    exactly what was there before.
+
+    ``mlflow.set_tracking_uri``/``set_registry_uri`` also write ``MLFLOW_TRACKING_URI``/``MLFLOW_REGISTRY_URI``
+    into ``os.environ``, and "not set" (the registry follows the tracking URI) can only be restored through
+    their private module globals.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved_globals = tracking_utils._tracking_uri, registry_utils._registry_uri
+    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(tracking_uri)
+    if registry_uri:
+        mlflow.set_registry_uri(registry_uri)
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = saved_globals
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -225,25 +225,32 @@ def validate(cfg: DictConfig) -> None:
     if cfg.trainer.cpus_per_worker is not None and cfg.trainer.cpus_per_worker <= 0:
         raise RaySweepError("trainer.cpus_per_worker must be > 0, or null to fit the cluster")
 
+    _validate_trainer_fit(cfg)
+
+
+def _validate_trainer_fit(cfg: DictConfig) -> None:
+    # What the sweep asks of the trainer (metrics, a model, checkpoint restore) against what it declares; its
+    # hyperparameters wait for validate_trainer, which may import the training framework.
     from raysweep import trainables
 
-    trainer = trainables.get(cfg.trainer.name)
+    trainer = trainables.load(cfg.trainer.name)
+    name = cfg.trainer.name
     if cfg.sweep.metric not in trainer.METRICS:
         raise RaySweepError(
-            f"sweep.metric={cfg.sweep.metric!r} is not reported by trainer {cfg.trainer.name!r}; "
+            f"sweep.metric={cfg.sweep.metric!r} is not reported by trainer {name!r}; "
             f"use one of {', '.join(trainer.METRICS)}"
         )
-    if cfg.sweep.register and not getattr(trainer, "MAKES_MODELS", True):
-        raise RaySweepError(f"trainer {cfg.trainer.name!r} makes no model to register; add sweep.register=false")
+    if cfg.sweep.register and not trainer.MAKES_MODELS:
+        raise RaySweepError(f"trainer {name!r} makes no model to register; add sweep.register=false")
     for objective in cfg.search_alg.objectives:
         if objective not in trainer.METRICS:
             raise RaySweepError(
-                f"search_alg.objectives.{objective} is not reported by trainer {cfg.trainer.name!r}; "
+                f"search_alg.objectives.{objective} is not reported by trainer {name!r}; "
                 f"use one of {', '.join(trainer.METRICS)}"
             )
-    if cfg.scheduler.name == "pbt" and not getattr(trainer, "RESTORES_CHECKPOINTS", False):
+    if cfg.scheduler.name == "pbt" and not trainer.RESTORES_CHECKPOINTS:
         raise RaySweepError(
-            f"scheduler=pbt moves checkpoints between trials, which trainer {cfg.trainer.name!r} cannot restore; "
+            f"scheduler=pbt moves checkpoints between trials, which trainer {name!r} cannot restore; "
             "use scheduler=asha or a trainer that restores (sklearn)"
         )
 
@@ -276,4 +283,4 @@ def validate_trainer(cfg: DictConfig) -> None:
     """
     from raysweep import trainables
 
-    trainables.get(cfg.trainer.name).validate(cfg.trainer, dict(cfg.search_space))
+    trainables.load(cfg.trainer.name).validate(cfg.trainer, dict(cfg.search_space))

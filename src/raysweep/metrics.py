@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Result key every trainable reports to Tune (not to MLflow): the fraction of its planned iterations done,
+#: so a trial that ended below 1.0 without an error was stopped early (scheduler or sweep stop criteria).
+PROGRESS = "progress"
+
 #: Names of :func:`validation_metrics`'s results.
 VALIDATION_METRICS = ("val_auc", "val_average_precision", "val_f1", "val_log_loss")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ray.tune.stopper import Stopper
 
-from raysweep import search_space
+from raysweep import ranking, search_space
 from raysweep.errors import RaySweepError
 
 #: scheduler name -> Ray Tune class (import path)
@@ -145,7 +145,7 @@ class SweepStopper(Stopper):
     def __call__(self, trial_id: str, result: dict) -> bool:
         value = result.get(self.metric)
         if self.metric_threshold is not None and isinstance(value, (int, float)) and self.reason is None:
-            if value >= self.metric_threshold if self.mode == "max" else value <= self.metric_threshold:
+            if ranking.reaches(float(value), float(self.metric_threshold), self.mode):
                 self._fire("metric_threshold")
         return self.stop_all()
 

@@ -10,31 +10,28 @@ from contextlib import contextmanager
 
 from mlflow import MlflowClient
 from mlflow.entities import Param, RunTag
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from raysweep.tracking.tags import ENDED_BY_TAG, PARENT_ROLE, ROLE_TAG
+from raysweep.tracking import queries
+from raysweep.tracking.tags import DRIVER_HOST_TAG, DRIVER_PID_TAG, ENDED_BY_TAG, PARENT_ROLE, RESUMED_TAG, ROLE_TAG
 
-
+#: MLflow's limit on a param value's length.
 _MAX_PARAM_LENGTH = 6000
-RESUMED_TAG = "raysweep.resumed"
-_HOST_TAG = "raysweep.driver.host"
-_PID_TAG = "raysweep.driver.pid"
 
 
 def driver_tags() -> dict[str, str]:
     """Where this sweep's driver runs, so a later command can tell a live sweep from an orphaned one."""
-    return {_HOST_TAG: socket.gethostname(), _PID_TAG: str(os.getpid())}
+    return {DRIVER_HOST_TAG: socket.gethostname(), DRIVER_PID_TAG: str(os.getpid())}
 
 
 def driver_alive(parent) -> bool | None:
     """Whether the driver process of a RUNNING parent run still exists: ``None`` when it ran on another host."""
     tags = parent.data.tags
-    if tags.get(_HOST_TAG) != socket.gethostname() or not tags.get(_PID_TAG, "").isdigit():
+    if tags.get(DRIVER_HOST_TAG) != socket.gethostname() or not tags.get(DRIVER_PID_TAG, "").isdigit():
         return None
     import psutil
 
     try:
-        process = psutil.Process(int(tags[_PID_TAG]))
+        process = psutil.Process(int(tags[DRIVER_PID_TAG]))
     except psutil.NoSuchProcess:
         return False
     # A recycled pid belongs to a process started after the sweep began.
@@ -94,7 +91,7 @@ def parent_run(
     try:
         if resume_run_id is None:
             client.log_batch(run_id, params=[Param(k, str(v)[:_MAX_PARAM_LENGTH]) for k, v in params.items()])
-            client.log_text(run_id, config_yaml, "config.yaml")
+            client.log_text(run_id, config_yaml, queries.CONFIG_ARTIFACT)
         yield run_id
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -107,11 +104,7 @@ def parent_run(
 
 def end_open_children(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str = "KILLED") -> int:
     """End every RUNNING child of ``parent_run_id`` with ``status``; returns how many were ended."""
-    open_runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent_run_id}' and attributes.status = 'RUNNING'",
-        max_results=1000,
-    )
+    open_runs = queries.children(client, experiment_id, parent_run_id, status="RUNNING")
     for run in open_runs:
         client.log_batch(run.info.run_id, tags=[RunTag(ENDED_BY_TAG, "parent run ended")])
         client.set_terminated(run.info.run_id, status, end_time=int(time.time() * 1000))

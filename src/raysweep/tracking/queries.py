@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 
 #: The parent run's artifact holding the sweep's resolved config (credentials masked).
 CONFIG_ARTIFACT = "config.yaml"
-#: Enough for any sweep: ``search_runs`` pages through results up to this many.
+#: Enough for any sweep: queries page through results up to this many.
 MAX_TRIALS = 100_000
+#: The most runs one ``MlflowClient.search_runs`` call returns.
+_PAGE = 50_000
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -50,10 +52,18 @@ def children_filter(parent_run_id: str, *, status: str | None = None, trial_id: 
 def children(client: MlflowClient, experiment_id: str, parent_run_id: str, *, status: str | None = None,
              trial_id: str | None = None, max_results: int = MAX_TRIALS) -> list[Run]:
     """The child runs of a sweep (each trial's run), optionally only those with ``status`` or ``trial_id``."""
-    return list(client.search_runs(
-        [experiment_id], filter_string=children_filter(parent_run_id, status=status, trial_id=trial_id),
-        max_results=max_results,
-    ))
+    found: list[Run] = []
+    token = None
+    while len(found) < max_results:
+        page = client.search_runs(
+            [experiment_id], filter_string=children_filter(parent_run_id, status=status, trial_id=trial_id),
+            max_results=min(max_results - len(found), _PAGE), page_token=token,
+        )
+        found.extend(page)
+        token = page.token
+        if not token:
+            break
+    return found
 
 
 def children_frame(experiment_id: str, parent_run_id: str, metric: str, mode: str) -> pd.DataFrame:

@@ -1,9 +1,12 @@
 """Worker-side logging: ``setup_mlflow`` inside the trainable; only rank 0 of a worker group writes.
 
 Trainables log through :func:`trial_log` in both modes. With ``mlflow=driver`` it is a no-op (the driver's
-callback writes); with ``mlflow=worker`` it opens the trial's child run with Ray's ``setup_mlflow`` and
-always ends it - FINISHED, FAILED with the error, or KILLED - so a reused actor never carries a run, or
-autologging, into the next trial.
+callback writes); with ``mlflow=worker`` it opens the trial's child run with Ray's ``setup_mlflow`` - so the
+trainable's own ``mlflow.log_*`` calls and autolog land in it - and always ends it - FINISHED, FAILED with
+the error, or KILLED - so a reused actor never carries a run, or autologging, into the next trial. The run's
+lifecycle is :class:`raysweep.tracking.lifecycle.TrialRuns`, the same one the driver's callback uses.
+
+Importing this module loads no MLflow: driver-mode trials import it for the no-op.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from raysweep.tracking.tags import ERROR_TAG, MODEL_URI_TAG, NODE_TAG, ROLE_TAG, TRIAL_ID_TAG, TRIAL_ROLE
+from raysweep.tracking.tags import MODEL_URI_TAG, NODE_TAG
+
+if TYPE_CHECKING:
+    from raysweep.tracking.lifecycle import TrialRuns
 
 
 @dataclass(frozen=True)
@@ -34,39 +40,32 @@ class WorkerLogging:
 
 
 class TrialLog:
-    """Metrics sink of one trial: a real MLflow run on rank 0 in worker mode, otherwise a no-op.
+    """Metrics sink of one trial: its child run on rank 0 in worker mode, otherwise a no-op.
 
-    Metrics are written in batches (:class:`raysweep.tracking.buffer.MetricBuffer`); :meth:`flush` writes
-    what is pending, and :func:`trial_log` flushes before it ends the run.
+    Metrics are written in batches; :meth:`flush` writes what is pending, and :func:`trial_log` flushes
+    before it ends the run.
     """
 
-    def __init__(self, mlflow_module=None, last_step: int = 0, log_models: bool = False):
-        self._mlflow = mlflow_module
+    def __init__(self, runs: TrialRuns | None = None, trial_id: str = "", log_models: bool = False):
+        self._runs = runs
+        self._trial_id = trial_id
         #: Whether :meth:`model` logs: worker mode with ``mlflow.log_models``, on rank 0.
-        self.logs_models = mlflow_module is not None and log_models
-        self._last_step = last_step
-        self._buffer = None
-        if mlflow_module is not None:
-            from raysweep.tracking.buffer import MetricBuffer
-
-            self._run_id = mlflow_module.active_run().info.run_id
-            self._buffer = MetricBuffer(mlflow_module.MlflowClient())
+        self.logs_models = runs is not None and log_models
         #: Seconds spent in MLflow calls, for the overhead benchmark.
         self.seconds = 0.0
 
     def metrics(self, values: Mapping[str, float], step: int) -> None:
         """Log ``values`` at ``step``; steps the run already holds (a restarted trial) are skipped."""
-        if self._buffer is not None and step > self._last_step:
-            self._last_step = step
+        if self._runs is not None:
             start = time.perf_counter()
-            self._buffer.add(self._run_id, values, step)
+            self._runs.metrics(self._trial_id, values, step)
             self.seconds += time.perf_counter() - start
 
     def flush(self) -> None:
         """Write the metrics still pending."""
-        if self._buffer is not None:
+        if self._runs is not None:
             start = time.perf_counter()
-            self._buffer.flush()
+            self._runs.flush(self._trial_id)
             self.seconds += time.perf_counter() - start
 
     def model(self, log_model: Callable[..., Any], *args: Any) -> None:
@@ -77,12 +76,12 @@ class TrialLog:
         """
         if self.logs_models:
             info = log_model(*args)
-            self._mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
+            self._runs.tags(self._trial_id, {MODEL_URI_TAG: info.model_uri})
 
     def tags(self, values: Mapping[str, str]) -> None:
         """Set tags on the trial's run."""
-        if self._mlflow is not None:
-            self._mlflow.set_tags(dict(values))
+        if self._runs is not None:
+            self._runs.tags(self._trial_id, values)
 
 
 @contextmanager
@@ -105,66 +104,51 @@ def trial_log(
         return
 
     import mlflow
+    import ray.util
     from mlflow import MlflowClient
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
     from ray.air.integrations.mlflow import setup_mlflow
 
-    from raysweep.tracking import reattach
+    from raysweep.tracking.lifecycle import TrialRuns
 
-    if logging.system_metrics:
-        mlflow.enable_system_metrics_logging()
-        # Trials last seconds to minutes: sample every second so short trials still get a curve.
-        mlflow.set_system_metrics_sampling_interval(1)
-        mlflow.set_system_metrics_samples_before_logging(1)
-    import ray.util
+    def create(name: str, tags: dict[str, str], config: dict[str, Any]) -> str:
+        # Ray's own worker-side entry: starts the fluent run (params from the config) that user code logs to.
+        setup_mlflow(config, tracking_uri=logging.tracking_uri, registry_uri=logging.registry_uri,
+                     experiment_id=logging.experiment_id, run_name=name, tags=tags, rank_zero_only=True)
+        return mlflow.active_run().info.run_id
 
-    node = {NODE_TAG: ray.util.get_node_ip_address()}
-    tags = {MLFLOW_PARENT_RUN_ID: logging.parent_run_id, ROLE_TAG: TRIAL_ROLE, TRIAL_ID_TAG: trial_id,
-            "trial_name": trial_name, **node, **logging.tags}
-    client = MlflowClient(logging.tracking_uri, logging.registry_uri)
-    existing = reattach.find_trial_run(client, logging.experiment_id, logging.parent_run_id, trial_id)
-    if existing is None:
-        setup_mlflow(
-            dict(params),
-            tracking_uri=logging.tracking_uri,
-            registry_uri=logging.registry_uri,
-            experiment_id=logging.experiment_id,
-            run_name=trial_name,
-            tags=tags,
-            rank_zero_only=True,
-        )
-        start_step = 0
-    else:
-        # The trial starts again (retry, PBT restart, resumed sweep): back to its own run, after its last step.
-        reattach.reopen(client, existing)
+    runs = TrialRuns(
+        MlflowClient(logging.tracking_uri, logging.registry_uri),
+        logging.experiment_id,
+        logging.parent_run_id,
+        metrics=(logging.step_metric,),
+        tags=logging.tags,
+        track_config=logging.track_config,
+        system_metrics=logging.system_metrics,
+        tracking_uri=logging.tracking_uri,
+        create=create,
+        terminate=lambda run_id, status: mlflow.end_run(status),
+    )
+    created = runs.start(trial_id, trial_name, params, tags={NODE_TAG: ray.util.get_node_ip_address()})
+    if not created:
+        # The trial starts again (retry, PBT restart, resumed sweep): its own run becomes the active one.
         mlflow.set_tracking_uri(logging.tracking_uri)
-        mlflow.start_run(run_id=existing)
-        start_step = reattach.last_step(client, existing, logging.step_metric)
-        logged = client.get_run(existing).data.params
-        changed = reattach.changed_values(logged, {k: str(v) for k, v in params.items()})
-        mlflow.set_tags({**changed, **node})
-    if logging.track_config:
-        mlflow.log_metrics(reattach.config_metrics(params), step=start_step)
+        mlflow.start_run(run_id=runs.run_id(trial_id))
     if logging.autolog:
         mlflow.autolog(log_models=False, log_datasets=False, silent=True)
-    status = "FAILED"
-    log = TrialLog(mlflow, start_step, log_models=logging.log_models)
+    status, error = "FAILED", None
     try:
-        yield log
+        yield TrialLog(runs, trial_id, log_models=logging.log_models)
         status = "FINISHED"
     except (KeyboardInterrupt, SystemExit):
         status = "KILLED"
         raise
-    except BaseException as error:
-        mlflow.set_tag(ERROR_TAG, f"{type(error).__name__}: {error}"[:500])
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        log.flush()
         if logging.autolog:
             mlflow.autolog(disable=True)
-        mlflow.end_run(status)
-        if logging.system_metrics:
-            mlflow.disable_system_metrics_logging()
+        runs.end(trial_id, status, error)
 
 
 def _world_rank() -> int:

@@ -2,6 +2,8 @@
 
 Each iteration sleeps ``trainer.params.seconds_per_iteration`` and reports ``score = x * iteration`` (``x``
 from the trial's config, 0 when absent), so any result shows which trial produced it. It makes no model.
+
+A :class:`raysweep.trainables.Trainer` that needs no data and makes no model.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Each trial builds one estimator with ``warm_start=True`` and raises its size par
 for random forests, ``max_iter`` for gradient boosting) over ``trainer.iterations`` steps. After every step
 it reports validation metrics to Tune with a checkpoint of the model so far; the registered model is that
 checkpoint, never a retrain.
+
+A :class:`raysweep.trainables.Trainer` that restores checkpoints (PBT) and can ``retrain`` a trial outside Tune.
 """
 
 from __future__ import annotations

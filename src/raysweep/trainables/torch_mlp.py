@@ -5,6 +5,8 @@ Ray 2.60 runs Train V2, where a Train run is not a Tune trainable: the Tune func
 Every worker trains its shard, evaluates the whole validation set (small; the weights are identical after
 DDP), and reports each epoch; rank 0 writes the checkpoint and, in worker mode, the MLflow run. Train's
 ``CheckpointConfig`` keeps the best epochs by the sweep metric, and the best one is what gets registered.
+
+A :class:`raysweep.trainables.Trainer` with the protocol's defaults: no checkpoint restore, no ``retrain``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from raysweep import ranking
+from raysweep.compat import TRAIN_CHECKPOINT_KEY
 from raysweep.errors import RaySweepError
 from raysweep.metrics import VALIDATION_METRICS
+from raysweep.tracking.tags import DEVICE_TAG
 
 #: Metrics every trial reports, once per epoch; the last three split a trial's time for the benchmark.
 METRICS = (*VALIDATION_METRICS, "train_loss", "train_time_s", "worker_group_start_s", "log_time_s")
@@ -25,7 +30,6 @@ FAMILIES = ("mlp",)
 MODEL_FILE = "model.pt"
 META_FILE = "meta.json"
 EXAMPLE_FILE = "input_example.parquet"
-CHECKPOINT_PATH_KEY = "checkpoint_path"  # what TuneReportCallback names the Train checkpoint in Tune results
 
 
 def validate(trainer_cfg, search_space: dict[str, Any]) -> None:
@@ -145,7 +149,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
     trial = loop_config["trial"]
     with trial_log(settings["logging"], params, trial["name"], trial["id"]) as log:
-        log.tags({"raysweep.device": str(device)})
+        log.tags({DEVICE_TAG: str(device)})
         train_seconds = 0.0
         for epoch in range(1, settings["epochs"] + 1):
             if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
@@ -187,13 +191,12 @@ def _save(model, params: dict[str, Any], dataset, folder: Path) -> None:
 def best_checkpoint(result, metric: str, mode: str) -> str | None:
     """Path of the trial's best-scoring Ray Train checkpoint (Train keeps the best epochs)."""
     frame = result.metrics_dataframe
-    if frame is None or CHECKPOINT_PATH_KEY not in frame or metric not in frame:
+    # TuneReportCallback reports the Train checkpoint's path under its own key, only on epochs that saved one.
+    if frame is None or TRAIN_CHECKPOINT_KEY not in frame or metric not in frame:
         return None
-    frame = frame.dropna(subset=[CHECKPOINT_PATH_KEY, metric])
-    if frame.empty:
-        return None
-    best = frame[metric].idxmax() if mode == "max" else frame[metric].idxmin()
-    return str(frame.loc[best, CHECKPOINT_PATH_KEY])
+    frame = frame.dropna(subset=[TRAIN_CHECKPOINT_KEY])
+    best = ranking.best_index(frame[metric], mode)
+    return None if best is None else str(frame[TRAIN_CHECKPOINT_KEY].iloc[best])
 
 
 #: What loading a logged MLP needs, pinned to the versions it was trained with.

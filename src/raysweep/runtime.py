@@ -1,0 +1,126 @@
+"""Ray's lifetime in a raysweep process: start or join it, stop what was started, turn signals into a clean stop.
+
+The one place that starts Ray: the sweep, the test suite's session fixture and the benchmarks all call
+:func:`start`, so they run the same worker set-up hook and keep off Ray's default ports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from raysweep import compat
+from raysweep.errors import SweepInterrupted
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(address: str | None = None, num_cpus: int | None = None, *, logging_level: int = logging.WARNING,
+          forward_mlflow_env: bool = True) -> None:
+    """Start a local Ray (``num_cpus``; all when ``None``) or connect to the cluster at ``address``.
+
+    Args:
+        address: A Ray cluster to join (``auto``, ``HOST:PORT``, ``ray://...``); ``None`` starts a local one.
+        num_cpus: CPUs of a local Ray.
+        logging_level: Ray's own log level in this process.
+        forward_mlflow_env: Hand MLflow's variables to every worker (workers on other nodes see none of this
+            process's environment). A long-lived Ray shared by commands with different stores (the test
+            suite) must not pin them.
+    """
+    import ray
+
+    from raysweep import remote
+    from raysweep._workers import SETUP_HOOK
+
+    runtime_env: dict[str, Any] = {"worker_process_setup_hook": SETUP_HOOK}
+    if forward_mlflow_env:
+        runtime_env.update(remote.ray_runtime_env(connecting=bool(address)))
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging_level, "runtime_env": runtime_env}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        # Away from Ray's default port, where another Ray on this machine may already be.
+        ray.init(num_cpus=num_cpus, dashboard_port=free_port(), **kwargs)
+
+
+@contextmanager
+def session(cluster_cfg) -> Iterator[None]:
+    """Use the Ray instance already running in this process, or start/connect one and stop it after.
+
+    Args:
+        cluster_cfg: The ``cluster`` config node (``address``, ``num_cpus``); ``RAY_ADDRESS`` names a cluster too.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    start(cluster_cfg.address or os.environ.get("RAY_ADDRESS"), cluster_cfg.num_cpus)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def alive_nodes() -> int:
+    """Nodes of the connected Ray cluster that are alive."""
+    import ray
+
+    return sum(1 for node in ray.nodes() if node["Alive"])
+
+
+class StopSignals:
+    """Turn Ctrl-C and SIGTERM into :class:`SweepInterrupted`, letting Tune stop cleanly first.
+
+    While Tune runs, the first signal asks Tune for its own graceful stop (trials stop, the experiment state is
+    saved) and is raised once ``fit`` returns; a second signal, or one outside Tune, raises at once. Either way
+    the parent run's context then ends every open run KILLED. Outside the main thread (a notebook's worker
+    thread) Python allows no handler, and none is installed.
+    """
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._in_tune = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self._SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self._in_tune and self.received is None:
+            self.received = signum
+            compat.request_tune_stop()
+            return
+        raise SweepInterrupted(signum)
+
+    @contextmanager
+    def tune_running(self) -> Iterator[None]:
+        """Scope of ``Tuner.fit``: signals stop Tune gracefully, then raise after it returns."""
+        self._in_tune = True
+        try:
+            with compat.tune_without_sigint_handler():  # ours decides; Tune keeps its graceful stop
+                yield
+        finally:
+            self._in_tune = False
+        if self.received is not None:
+            raise SweepInterrupted(self.received)

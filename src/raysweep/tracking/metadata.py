@@ -1,0 +1,99 @@
+"""What the parent run records about a sweep: its config (credentials masked), overrides, versions, git commit.
+
+Pure functions of the config (plus the environment's package versions and git), so they are tested as tables.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from raysweep.tracking.tags import GIT_COMMIT, NOTE, OVERRIDES_TAG, SWEEP_TAG, VERSION_TAG_PREFIX
+
+#: Config sections logged as params on the parent run (credentials live in mlflow.* and cluster.*).
+_PARAM_SECTIONS = ("sweep", "data", "trainer", "search_alg", "scheduler", "search_space")
+#: Packages whose installed versions the parent run records.
+_VERSIONED_PACKAGES = ("raysweep", "ray", "mlflow", "hydra-core", "scikit-learn", "numpy", "pandas")
+
+
+def public_config(cfg: DictConfig) -> DictConfig:
+    """The resolved config without connection strings, which may carry credentials."""
+    public = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    for key in ("tracking_uri", "registry_uri"):
+        public.mlflow[key] = "<from environment>" if public.mlflow.get(key) else None
+    return public
+
+
+def config_yaml(cfg: DictConfig) -> str:
+    """The ``config.yaml`` artifact of the parent run: :func:`public_config` as YAML."""
+    return OmegaConf.to_yaml(public_config(cfg))
+
+
+def public_overrides(overrides: Sequence[str]) -> list[str]:
+    """Command-line overrides with credentials in URI values masked."""
+    from raysweep.remote import redact
+
+    return [f"{key}={redact(value)}" if sep else key for key, sep, value in (o.partition("=") for o in overrides)]
+
+
+def parent_params(cfg: DictConfig) -> dict[str, str]:
+    """Key config values as flat ``section.key`` params for the parent run."""
+    public = OmegaConf.to_container(public_config(cfg))
+    params = {"mlflow.registered_model": cfg.mlflow.registered_model, "mlflow.mode": cfg.mlflow.mode.value}
+    for section in _PARAM_SECTIONS:
+        for key, value in _flatten(public[section], section).items():
+            params[key] = "None" if value is None else str(value)
+    return params
+
+
+def _flatten(node: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}.{key}"))
+        return out
+    return {prefix: node}
+
+
+def parent_tags(cfg: DictConfig, overrides: Sequence[str], project_dir: Path | None = None) -> dict[str, str]:
+    """The parent run's tags: sweep name, overrides, a one-line note, package versions, git commit.
+
+    Args:
+        cfg: The composed config.
+        overrides: The command-line overrides.
+        project_dir: Where to ask git for the commit (default: the folder holding the config groups).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    tags = {
+        SWEEP_TAG: cfg.sweep.name,
+        OVERRIDES_TAG: " ".join(public_overrides(overrides)) or "(none)",
+        NOTE: f"raysweep sweep {cfg.sweep.run_name}: {cfg.search_alg.name} search, {cfg.scheduler.name} scheduler, "
+        f"{cfg.sweep.mode.value} {cfg.sweep.metric}",
+    }
+    for pkg in _VERSIONED_PACKAGES:
+        try:
+            tags[f"{VERSION_TAG_PREFIX}{pkg}"] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    if project_dir is None:
+        from raysweep.config import CONF_DIR
+
+        project_dir = CONF_DIR.parent
+    commit = git_commit(project_dir)
+    if commit:
+        tags[GIT_COMMIT] = commit
+    return tags
+
+
+def git_commit(folder: Path) -> str | None:
+    """The commit checked out in ``folder``, or ``None`` outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None

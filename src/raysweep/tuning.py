@@ -1,0 +1,134 @@
+"""Plan -> a running Ray Tune experiment: the trial context, the logging callback, searcher, scheduler, stopper.
+
+Imported once a sweep is about to run (it imports Ray Tune).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+from ray import tune
+
+from raysweep import compat, strategy
+from raysweep.config import LoggingMode
+from raysweep.plan import SweepPlan
+from raysweep.tracking.tags import WORLD_SIZE_TAG
+
+
+def trial_context(plan: SweepPlan, cfg: DictConfig, fit, experiment_id: str, parent_id: str):
+    """What every trial of the sweep shares besides the data: ranking, worker-mode logging, resources, storage.
+
+    Args:
+        plan: The sweep's plan.
+        cfg: The composed config.
+        fit: The :class:`raysweep.resources.ResourcePlan`.
+        experiment_id: The sweep's MLflow experiment.
+        parent_id: The sweep's parent run.
+
+    Returns:
+        The :class:`raysweep.trainables.TrialContext`.
+    """
+    from raysweep.tracking.worker import WorkerLogging
+    from raysweep.trainables import TrialContext
+
+    child_tags = {WORLD_SIZE_TAG: str(fit.num_workers)} if fit.num_workers else {}
+    logging_spec = None
+    if cfg.mlflow.mode == LoggingMode.worker:
+        logging_spec = WorkerLogging(
+            tracking_uri=plan.tracking_uri,
+            registry_uri=plan.registry_uri,
+            experiment_id=experiment_id,
+            parent_run_id=parent_id,
+            autolog=cfg.mlflow.autolog,
+            system_metrics=cfg.mlflow.system_metrics,
+            tags=child_tags,
+            track_config=plan.scheduler == "pbt",
+            step_metric=plan.metric,
+            log_models=cfg.mlflow.log_models,
+        )
+    return TrialContext(
+        metric=plan.metric,
+        mode=plan.mode,
+        logging=logging_spec,
+        resources=fit,
+        storage_path=str(Path(plan.storage_path) / plan.run_name / "train"),
+        child_tags=child_tags,
+    )
+
+
+def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context, experiment_id: str,
+        parent_id: str) -> tune.ResultGrid:
+    """Run the sweep's trials with Ray Tune (or continue them, for a resumed sweep) and return Tune's results.
+
+    Args:
+        plan: The sweep's plan.
+        cfg: The composed config.
+        trainable: The trainer's Tune function trainable.
+        resources: The :class:`raysweep.resources.ResourcePlan`.
+        metrics: The metrics the trainer reports (driver mode logs these).
+        context: The :func:`trial_context`.
+        experiment_id: The sweep's MLflow experiment.
+        parent_id: The sweep's parent run.
+    """
+    trainable = tune.with_resources(trainable, resources.trial)
+    compat.allow_frequent_experiment_checkpoints()
+    if plan.resume:
+        from raysweep.tracking import driver
+
+        # Tune restores its searcher, scheduler, stopper and callbacks from the sweep's state; finished and
+        # failed trials stay as they were, interrupted ones continue from their last checkpoint. The restored
+        # callback kept only redacted store URIs: the full ones are known to this process.
+        driver.remember_uri(plan.tracking_uri)
+        driver.remember_uri(plan.registry_uri)
+        return tune.Tuner.restore(plan.run_dir, trainable=trainable, resume_unfinished=True).fit()
+    callbacks = []
+    if context.logging is None:
+        from raysweep.tracking.driver import SweepLoggerCallback
+
+        callbacks.append(
+            SweepLoggerCallback(
+                tracking_uri=plan.tracking_uri,
+                registry_uri=plan.registry_uri,
+                experiment_id=experiment_id,
+                experiment_name=plan.experiment_name,
+                parent_run_id=parent_id,
+                metrics=[plan.metric, *(m for m in metrics if m != plan.metric)],
+                child_tags=context.child_tags,
+                system_metrics=cfg.mlflow.system_metrics,
+                track_config=plan.scheduler == "pbt",
+            )
+        )
+    search_alg, param_space = strategy.searcher(
+        cfg.search_alg, plan.search_space, plan.metric, plan.mode, resources.max_concurrent_trials
+    )
+    stop = cfg.sweep.stop
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=plan.metric,
+            mode=plan.mode,
+            # A grid runs each combination once; its size is in plan.num_trials.
+            num_samples=1 if plan.search_alg == "grid" else plan.num_samples,
+            search_alg=search_alg,
+            scheduler=strategy.scheduler(cfg.scheduler, plan.search_space, cfg.trainer.iterations),
+            reuse_actors=cfg.cluster.reuse_actors,
+        ),
+        run_config=tune.RunConfig(
+            name=plan.run_name,
+            storage_path=plan.storage_path,
+            callbacks=callbacks,
+            stop=strategy.stopper(
+                plan.metric, plan.mode, stop.time_budget_s, stop.metric_threshold,
+                tracking_uri=plan.tracking_uri, parent_run_id=parent_id,
+            ),
+            failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+            # Keep each trial's two most recent checkpoints (registration takes the better of them). Pruning by
+            # score instead would delete the checkpoint Tune's last saved state points at as soon as a better
+            # one arrives, so a sweep resumed after SIGKILL, or a PBT exploit, would find it gone.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if plan.scheduler == "pbt" else 2),
+            verbose=cfg.cluster.verbose,
+        ),
+    )
+    return tuner.fit()
