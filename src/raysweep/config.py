@@ -24,7 +24,9 @@ def _conf_dir() -> Path:
     if os.environ.get("RAYSWEEP_CONF_DIR"):
         return Path(os.environ["RAYSWEEP_CONF_DIR"]).resolve()
     checkout = Path(__file__).resolve().parents[2] / "conf"
-    return checkout if checkout.is_dir() else Path(os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd())) / "conf"
+    from raysweep import compat
+
+    return checkout if checkout.is_dir() else Path(compat.trial_original_cwd()) / "conf"
 
 
 #: Where ``conf/`` lives.

@@ -1,0 +1,160 @@
+"""One test per assumption raysweep.compat makes about Ray's and MLflow's internals.
+
+Each fails with a message naming what an upgrade changed, and where raysweep relies on it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import time
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from raysweep import compat
+
+
+def _says(what: str) -> str:
+    return f"Ray/MLflow changed: {what}; update raysweep/compat.py (and what uses it)"
+
+
+def test_ray_reads_the_uv_run_switch_that_raysweep_turns_off():
+    from ray._private import ray_constants
+
+    assert hasattr(ray_constants, compat.UV_RUN_HOOK_ENV), _says(f"ray_constants has no {compat.UV_RUN_HOOK_ENV}")
+    # raysweep is imported before Ray here (conftest), as in every raysweep process.
+    assert getattr(ray_constants, compat.UV_RUN_HOOK_ENV) is False, _says(
+        f"setting {compat.UV_RUN_HOOK_ENV}=0 before importing Ray no longer turns the uv run hook off")
+
+
+def test_the_job_config_variable_is_the_one_ray_hands_a_job_driver():
+    from ray._private.runtime_env import constants
+
+    assert getattr(constants, "RAY_JOB_CONFIG_JSON_ENV_VAR", None) == compat.JOB_CONFIG_ENV, _says(
+        "a job's driver no longer finds its job config in RAY_JOB_CONFIG_JSON_ENV_VAR (remote.job_env_vars)")
+    assert compat.job_config_json({compat.JOB_CONFIG_ENV: "{}"}) == "{}"
+    assert compat.job_config_json({}) is None
+
+
+def test_train_placement_group_cleaner_logs_under_the_name_raysweep_quiets():
+    import importlib
+
+    module = importlib.import_module(compat.TRAIN_PG_CLEANER_LOGGER)
+    assert module.logger.name == compat.TRAIN_PG_CLEANER_LOGGER, _says("Train V2's placement-group cleaner logger moved")
+    compat.quiet_train_placement_group_cleaner()
+    assert logging.getLogger(compat.TRAIN_PG_CLEANER_LOGGER).level == logging.ERROR
+
+
+def test_tune_stops_gracefully_on_sigusr1_and_leaves_sigint_when_told():
+    from ray.tune import tune as tune_module
+
+    source = inspect.getsource(tune_module)  # its signal set-up, called by run()
+    assert compat.TUNE_SIGINT_ENV in source, _says(f"Tune no longer reads {compat.TUNE_SIGINT_ENV}")
+    assert "SIGUSR1" in source, _says("Tune no longer stops gracefully on SIGUSR1 (runtime.StopSignals)")
+    assert compat.TUNE_STOP_SIGNAL.name == "SIGUSR1"
+
+
+def test_tune_without_sigint_handler_sets_and_restores_the_switch(monkeypatch):
+    monkeypatch.setenv(compat.TUNE_SIGINT_ENV, "0")
+    with compat.tune_without_sigint_handler():
+        assert os.environ[compat.TUNE_SIGINT_ENV] == "1"
+    assert os.environ[compat.TUNE_SIGINT_ENV] == "0"
+    monkeypatch.delenv(compat.TUNE_SIGINT_ENV)
+    with compat.tune_without_sigint_handler():
+        pass
+    assert compat.TUNE_SIGINT_ENV not in os.environ
+
+
+def test_tune_environment_variables_raysweep_sets_are_still_read():
+    from ray.tune.constants import TUNE_ENV_VARS
+
+    for name in (compat.TUNE_SIGINT_ENV, compat.TUNE_CHECKPOINT_SYNC_WARN_ENV):
+        assert name in TUNE_ENV_VARS, _says(f"Ray Tune no longer reads {name}")
+
+
+def test_tune_records_a_trials_original_working_directory():
+    from ray.tune.trainable import trainable
+
+    assert compat.TUNE_ORIG_WORKING_DIR_ENV in inspect.getsource(trainable), _says(
+        f"Tune no longer sets {compat.TUNE_ORIG_WORKING_DIR_ENV} (config.CONF_DIR in a submitted job's trials)")
+    assert compat.trial_original_cwd({compat.TUNE_ORIG_WORKING_DIR_ENV: "/job"}) == "/job"
+
+
+def test_tune_result_file_and_train_checkpoint_key_are_what_raysweep_reads():
+    from ray.air.constants import EXPR_RESULT_FILE
+    from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
+
+    assert EXPR_RESULT_FILE == compat.TUNE_RESULT_FILE, _says("Tune's per-trial result file was renamed (resume backfill)")
+    assert CHECKPOINT_PATH_KEY == compat.TRAIN_CHECKPOINT_KEY, _says(
+        "TuneReportCallback reports Train checkpoints under another key (torch best_checkpoint)")
+
+
+def test_mlflow_logger_callback_takes_what_the_driver_adapter_passes():
+    from ray.air.integrations.mlflow import MLflowLoggerCallback, setup_mlflow
+
+    init = inspect.signature(MLflowLoggerCallback.__init__).parameters
+    for name in ("tracking_uri", "registry_uri", "experiment_name", "tags"):
+        assert name in init, _says(f"MLflowLoggerCallback.__init__ lost {name!r} (tracking/driver.py)")
+    for hook in ("setup", "log_trial_start", "log_trial_result", "log_trial_end", "on_experiment_end"):
+        assert callable(getattr(MLflowLoggerCallback, hook, None)), _says(f"Tune's logger hook {hook} is gone")
+    params = inspect.signature(setup_mlflow).parameters
+    for name in ("tracking_uri", "registry_uri", "experiment_id", "run_name", "tags", "rank_zero_only"):
+        assert name in params, _says(f"setup_mlflow lost {name!r} (tracking/worker.py)")
+
+
+def test_system_metrics_monitor_samples_into_a_run(tracking_uri):
+    client = MlflowClient(tracking_uri)
+    run_id = client.create_run(client.create_experiment("sysmetrics")).info.run_id
+    monitor = compat.system_metrics_monitor(run_id, tracking_uri, interval_s=0.2)
+    time.sleep(1.5)
+    monitor.finish()
+    client.set_terminated(run_id)
+    logged = client.get_run(run_id).data.metrics
+    assert any(key.startswith("system/") for key in logged), _says(
+        f"SystemMetricsMonitor logged no system/* metric ({sorted(logged)[:5]})")
+
+
+def test_mlflow_store_restores_uris_and_environment_exactly(tmp_path, monkeypatch):
+    before = f"sqlite:///{tmp_path / 'before.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", before)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    mlflow.set_tracking_uri(before)
+    sweep_store, registry = f"sqlite:///{tmp_path / 'sweep.db'}", f"sqlite:///{tmp_path / 'registry.db'}"
+    with compat.mlflow_store(sweep_store, registry):
+        assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (sweep_store, registry)
+    assert mlflow.get_tracking_uri() == before
+    assert "MLFLOW_REGISTRY_URI" not in os.environ, _says("set_registry_uri's environment variable outlived the sweep")
+    # "No registry set" came back: the registry follows the tracking URI again.
+    later = f"sqlite:///{tmp_path / 'later.db'}"
+    mlflow.set_tracking_uri(later)
+    assert mlflow.get_registry_uri() == later, _says("the registry URI stays pinned after mlflow_store")
+
+
+def test_global_tracking_uri_swaps_and_restores(tmp_path):
+    previous = mlflow.get_tracking_uri()
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    with compat.global_tracking_uri(other):
+        assert mlflow.get_tracking_uri() == other
+    assert mlflow.get_tracking_uri() == previous
+
+
+def test_sqlite_registry_still_resolves_logged_models_through_the_global_uri(tmp_path):
+    """The reason for global_tracking_uri: if this starts passing without the swap, the swap can go."""
+    from mlflow.entities import LoggedModelStatus
+
+    dst_uri = f"sqlite:///{tmp_path / 'dst.db'}"
+    dst = MlflowClient(tracking_uri=dst_uri, registry_uri=dst_uri)
+    model = dst.create_logged_model(dst.create_experiment("copies"), name="model")
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "MLmodel").write_text("flavors: {}\n")
+    dst.log_model_artifacts(model.model_id, str(tmp_path / "files"))
+    dst.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    dst.create_registered_model("copied")
+    with compat.global_tracking_uri(dst_uri):
+        version = dst.create_model_version("copied", source=f"models:/{model.model_id}", model_id=model.model_id)
+    assert version.version == 1 or version.version == "1"
+    with pytest.raises(Exception):  # noqa: B017 - any error: MLflow looks the model up in the wrong store
+        dst.create_model_version("copied", source=f"models:/{model.model_id}", model_id=model.model_id)
