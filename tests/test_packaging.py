@@ -9,7 +9,7 @@ import sys
 import pytest
 from mlflow import MlflowClient
 
-from raysweep import promotion, registry
+from raysweep import ensemble, promotion, ranking, registry
 from raysweep.__main__ import SUBCOMMANDS, main
 from raysweep.errors import RaySweepError
 from raysweep.reproduce import parse_param
@@ -33,13 +33,13 @@ from raysweep.reproduce import parse_param
     ],
 )
 def test_is_better(challenger, champion, mode, margin, better):
-    assert promotion.is_better(challenger, champion, mode, margin) is better
+    assert ranking.is_better(challenger, champion, mode, margin) is better
 
 
 @pytest.mark.parametrize("mode, margin", [("max", -0.1), ("maximise", 0.0)])
 def test_is_better_rejects_bad_rules(mode, margin):
     with pytest.raises(ValueError):
-        promotion.is_better(0.9, 0.8, mode, margin)
+        ranking.is_better(0.9, 0.8, mode, margin)
 
 
 @pytest.mark.parametrize(
@@ -91,11 +91,32 @@ def test_every_subcommand_resolves_to_a_function(name):
         (["reproduce", "runs:/abc/model"], "names no registered model version"),
         (["copy", "models:/nope@champion", "prod"], "models:/nope@champion does not exist"),
         (["promote", "nope", "--data", "missing.yaml"], "data file"),
+        (["analyse", "--experiment", "nope"], "no MLflow experiment 'nope'"),
+        (["analyse"], "the MLflow store holds no sweep"),
+        (["analyse", "--parent-run-id", "nope"], "no MLflow run 'nope'"),
+        (["ensemble", "nope"], "no ensemble config 'nope'"),
+        (["ensemble", "fraud-ensemble", "--member", "rf"], "--member takes KEY=models:/NAME@ALIAS"),
     ],
 )
 def test_subcommand_errors_are_one_line_exit_2(args, fragment, tracking_uri, capsys, monkeypatch):
     MlflowClient(tracking_uri).search_experiments()  # an existing, empty store
     _one_line_exit_2(args, fragment, capsys, monkeypatch)
+
+
+def test_ensemble_config_names_the_model_and_its_members():
+    spec = ensemble.load_spec("fraud")
+    assert spec.registered_model == "fraud-ensemble"
+    assert list(spec.members) == ["random_forest", "gradient_boosting"]  # the first member's sweep gives the data
+    assert all(registry.parse_model_uri(uri)[1] == "champion" for uri in spec.members.values())
+    # `raysweep ensemble fraud-ensemble` (the model a config builds) finds the same config.
+    assert ensemble.load_spec("fraud-ensemble") == spec
+
+
+def test_a_malformed_ensemble_config_is_one_line(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("registered_model: mine\nmembrs:\n  rf: models:/fraud-rf@champion\n")
+    with pytest.raises(RaySweepError, match=r"needs registered_model: NAME and members.*unknown keys: membrs"):
+        ensemble.load_spec(str(path))
 
 
 def test_a_missing_store_is_refused_not_created(tmp_path, tracking_uri, capsys, monkeypatch):

@@ -27,7 +27,8 @@ from mlflow import MlflowClient
 from conftest import SMOKE, STRONG, WEAK, sweep_into, use_store
 from raysweep import analysis, ensemble, packaging, promotion, registry
 from raysweep.errors import RaySweepError
-from raysweep.sweep import free_port
+from raysweep.runtime import free_port
+from raysweep.tracking import tags as tag_names
 
 pytestmark = pytest.mark.slow
 
@@ -53,9 +54,11 @@ def models(ray_address, module_store, tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", module_store)
         mlflow.set_tracking_uri(module_store)
         client = MlflowClient(module_store)
-        dataset = analysis.validation_data(client.get_run(strong.summary.parent_run_id))
+        dataset = analysis.validation_data(client, client.get_run(strong.summary.parent_run_id))
         _register_tiny_mlp(client, dataset, tmp_path_factory.mktemp("mlp"))
-        ensemble.build(client, ENSEMBLE)
+        spec = ensemble.load_spec("fraud")  # conf/ensemble/fraud.yaml: the fraud-rf and fraud-hgb champions
+        assert spec.registered_model == ENSEMBLE
+        ensemble.build(client, ENSEMBLE, spec.members)
     return dataset
 
 
@@ -106,7 +109,7 @@ def test_cli_gate_promotes_a_better_challenger_and_records_the_decision(models):
     assert registry.champion_version(client, RF) == "1"
     v1 = client.get_model_version(RF, "1")
     tags = v1.tags
-    assert tags[promotion.STATUS_TAG] == "passed"
+    assert tags[tag_names.VALIDATION_STATUS_TAG] == "passed"
     assert tags["validation_metric"] == "val_auc" and tags["validation_champion_version"] == "2"
     # Both were scored on the sweep's own validation split: the champion's value is what the test computes on it,
     # and the challenger's is the best val_auc its trial recorded (the registered checkpoint is its best).
@@ -128,7 +131,7 @@ def test_gate_keeps_the_champion_against_a_worse_challenger(models):
     assert decision.status == "failed" and not decision.promoted
     assert registry.champion_version(client, RF) == "1"
     tags = client.get_model_version(RF, "2").tags
-    assert tags[promotion.STATUS_TAG] == "failed"
+    assert tags[tag_names.VALIDATION_STATUS_TAG] == "failed"
     assert float(tags["validation_challenger_value"]) == decision.challenger_value == _auc("2", models)
     assert decision.challenger_value < decision.champion_value
     assert "gate failed" in client.get_model_version(RF, "2").description
@@ -156,7 +159,7 @@ def test_force_promotes_a_worse_challenger_and_rollback_restores_the_champion(mo
     _aliases(client, champion="1", challenger="2")
     decision = promotion.gate(client, RF, models, force=True, by="bob", reason="hotfix")
     assert decision.status == "forced" and registry.champion_version(client, RF) == "2"
-    assert client.get_model_version(RF, "2").tags[promotion.STATUS_TAG] == "forced"
+    assert client.get_model_version(RF, "2").tags[tag_names.VALIDATION_STATUS_TAG] == "forced"
 
     out = _cli("rollback", RF, "--by", "carol", "--reason", "forced model misbehaves")
     assert out.returncode == 0, out.stderr[-2000:]
@@ -181,7 +184,7 @@ def test_stage_only_model_gets_one_line_and_nothing_is_written(models):
     for version in ("1", "2"):
         assert not any(k.startswith("validation_") for k in client.get_model_version("fraud-legacy", version).tags)
     with pytest.raises(RaySweepError, match="only registry stages"):
-        promotion.rollback(client, "fraud-legacy", by="x")
+        registry.rollback(client, "fraud-legacy", by="x")
 
 
 def test_gate_refuses_what_it_cannot_decide_and_writes_nothing(models):
@@ -210,9 +213,9 @@ def test_copy_within_a_registry_and_to_another_registry(models, tmp_path, tracki
 
     staging = promotion.copy_version(client, f"models:/{RF}@champion", "fraud-rf-staging")
     assert staging.source == f"models:/{RF}/1"  # the same artifacts, resolved through the source version
-    assert staging.tags[promotion.COPIED_FROM_TAG] == f"models:/{RF}/1"
+    assert staging.tags[tag_names.COPIED_FROM_TAG] == f"models:/{RF}/1"
     assert not any(k.startswith(("validation_", "raysweep.promot", "raysweep.previous")) for k in staging.tags)
-    assert staging.tags[registry.PARENT_TAG] == src.tags[registry.PARENT_TAG]
+    assert staging.tags[tag_names.VERSION_PARENT_TAG] == src.tags[tag_names.VERSION_PARENT_TAG]
     client.set_registered_model_alias("fraud-rf-staging", "candidate", staging.version)
 
     prod_uri = f"sqlite:///{tmp_path / 'prod.db'}"
@@ -220,13 +223,13 @@ def test_copy_within_a_registry_and_to_another_registry(models, tmp_path, tracki
     assert out.returncode == 0, out.stderr[-2000:]
     prod = MlflowClient(prod_uri, prod_uri)
     copy = prod.get_model_version("fraud-rf-prod", "1")
-    assert copy.tags[promotion.COPIED_FROM_TAG] == f"models:/fraud-rf-staging/{staging.version}"
-    assert copy.tags[promotion.COPIED_FROM_REGISTRY_TAG] == mlflow.get_tracking_uri()
+    assert copy.tags[tag_names.COPIED_FROM_TAG] == f"models:/fraud-rf-staging/{staging.version}"
+    assert copy.tags[tag_names.COPIED_FROM_REGISTRY_TAG] == mlflow.get_tracking_uri()
     assert copy.tags["raysweep.source_run_id"] == src.run_id
     # The files were logged into the other store as a LoggedModel of its own.
     assert copy.source.startswith("models:/m-")
     logged = prod.get_logged_model(copy.source.removeprefix("models:/"))
-    assert logged.tags[promotion.COPIED_FROM_TAG] == copy.tags[promotion.COPIED_FROM_TAG]
+    assert logged.tags[tag_names.COPIED_FROM_TAG] == copy.tags[tag_names.COPIED_FROM_TAG]
     try:
         mlflow.set_tracking_uri(prod_uri)
         served = mlflow.pyfunc.load_model("models:/fraud-rf-prod/1").predict(models.X_val)
@@ -241,7 +244,7 @@ def test_copy_within_a_registry_and_to_another_registry(models, tmp_path, tracki
 def test_ensemble_averages_its_members_and_labels_at_the_threshold(models):
     client = MlflowClient()
     version = client.get_model_version_by_alias(ENSEMBLE, registry.CHAMPION)
-    members = dict(item.split("=", 1) for item in version.tags[ensemble.MEMBERS_TAG].split(","))
+    members = dict(item.split("=", 1) for item in version.tags[tag_names.MEMBERS_TAG].split(","))
     assert set(members) == {"random_forest", "gradient_boosting"}
     assert members["gradient_boosting"].startswith(f"models:/{HGB}/")
 
@@ -259,7 +262,7 @@ def test_ensemble_averages_its_members_and_labels_at_the_threshold(models):
     assert low["is_fraud"].sum() > default["is_fraud"].sum(), "the threshold moved no label"
     # Columns in another order reach the members in training order.
     np.testing.assert_allclose(model.predict(X[X.columns[::-1]])["fraud_probability"], expected, atol=1e-12)
-    assert float(version.tags[registry.VALUE_TAG]) == pytest.approx(
+    assert float(version.tags[tag_names.VALUE_TAG]) == pytest.approx(
         registry.evaluate(f"models:/{ENSEMBLE}@champion", X, models.y_val)["val_auc"], abs=1e-12)
 
 

@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from conftest import SMOKE, sweep_into, use_store
 from raysweep import analysis, registry
 from raysweep.tracking.tags import CHECKPOINT_TAG, PARENT_ROLE, ROLE_TAG, TRIAL_ID_TAG
+from raysweep.tracking import tags as tag_names
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +77,7 @@ def test_parent_names_the_best_child_which_tops_search_runs(first_sweep):
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
         order_by=["metrics.val_auc DESC"],
     ).iloc[0]
-    assert parent.data.tags[analysis.BEST_RUN_TAG] == top["run_id"]
+    assert parent.data.tags[tag_names.BEST_RUN_TAG] == top["run_id"]
     assert parent.data.metrics["best_val_auc"] == pytest.approx(top["metrics.val_auc"])
     assert parent.data.params["best.max_depth"] == top["params.max_depth"]
 
@@ -88,8 +89,8 @@ def test_best_child_is_registered_with_both_aliases(first_sweep):
     challenger = client.get_model_version_by_alias(MODEL, "challenger")
     assert str(champion.version) == str(challenger.version) == "1"
     assert champion.run_id == best
-    assert champion.tags[registry.PARENT_TAG] == first_sweep.summary.parent_run_id
-    assert float(champion.tags[registry.VALUE_TAG]) == pytest.approx(first_sweep.summary.best_value)
+    assert champion.tags[tag_names.VERSION_PARENT_TAG] == first_sweep.summary.parent_run_id
+    assert float(champion.tags[tag_names.VALUE_TAG]) == pytest.approx(first_sweep.summary.best_value)
     assert "val_auc=" in champion.description
     # Logging the model re-opened the best child; it is FINISHED again.
     assert client.get_run(best).info.status == "FINISHED"

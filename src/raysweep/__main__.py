@@ -1,6 +1,6 @@
 """``python -m raysweep +sweep=NAME [overrides]``: the Hydra entry point; wiring only.
 
-``python -m raysweep submit|promote|rollback|copy|ensemble|reproduce ...`` go to their modules before Hydra
+``python -m raysweep submit|analyse|promote|rollback|copy|ensemble|reproduce ...`` go to their modules before Hydra
 (:data:`SUBCOMMANDS`).
 """
 
@@ -39,6 +39,7 @@ def _app(cfg: DictConfig) -> None:
 #: ``raysweep COMMAND ...``: commands other than running a sweep (no Hydra), as ``module:function(argv) -> exit status``.
 SUBCOMMANDS = {
     "submit": "raysweep.submit:main",
+    "analyse": "raysweep.cli:analyse",
     "promote": "raysweep.cli:promote",
     "rollback": "raysweep.cli:rollback",
     "copy": "raysweep.cli:copy",

@@ -1,14 +1,16 @@
 """Read a finished (or interrupted) sweep back from MLflow and pick its best trial.
 
-Usable from Python (:func:`summarize`) and from the command line on an existing sweep::
+The first stage after the sweep (analysis -> registry -> promotion): it reads runs and writes the best trial
+onto the parent run, and imports nothing downstream. From Python: :func:`find_sweep`, :func:`summarize`,
+:func:`record_best`. From the command line, ``raysweep analyse`` (``python -m raysweep.analysis`` is an alias)::
 
-    python -m raysweep.analysis --experiment fraud-detection            # latest sweep, then register
-    python -m raysweep.analysis --parent-run-id 1f2e... --no-register
+    raysweep analyse                                   # the newest sweep in the store, then register
+    raysweep analyse --experiment NAME                 # that experiment's latest sweep
+    raysweep analyse --parent-run-id 1f2e... --no-register
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import dataclass, field
@@ -16,18 +18,20 @@ from typing import TYPE_CHECKING
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from raysweep.errors import RaySweepError
-from raysweep.tracking.parent import end_orphans
-from raysweep.tracking.tags import PARENT_ROLE, ROLE_TAG
+from raysweep.tracking import queries
+from raysweep.tracking.tags import BEST_RUN_NAME_TAG, BEST_RUN_TAG, ERROR_TAG, PARETO_TAG, RUN_NAME
 
 if TYPE_CHECKING:
     import pandas as pd
+    from mlflow.entities import Run
 
-BEST_RUN_TAG = "raysweep.best_run_id"
+#: Parent-run artifact listing the Pareto front of a multi-objective sweep.
 PARETO_ARTIFACT = "pareto_front.json"
 _OBJECTIVE_PARAM = "search_alg.objectives."
+#: The ``search_runs`` column of a trial's run name.
+_RUN_NAME_COLUMN = f"tags.{RUN_NAME}"
 
 
 @dataclass(frozen=True)
@@ -67,45 +71,29 @@ class SweepSummary:
         return self.trials["status"].value_counts().to_dict()
 
 
-def find_sweep(client: MlflowClient, experiment_name: str, parent_run_id: str | None = None):
-    """Return the parent run of a sweep: the given id, or the latest sweep of the experiment.
+def find_sweep(client: MlflowClient, experiment_name: str | None = None, parent_run_id: str | None = None) -> Run:
+    """The parent run of a sweep: the given id, the latest sweep of an experiment, or the newest in the store.
+
+    Args:
+        client: Client bound to the tracking store.
+        experiment_name: Experiment whose latest sweep to take; ``None`` takes the newest sweep of any
+            experiment in the store.
+        parent_run_id: A sweep's parent run id; wins over ``experiment_name``.
 
     Raises:
-        RaySweepError: The experiment or run does not exist, or the run is not a sweep's parent.
+        RaySweepError: The experiment or run does not exist, the run is not a sweep's parent, or there is no sweep.
     """
-    if parent_run_id:
-        try:
-            run = client.get_run(parent_run_id)
-        except Exception:
-            raise RaySweepError(f"no MLflow run {parent_run_id!r}; pass the parent run id of a sweep") from None
-        if run.data.tags.get(ROLE_TAG) != PARENT_ROLE:
-            raise RaySweepError(f"run {parent_run_id!r} is not a raysweep sweep's parent run; pass the parent's id")
-        return run
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        raise RaySweepError(f"no MLflow experiment {experiment_name!r}; run a sweep first or check MLFLOW_TRACKING_URI")
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`{ROLE_TAG}` = '{PARENT_ROLE}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not runs:
-        raise RaySweepError(f"experiment {experiment_name!r} has no sweep; run one with python -m raysweep +sweep=NAME")
-    return runs[0]
-
-
-def trials(experiment_id: str, parent_run_id: str, metric: str, mode: str) -> pd.DataFrame:
-    """All child runs of a sweep, best first, as ``mlflow.search_runs`` returns them."""
-    import mlflow
-
-    order = "DESC" if mode == "max" else "ASC"
-    return mlflow.search_runs(
-        experiment_ids=[experiment_id],
-        filter_string=f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent_run_id}'",
-        order_by=[f"metrics.`{metric}` {order}", "attributes.start_time ASC"],
-        max_results=100_000,
-    )
+    if parent_run_id or experiment_name:
+        return queries.find_sweep(client, experiment_name, parent_run_id)
+    # One query per experiment: a store holds a handful, and each query is the one queries.sweeps writes.
+    latest = [
+        run for experiment in client.search_experiments()
+        for run in queries.sweeps(client, experiment.experiment_id, max_results=1)
+    ]
+    if not latest:
+        raise RaySweepError("the MLflow store holds no sweep; run one with python -m raysweep +sweep=NAME "
+                            "or check MLFLOW_TRACKING_URI")
+    return max(latest, key=lambda run: run.info.start_time)
 
 
 def summarize(client: MlflowClient, parent) -> SweepSummary:
@@ -120,7 +108,7 @@ def summarize(client: MlflowClient, parent) -> SweepSummary:
     """
     params = parent.data.params
     metric, mode = params["sweep.metric"], params["sweep.mode"]
-    frame = trials(parent.info.experiment_id, parent.info.run_id, metric, mode)
+    frame = queries.children_frame(parent.info.experiment_id, parent.info.run_id, metric, mode)
     column = f"metrics.{metric}"
     finished = frame[frame["status"] == "FINISHED"] if len(frame) else frame
     if column in finished:
@@ -128,7 +116,7 @@ def summarize(client: MlflowClient, parent) -> SweepSummary:
     if len(finished) == 0 or column not in finished:
         raise RaySweepError(
             f"sweep {parent.info.run_name!r} has no finished trial reporting {metric!r} "
-            f"({len(frame)} trial runs); see the failed child runs' raysweep.error tag"
+            f"({len(frame)} trial runs); see the failed child runs' {ERROR_TAG} tag"
         )
     best = finished.iloc[0]
     best_params = {c[len("params."):]: best[c] for c in frame.columns if c.startswith("params.") and isinstance(best[c], str)}
@@ -139,7 +127,7 @@ def summarize(client: MlflowClient, parent) -> SweepSummary:
         metric=metric,
         mode=mode,
         best_run_id=best["run_id"],
-        best_run_name=best.get("tags.mlflow.runName", best["run_id"]),
+        best_run_name=best.get(_RUN_NAME_COLUMN, best["run_id"]),
         best_value=float(best[column]),
         best_params=best_params,
         trials=frame,
@@ -166,19 +154,20 @@ def pareto_front(frame: pd.DataFrame, objectives: dict[str, str]) -> pd.DataFram
     return rows[keep]
 
 
-def validation_data(parent):
+def validation_data(client: MlflowClient, parent: Run):
     """Rebuild the data a sweep trained on from the config recorded on its parent run.
+
+    Args:
+        client: Client bound to the sweep's tracking store (the config is read through it, not through MLflow's
+            process-wide tracking URI).
+        parent: The sweep's parent run.
 
     Returns:
         The :class:`raysweep.data.Dataset` (same generator seed or file, same split).
     """
-    import mlflow
-    from omegaconf import OmegaConf
-
     from raysweep import data
 
-    config = OmegaConf.create(mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/config.yaml"))
-    return data.load(config.data)
+    return data.load(queries.parent_config(client, parent.info.run_id).data)
 
 
 def record_best(client: MlflowClient, summary: SweepSummary) -> None:
@@ -192,17 +181,17 @@ def record_best(client: MlflowClient, summary: SweepSummary) -> None:
         summary.parent_run_id,
         metrics=[Metric(f"best_{summary.metric}", value, _now_ms(), 0)],
         params=params,
-        tags=[RunTag(BEST_RUN_TAG, summary.best_run_id), RunTag("raysweep.best_run_name", summary.best_run_name)],
+        tags=[RunTag(BEST_RUN_TAG, summary.best_run_id), RunTag(BEST_RUN_NAME_TAG, summary.best_run_name)],
     )
     if summary.extra_objectives:
         front = summary.pareto
-        columns = ["run_id", "tags.mlflow.runName", *(f"metrics.{m}" for m in summary.objectives)]
+        columns = ["run_id", _RUN_NAME_COLUMN, *(f"metrics.{m}" for m in summary.objectives)]
         columns += [c for c in front.columns if c.startswith("params.")]
         client.log_dict(summary.parent_run_id, {
             "objectives": summary.objectives,
             "trials": front[[c for c in columns if c in front.columns]].to_dict(orient="records"),
         }, PARETO_ARTIFACT)
-        client.set_tag(summary.parent_run_id, "raysweep.pareto_front", ",".join(front["run_id"]))
+        client.set_tag(summary.parent_run_id, PARETO_TAG, ",".join(front["run_id"]))
 
 
 def _now_ms() -> int:
@@ -212,39 +201,13 @@ def _now_ms() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: summarize an existing sweep, register its best model (unless ``--no-register``), redraw its report."""
-    import os
+    """``python -m raysweep.analysis [ARGS]``: an alias of ``raysweep analyse [ARGS]``; returns the exit status."""
+    import importlib
 
-    import mlflow
-
-    parser = argparse.ArgumentParser(prog="python -m raysweep.analysis", description=main.__doc__)
-    parser.add_argument("--experiment", default=os.environ.get("MLFLOW_EXPERIMENT_NAME", "fraud-detection"),
-                        help="experiment whose latest sweep to analyse (default: %(default)s)")
-    parser.add_argument("--parent-run-id", help="analyse this sweep instead of the latest one")
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
-                        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or %(default)s)")
-    parser.add_argument("--no-register", action="store_true", help="only print the best trial")
-    args = parser.parse_args(argv)
-
-    from raysweep import registry, report
-
-    try:
-        mlflow.set_tracking_uri(args.tracking_uri)
-        client = MlflowClient(args.tracking_uri, os.environ.get("MLFLOW_REGISTRY_URI"))
-        parent = find_sweep(client, args.experiment, args.parent_run_id)
-        if end_orphans(client, parent):
-            print(f"raysweep: sweep {parent.info.run_name!r} had lost its driver; its open runs are now KILLED",
-                  file=sys.stderr)
-            parent = client.get_run(parent.info.run_id)
-        summary = summarize(client, parent)
-        record_best(client, summary)
-        registration = None if args.no_register else registry.register_best(client, parent, summary)
-        report.log_report(client, summary, registration)
-    except RaySweepError as e:
-        print(f"raysweep: {e}", file=sys.stderr)
-        return 2
-    print(format_summary(summary, registration))
-    return 0
+    # The command line sits above this module (cli -> analysis -> registry), so it is looked up by name when
+    # the alias runs rather than imported here, which would point the flow back up.
+    cli = importlib.import_module("raysweep.cli")
+    return cli.analyse(sys.argv[1:] if argv is None else argv)
 
 
 def format_summary(summary: SweepSummary, registration=None, look: str | None = None) -> str:

@@ -1,5 +1,7 @@
-"""Registry subcommands: ``raysweep promote|rollback|copy|ensemble|reproduce ...`` (argparse, no Hydra).
+"""Post-sweep subcommands: ``raysweep analyse|promote|rollback|copy|ensemble|reproduce ...`` (argparse, no Hydra).
 
+Wiring only: each parses its arguments, opens the store and calls one function of :mod:`raysweep.analysis`,
+:mod:`raysweep.registry`, :mod:`raysweep.promotion`, :mod:`raysweep.ensemble` or :mod:`raysweep.reproduce`.
 Each takes its own ``--help``. The store is ``MLFLOW_TRACKING_URI`` (default ``sqlite:///mlflow.db`` in the
 working directory) and the registry ``MLFLOW_REGISTRY_URI`` (default: the tracking store). A problem a user can
 fix prints one line ``raysweep: ...`` on stderr and exits 2.
@@ -19,21 +21,32 @@ from raysweep.errors import RaySweepError
 MISMATCH = 1
 
 
-def _client():
+def _tracking_uri() -> str:
+    from raysweep.remote import DEFAULT_TRACKING_URI
+
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+def _client(tracking_uri: str | None = None):
+    """A client of the store (``tracking_uri``, default ``MLFLOW_TRACKING_URI``) and registry, also set globally."""
     import mlflow
     from mlflow import MlflowClient
 
-    from raysweep.sweep import absolute_tracking_uri
+    from raysweep.remote import absolute_tracking_uri
 
-    tracking = absolute_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+    tracking = absolute_tracking_uri(tracking_uri or _tracking_uri())
     if tracking.startswith("sqlite:///") and not os.path.exists(tracking.removeprefix("sqlite:///")):
         # Opening a missing sqlite store would create an empty one; a typo should not leave files behind.
         raise RaySweepError(f"no MLflow store at {tracking}; set MLFLOW_TRACKING_URI or run a sweep first")
-    registry_uri = os.environ.get("MLFLOW_REGISTRY_URI") or None
+    registry_uri = _env_registry_uri()
     mlflow.set_tracking_uri(tracking)
     if registry_uri:
         mlflow.set_registry_uri(registry_uri)
     return MlflowClient(tracking, registry_uri)
+
+
+def _env_registry_uri() -> str | None:
+    return os.environ.get("MLFLOW_REGISTRY_URI") or None
 
 
 def _run(parser: argparse.ArgumentParser, argv: list[str], action: Callable[[argparse.Namespace], int]) -> int:
@@ -50,6 +63,43 @@ def _who() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+def analyse(argv: list[str]) -> int:
+    """``raysweep analyse``: summarize a finished sweep, register its best model, store its report."""
+    parser = argparse.ArgumentParser(
+        prog="raysweep analyse",
+        description="Read a sweep back from MLflow (the newest one, an experiment's latest, or --parent-run-id), "
+                    "end its runs KILLED if its driver died, record the best trial on the parent run, register "
+                    "its model (unless --no-register), store the report (plots, summary.md) on the parent run "
+                    "and print the summary. `python -m raysweep.analysis` is the same command.",
+    )
+    parser.add_argument("--experiment", default=os.environ.get("MLFLOW_EXPERIMENT_NAME") or None,
+                        help="experiment whose latest sweep to analyse (default: MLFLOW_EXPERIMENT_NAME, else the "
+                             "newest sweep of any experiment in the store)")
+    parser.add_argument("--parent-run-id", help="analyse this sweep (its parent run id) instead of the latest one")
+    parser.add_argument("--tracking-uri", default=_tracking_uri(),
+                        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or %(default)s)")
+    parser.add_argument("--no-register", action="store_true", help="only record and print the best trial")
+
+    def action(args) -> int:
+        from raysweep import analysis, registry, report
+        from raysweep.tracking.parent import end_orphans
+
+        client = _client(args.tracking_uri)
+        parent = analysis.find_sweep(client, args.experiment, args.parent_run_id)
+        if end_orphans(client, parent):
+            print(f"raysweep: sweep {parent.info.run_name!r} had lost its driver; its open runs are now KILLED",
+                  file=sys.stderr)
+            parent = client.get_run(parent.info.run_id)
+        summary = analysis.summarize(client, parent)
+        analysis.record_best(client, summary)
+        registration = None if args.no_register else registry.register_best(client, parent, summary)
+        report.log_report(client, summary, registration)
+        print(analysis.format_summary(summary, registration))
+        return 0
+
+    return _run(parser, argv, action)
 
 
 def promote(argv: list[str]) -> int:
@@ -105,11 +155,11 @@ def rollback(argv: list[str]) -> int:
     parser.add_argument("--reason", default="", help="why, recorded on the restored version")
 
     def action(args) -> int:
-        from raysweep import promotion, registry
+        from raysweep import registry
 
         client = _client()
         current = registry.champion_version(client, args.name)
-        restored = promotion.rollback(client, args.name, by=args.by, reason=args.reason)
+        restored = registry.rollback(client, args.name, by=args.by, reason=args.reason)
         print(f"{args.name}: @champion v{current} -> v{restored} (rollback by {args.by})")
         return 0
 
@@ -131,12 +181,13 @@ def copy(argv: list[str]) -> int:
 
     def action(args) -> int:
         from raysweep import promotion
-        from raysweep.remote import redact
-        from raysweep.sweep import absolute_tracking_uri
+        from raysweep.remote import absolute_tracking_uri, redact
 
         client = _client()
         dst = absolute_tracking_uri(args.registry_uri) if args.registry_uri else None
-        copy = promotion.copy_version(client, args.src_uri, args.dest_name, dst)
+        # The source registry as this command resolved it, recorded on a copy in another store.
+        source = _env_registry_uri() or absolute_tracking_uri(_tracking_uri())
+        copy = promotion.copy_version(client, args.src_uri, args.dest_name, dst, source_registry_uri=source)
         where = f" in {redact(args.registry_uri)}" if args.registry_uri else ""
         print(f"{args.src_uri} -> models:/{copy.name}/{copy.version}{where}")
         return 0
@@ -145,28 +196,39 @@ def copy(argv: list[str]) -> int:
 
 
 def ensemble(argv: list[str]) -> int:
-    """``raysweep ensemble NAME``: register an ensemble of registered sklearn models."""
-    from raysweep.ensemble import DEFAULT_MEMBERS
+    """``raysweep ensemble CONFIG`` or ``raysweep ensemble MODEL --member KEY=URI ...``: register an ensemble."""
+    from raysweep.ensemble import available_specs
 
-    default = " ".join(f"{k}={v}" for k, v in DEFAULT_MEMBERS.items())
     parser = argparse.ArgumentParser(
         prog="raysweep ensemble",
-        description="Log and register an ensemble (median-imputing preprocessing, mean fraud probability of the "
-                    "members, a threshold inference param) as a new version of NAME with @challenger.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Log and register an ensemble of registered sklearn models (median-imputing preprocessing,\n"
+                    "mean fraud probability of the members, a threshold inference param) as a new version with\n"
+                    "@challenger (and @champion when the model has none). Its registered model and members come\n"
+                    "from a config, conf/ensemble/NAME.yaml (./conf first, then raysweep's), or from --member.",
+        epilog=f"configs: {', '.join(available_specs()) or 'none'}\n"
+               "examples:\n"
+               "  raysweep ensemble fraud            # conf/ensemble/fraud.yaml\n"
+               "  raysweep ensemble my-ensemble --member rf=models:/fraud-rf/3 --member hgb=models:/fraud-hgb@champion",
     )
-    parser.add_argument("name", nargs="?", default="fraud-ensemble", help="registered model (default: %(default)s)")
+    parser.add_argument("name", metavar="NAME",
+                        help="an ensemble config (conf/ensemble/NAME.yaml, a .yaml path, or the registered model "
+                             "a config builds); with --member, the registered model to add the ensemble to")
     parser.add_argument("--member", action="append", metavar="KEY=URI",
-                        help=f"a member model, repeatable (default: {default})")
+                        help="a member model KEY=models:/MODEL@ALIAS or models:/MODEL/VERSION, repeatable; "
+                             "given, no config is read")
 
     def action(args) -> int:
         from raysweep import ensemble as ensemble_mod
 
-        members = None
         if args.member:
             if not all("=" in m for m in args.member):
                 raise RaySweepError("--member takes KEY=models:/NAME@ALIAS")
-            members = dict(m.split("=", 1) for m in args.member)
-        print(f"registered  {ensemble_mod.build(_client(), args.name, members, by=_who())}")
+            name, members = args.name, dict(m.split("=", 1) for m in args.member)
+        else:
+            spec = ensemble_mod.load_spec(args.name)
+            name, members = spec.registered_model, spec.members
+        print(f"registered  {ensemble_mod.build(_client(), name, members, by=_who())}")
         return 0
 
     return _run(parser, argv, action)

@@ -1,31 +1,38 @@
-"""The promotion path of a registered model: a validation gate, rollback, and copies between registries.
+"""The promotion path of a registered model: a validation gate, and copies between registries.
 
 :func:`gate` evaluates ``@challenger`` and ``@champion`` on the same held-out data, moves ``@champion`` only
 when the challenger is better by a margin (or when forced), and records the decision as version tags and in the
-challenger's description. Aliases only: MLflow's registry stages are deprecated, and a model that has nothing
-but stages gets one line saying how to set aliases. :func:`copy_version` copies a version to another
-registered model, in the same registry or in another one.
+challenger's description; :func:`raysweep.registry.rollback` undoes a promotion. Aliases only: MLflow's registry
+stages are deprecated, and a model that has nothing but stages gets one line saying how to set aliases.
+:func:`copy_version` copies a version to another registered model, in the same registry or in another one.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from mlflow import MlflowClient
 
 from raysweep import registry
+from raysweep.compat import global_tracking_uri
 from raysweep.errors import RaySweepError
+from raysweep.ranking import is_better
 from raysweep.remote import redact
+from raysweep.tracking.tags import (
+    COPIED_FROM_REGISTRY_TAG,
+    COPIED_FROM_TAG,
+    HISTORY_TAG_PREFIXES,
+    METRIC_TAG,
+    MODE_TAG,
+    SOURCE_RUN_TAG,
+    VALIDATION_PREFIX,
+    VALIDATION_STATUS_TAG,
+    VERSION_PARENT_TAG,
+)
 
-#: Version tags of a gate decision, written on the challenger.
-STATUS_TAG = "validation_status"
+#: The gate's outcomes (``validation_status`` on the challenger; the other ``validation_*`` tags hold what it compared).
 PASSED, FAILED, FORCED = "passed", "failed", "forced"
-#: Tags that describe a version's place in its own model's history; a copy elsewhere does not inherit them.
-_HISTORY_TAG_PREFIXES = ("validation_", "raysweep.promot", "raysweep.previous_champion", "raysweep.copied_")
-COPIED_FROM_TAG = "raysweep.copied_from"
-COPIED_FROM_REGISTRY_TAG = "raysweep.copied_from_registry"
 
 
 @dataclass(frozen=True)
@@ -52,19 +59,19 @@ class Decision:
 
     @property
     def tags(self) -> dict[str, str]:
-        """The version tags recording the decision on the challenger."""
-        return {
-            STATUS_TAG: self.status,
-            "validation_metric": self.metric,
-            "validation_mode": self.mode,
-            "validation_challenger_value": repr(self.challenger_value),
-            "validation_champion_value": repr(self.champion_value),
-            "validation_champion_version": self.champion,
-            "validation_margin": repr(self.margin),
-            "validation_date": self.decided_at,
-            "validation_by": self.by,
-            "validation_reason": self.reason,
+        """The version tags recording the decision on the challenger (``validation_status``, ``validation_...``)."""
+        recorded = {
+            "metric": self.metric,
+            "mode": self.mode,
+            "challenger_value": repr(self.challenger_value),
+            "champion_value": repr(self.champion_value),
+            "champion_version": self.champion,
+            "margin": repr(self.margin),
+            "date": self.decided_at,
+            "by": self.by,
+            "reason": self.reason,
         }
+        return {VALIDATION_STATUS_TAG: self.status, **{VALIDATION_PREFIX + key: value for key, value in recorded.items()}}
 
     def __str__(self) -> str:
         outcome = f"@champion -> v{self.challenger}" if self.promoted else f"@champion stays v{self.champion}"
@@ -76,71 +83,9 @@ class Decision:
         )
 
 
-def is_better(challenger: float, champion: float, mode: str, margin: float = 0.0) -> bool:
-    """Whether the challenger beats the champion by more than ``margin`` in the metric's direction.
-
-    Equal is not better, whatever the margin; a NaN on either side is never better.
-
-    Args:
-        challenger: The challenger's metric value.
-        champion: The champion's metric value on the same data.
-        mode: ``max`` (higher is better) or ``min``.
-        margin: How much better the challenger must be (>= 0, in the metric's units).
-    """
-    if margin < 0 or mode not in ("max", "min"):
-        raise ValueError(f"margin must be >= 0 and mode max or min, got {margin!r}, {mode!r}")
-    if math.isnan(challenger) or math.isnan(champion):
-        return False
-    gain = challenger - champion if mode == "max" else champion - challenger
-    return gain > margin
-
-
 def status(better: bool, force: bool) -> str:
     """``passed`` when better; ``forced`` when promoted anyway; else ``failed``."""
     return PASSED if better else FORCED if force else FAILED
-
-
-def require_aliases(client: MlflowClient, name: str, *aliases: str) -> dict[str, str]:
-    """Version behind each alias; fails with one line for a missing model or alias, or a stages-only model.
-
-    Returns:
-        ``{alias: version}``.
-
-    Raises:
-        RaySweepError: No such model; it uses only (deprecated) stages; an alias is not set.
-    """
-    import warnings
-
-    from mlflow.exceptions import MlflowException
-
-    try:
-        model = client.get_registered_model(name)
-    except MlflowException:
-        raise RaySweepError(f"no registered model {name!r}; check the name and MLFLOW_TRACKING_URI / "
-                            "MLFLOW_REGISTRY_URI") from None
-    found = {alias: str(version) for alias, version in (model.aliases or {}).items()}
-    if not found:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # reading current_stage warns that stages are deprecated
-            staged = sorted(
-                (int(mv.version), mv.current_stage)
-                for mv in client.search_model_versions(f"name = '{name}'")
-                if mv.current_stage not in (None, "", "None")
-            )
-        if staged:
-            listed = ", ".join(f"v{v} {stage}" for v, stage in staged)
-            raise RaySweepError(
-                f"{name} uses only registry stages ({listed}), which MLflow deprecated; raysweep uses aliases: "
-                f"set them with MlflowClient().set_registered_model_alias({name!r}, 'champion', VERSION) "
-                f"(and 'challenger'), then run this again"
-            )
-    missing = [alias for alias in aliases if alias not in found]
-    if missing:
-        raise RaySweepError(
-            f"{name} has no {', '.join('@' + a for a in missing)}; set it with "
-            f"MlflowClient().set_registered_model_alias({name!r}, {missing[0]!r}, VERSION)"
-        )
-    return {alias: found[alias] for alias in aliases}
 
 
 def held_out_data(client: MlflowClient, version, data_cfg=None):
@@ -155,13 +100,13 @@ def held_out_data(client: MlflowClient, version, data_cfg=None):
 
     if data_cfg is not None:
         return data.load(data_cfg)
-    parent_id = version.tags.get(registry.PARENT_TAG)
+    parent_id = version.tags.get(VERSION_PARENT_TAG)
     if not parent_id:
         raise RaySweepError(
-            f"{version.name} v{version.version} records no sweep ({registry.PARENT_TAG}); "
+            f"{version.name} v{version.version} records no sweep ({VERSION_PARENT_TAG}); "
             "pass the held-out data with --data FILE.yaml (a data config like conf/data/fraud.yaml)"
         )
-    return validation_data(client.get_run(parent_id))
+    return validation_data(client, client.get_run(parent_id))
 
 
 def gate(client: MlflowClient, name: str, dataset=None, *, margin: float = 0.0, force: bool = False,
@@ -196,13 +141,13 @@ def gate(client: MlflowClient, name: str, dataset=None, *, margin: float = 0.0, 
 
     if margin < 0:
         raise RaySweepError(f"--margin must be >= 0, got {margin}")
-    versions = require_aliases(client, name, registry.CHALLENGER, registry.CHAMPION)
+    versions = registry.require_aliases(client, name, registry.CHALLENGER, registry.CHAMPION)
     challenger, champion = versions[registry.CHALLENGER], versions[registry.CHAMPION]
     if challenger == champion:
         raise RaySweepError(f"{name}@challenger is already @champion (v{champion}); register a new version first")
     challenger_mv = client.get_model_version(name, challenger)
-    metric = challenger_mv.tags.get(registry.METRIC_TAG, "val_auc")
-    mode = challenger_mv.tags.get(registry.MODE_TAG, "max")
+    metric = challenger_mv.tags.get(METRIC_TAG, "val_auc")
+    mode = challenger_mv.tags.get(MODE_TAG, "max")
     if metric not in VALIDATION_METRICS:
         raise RaySweepError(f"{name} v{challenger} is ranked by {metric!r}, which a gate cannot recompute; "
                             f"use a sweep whose metric is one of {', '.join(VALIDATION_METRICS)}")
@@ -223,31 +168,12 @@ def gate(client: MlflowClient, name: str, dataset=None, *, margin: float = 0.0, 
         registry.promote(client, name, challenger, by=by, reason=f"gate {decision.status}: {reason}".rstrip(": "))
     for key, value in decision.tags.items():
         client.set_model_version_tag(name, challenger, key, value)
-    _append_description(client, name, challenger, str(decision))
+    registry.append_description(client, name, challenger, str(decision))
     return decision
 
 
-def rollback(client: MlflowClient, name: str, *, by: str, reason: str = "") -> str:
-    """Move ``@champion`` back to the version it replaced (see :func:`raysweep.registry.rollback`).
-
-    Raises:
-        RaySweepError: No model, a stages-only model, no champion or no recorded previous champion.
-    """
-    require_aliases(client, name, registry.CHAMPION)
-    current = registry.champion_version(client, name)
-    restored = registry.rollback(client, name, by=by, reason=reason)
-    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    _append_description(client, name, restored, f"{name}: rollback ({stamp}, by {by}): @champion v{current} -> "
-                                                 f"v{restored}" + (f"; {reason}" if reason else ""))
-    return restored
-
-
-def _append_description(client: MlflowClient, name: str, version: str, line: str) -> None:
-    current = client.get_model_version(name, version).description or ""
-    client.update_model_version(name, version, description=f"{current}\n\n{line}".strip())
-
-
-def copy_version(client: MlflowClient, src_uri: str, dst_name: str, registry_uri: str | None = None):
+def copy_version(client: MlflowClient, src_uri: str, dst_name: str, registry_uri: str | None = None, *,
+                 source_registry_uri: str | None = None):
     """Copy a registered version to a new version of ``dst_name``, in this registry or in another one.
 
     In one registry this is MLflow's ``copy_model_version`` (the copy points at the same model artifacts).
@@ -263,6 +189,9 @@ def copy_version(client: MlflowClient, src_uri: str, dst_name: str, registry_uri
         src_uri: ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``.
         dst_name: Destination registered model (created when missing).
         registry_uri: Another MLflow store; ``None`` copies within ``client``'s registry.
+        source_registry_uri: The registry ``client`` is bound to, recorded (without credentials) on a copy in
+            another store; default MLflow's process-wide registry URI (``MLFLOW_REGISTRY_URI``, else the
+            tracking URI).
 
     Returns:
         The new ``ModelVersion``.
@@ -276,12 +205,16 @@ def copy_version(client: MlflowClient, src_uri: str, dst_name: str, registry_uri
         target = MlflowClient(tracking_uri=registry_uri, registry_uri=registry_uri)
         copy = _copy_across(client, src, dst_name, target, registry_uri)
     for key in target.get_model_version(dst_name, copy.version).tags:
-        if key.startswith(_HISTORY_TAG_PREFIXES):
+        if key.startswith(HISTORY_TAG_PREFIXES):
             target.delete_model_version_tag(dst_name, copy.version, key)
     target.set_model_version_tag(dst_name, copy.version, COPIED_FROM_TAG, source)
     if registry_uri is not None:
+        if source_registry_uri is None:
+            import mlflow
+
+            source_registry_uri = mlflow.get_registry_uri()
         target.set_model_version_tag(dst_name, copy.version, COPIED_FROM_REGISTRY_TAG,
-                                     redact(getattr(client, "_registry_uri", "") or ""))
+                                     redact(source_registry_uri) or "")
     return target.get_model_version(dst_name, copy.version)
 
 
@@ -300,9 +233,9 @@ def _copy_across(client: MlflowClient, src, dst_name: str, dst: MlflowClient, ds
             pass  # the run is gone: the copy still needs a home
     experiment = dst.get_experiment_by_name(experiment_name)
     experiment_id = experiment.experiment_id if experiment else dst.create_experiment(experiment_name)
-    tags = {k: v for k, v in src.tags.items() if not k.startswith(_HISTORY_TAG_PREFIXES)}
+    tags = {k: v for k, v in src.tags.items() if not k.startswith(HISTORY_TAG_PREFIXES)}
     if src.run_id:
-        tags["raysweep.source_run_id"] = src.run_id
+        tags[SOURCE_RUN_TAG] = src.run_id
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=client.get_model_version_download_uri(src.name, src.version), dst_path=tmp
@@ -316,12 +249,7 @@ def _copy_across(client: MlflowClient, src, dst_name: str, dst: MlflowClient, ds
     except MlflowException as e:
         if e.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    # MLflow's sqlite registry looks the LoggedModel up through the global tracking URI (a TODO in its
-    # create_model_version), so point that at the destination while the version is created.
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(dst_uri)
-    try:
+    # MLflow's sqlite registry finds the new LoggedModel through the process-wide tracking URI, not dst's store.
+    with global_tracking_uri(dst_uri):
         return dst.create_model_version(dst_name, source=f"models:/{model.model_id}", tags=tags,
                                         description=src.description, model_id=model.model_id)
-    finally:
-        mlflow.set_tracking_uri(previous)

@@ -1,23 +1,42 @@
-"""Register a sweep's best trial in the MLflow model registry and move the ``challenger``/``champion`` aliases."""
+"""Register a sweep's best trial in the MLflow model registry and move the ``challenger``/``champion`` aliases.
+
+The stage after :mod:`raysweep.analysis` (whose :class:`~raysweep.analysis.SweepSummary` it takes) and before
+:mod:`raysweep.promotion` (which gates ``@champion`` through :func:`promote` and undoes it with :func:`rollback`).
+Aliases only: MLflow's registry stages are deprecated (:func:`require_aliases` says how to move off them).
+"""
 
 from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from mlflow import MlflowClient
 from mlflow.entities import RunTag
 
-from raysweep.analysis import SweepSummary
 from raysweep.errors import RaySweepError
-from raysweep.tracking.tags import CHECKPOINT_TAG, MODEL_URI_TAG
+from raysweep.ranking import is_better
+from raysweep.tracking.tags import (
+    CHECKPOINT_TAG,
+    METRIC_TAG,
+    MODE_TAG,
+    MODEL_URI_TAG,
+    PREVIOUS_CHAMPION_TAG,
+    PROMOTED_AT_TAG,
+    PROMOTED_BY_TAG,
+    PROMOTION_REASON_TAG,
+    VALUE_TAG,
+    VERSION_PARENT_TAG,
+    VERSION_SWEEP_TAG,
+    VERSION_TRIAL_TAG,
+)
+
+if TYPE_CHECKING:
+    from raysweep.analysis import SweepSummary
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
-PARENT_TAG = "raysweep.parent_run_id"
-METRIC_TAG = "raysweep.metric"
-VALUE_TAG = "raysweep.metric_value"
-MODE_TAG = "raysweep.mode"
 #: Column of a model's output table that holds fraud probabilities (the ensemble answers with a table).
 FRAUD_PROBABILITY = "fraud_probability"
 
@@ -71,7 +90,7 @@ def register_best(client: MlflowClient, parent, summary: SweepSummary) -> Regist
 def _existing_version(client: MlflowClient, name: str, summary: SweepSummary) -> str | None:
     versions = client.search_model_versions(f"name = '{name}' and run_id = '{summary.best_run_id}'")
     for mv in versions:
-        if mv.tags.get(PARENT_TAG) == summary.parent_run_id:
+        if mv.tags.get(VERSION_PARENT_TAG) == summary.parent_run_id:
             return str(mv.version)
     return None
 
@@ -87,7 +106,7 @@ def _log_model(client: MlflowClient, parent, summary: SweepSummary) -> str:
     checkpoint = best.data.tags.get(CHECKPOINT_TAG)
     if not checkpoint:
         raise RaySweepError(f"best trial {summary.best_run_name} recorded no checkpoint; its model cannot be registered")
-    trainer = trainables.get(parent.data.params["trainer.name"])
+    trainer = trainables.load(parent.data.params["trainer.name"])
     with tempfile.TemporaryDirectory() as tmp:
         local = _fetch_checkpoint(checkpoint, tmp)
         try:
@@ -115,9 +134,9 @@ def _register(client: MlflowClient, name: str, model_uri: str, summary: SweepSum
     import mlflow
 
     tags = {
-        PARENT_TAG: summary.parent_run_id,
-        "raysweep.sweep": summary.sweep_run_name,
-        "raysweep.trial": summary.best_run_name,
+        VERSION_PARENT_TAG: summary.parent_run_id,
+        VERSION_SWEEP_TAG: summary.sweep_run_name,
+        VERSION_TRIAL_TAG: summary.best_run_name,
         METRIC_TAG: summary.metric,
         VALUE_TAG: repr(summary.best_value),
         MODE_TAG: summary.mode,
@@ -200,37 +219,106 @@ def promote(client: MlflowClient, name: str, version: str | int, *, by: str, rea
     Returns:
         The previous champion's version, or ``None``.
     """
-    from datetime import datetime, timezone
-
     version = str(version)
     client.get_model_version(name, version)  # fails clearly when the version does not exist
     previous = champion_version(client, name)
     client.set_registered_model_alias(name, CHAMPION, version)
     tags = {
-        "raysweep.promoted_by": by,
-        "raysweep.promotion_reason": reason,
-        "raysweep.promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "raysweep.previous_champion": previous or "",
+        PROMOTED_BY_TAG: by,
+        PROMOTION_REASON_TAG: reason,
+        PROMOTED_AT_TAG: _now(),
+        PREVIOUS_CHAMPION_TAG: previous or "",
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     return previous
 
 
-def rollback(client: MlflowClient, name: str, *, by: str, reason: str) -> str:
-    """Move ``@champion`` back to the version it replaced; returns that version.
+def rollback(client: MlflowClient, name: str, *, by: str, reason: str = "") -> str:
+    """Move ``@champion`` back to the version it replaced, and note it in the restored version's description.
+
+    The move is a :func:`promote` (so the restored version records who, why and when, and the version it
+    replaced); the note ends the restored version's description, as a gate decision does.
+
+    Args:
+        client: Client bound to the registry.
+        name: Registered model name.
+        by: Who rolls back (recorded).
+        reason: Why (recorded).
+
+    Returns:
+        The restored version.
 
     Raises:
-        RaySweepError: There is no champion, or it records no previous champion.
+        RaySweepError: No such model, a stages-only model, no ``@champion``, or a champion that records no
+            previous champion.
     """
-    current = champion_version(client, name)
-    if current is None:
-        raise RaySweepError(f"{name} has no @champion to roll back")
-    previous = client.get_model_version(name, current).tags.get("raysweep.previous_champion")
+    current = require_aliases(client, name, CHAMPION)[CHAMPION]
+    previous = client.get_model_version(name, current).tags.get(PREVIOUS_CHAMPION_TAG)
     if not previous:
         raise RaySweepError(f"{name}@champion (v{current}) records no previous champion; promote a version instead")
     promote(client, name, previous, by=by, reason=f"rollback from v{current}: {reason}")
+    note = f"{name}: rollback ({_now()}, by {by}): @champion v{current} -> v{previous}"
+    append_description(client, name, previous, note + (f"; {reason}" if reason else ""))
     return previous
+
+
+def require_aliases(client: MlflowClient, name: str, *aliases: str) -> dict[str, str]:
+    """Version behind each alias; fails with one line for a missing model or alias, or a stages-only model.
+
+    Args:
+        client: Client bound to the registry.
+        name: Registered model name.
+        *aliases: The aliases that must be set.
+
+    Returns:
+        ``{alias: version}``.
+
+    Raises:
+        RaySweepError: No such model; it uses only (deprecated) stages; an alias is not set.
+    """
+    import warnings
+
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        raise RaySweepError(f"no registered model {name!r}; check the name and MLFLOW_TRACKING_URI / "
+                            "MLFLOW_REGISTRY_URI") from None
+    found = {alias: str(version) for alias, version in (model.aliases or {}).items()}
+    if not found:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # reading current_stage warns that stages are deprecated
+            staged = sorted(
+                (int(mv.version), mv.current_stage)
+                for mv in client.search_model_versions(f"name = '{name}'")
+                if mv.current_stage not in (None, "", "None")
+            )
+        if staged:
+            listed = ", ".join(f"v{v} {stage}" for v, stage in staged)
+            raise RaySweepError(
+                f"{name} uses only registry stages ({listed}), which MLflow deprecated; raysweep uses aliases: "
+                f"set them with MlflowClient().set_registered_model_alias({name!r}, 'champion', VERSION) "
+                f"(and 'challenger'), then run this again"
+            )
+    missing = [alias for alias in aliases if alias not in found]
+    if missing:
+        raise RaySweepError(
+            f"{name} has no {', '.join('@' + a for a in missing)}; set it with "
+            f"MlflowClient().set_registered_model_alias({name!r}, {missing[0]!r}, VERSION)"
+        )
+    return {alias: found[alias] for alias in aliases}
+
+
+def append_description(client: MlflowClient, name: str, version: str, line: str) -> None:
+    """Add ``line`` as a new paragraph at the end of a version's description (its human-readable history)."""
+    current = client.get_model_version(name, version).description or ""
+    client.update_model_version(name, version, description=f"{current}\n\n{line}".strip())
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def versions(client: MlflowClient, name: str):
@@ -244,9 +332,9 @@ def versions(client: MlflowClient, name: str):
             "run_id": mv.run_id,
             "metric": mv.tags.get(METRIC_TAG),
             "value": float(mv.tags[VALUE_TAG]) if VALUE_TAG in mv.tags else None,
-            "sweep": mv.tags.get("raysweep.sweep"),
-            "promoted_by": mv.tags.get("raysweep.promoted_by"),
-            "promotion_reason": mv.tags.get("raysweep.promotion_reason"),
+            "sweep": mv.tags.get(VERSION_SWEEP_TAG),
+            "promoted_by": mv.tags.get(PROMOTED_BY_TAG),
+            "promotion_reason": mv.tags.get(PROMOTION_REASON_TAG),
         }
         for mv in client.search_model_versions(f"name = '{name}'")
     ]
@@ -285,10 +373,14 @@ def compare(client: MlflowClient, name: str, dataset, aliases=(CHAMPION, CHALLEN
 
 
 def beats(summary: SweepSummary, champion_tags: dict[str, str]) -> bool:
-    """Whether a sweep's best value beats the metric recorded on the champion version.
+    """Whether a sweep's best value beats the metric recorded on the champion version (:func:`raysweep.ranking.is_better`).
 
     A champion recorded with another metric or mode, or with none (promoted by hand), is never replaced
     automatically.
+
+    Args:
+        summary: The sweep's summary.
+        champion_tags: The champion version's tags (its recorded metric, value and mode).
     """
     if champion_tags.get(METRIC_TAG) != summary.metric or champion_tags.get(MODE_TAG) != summary.mode:
         return False
@@ -296,4 +388,4 @@ def beats(summary: SweepSummary, champion_tags: dict[str, str]) -> bool:
         recorded = float(champion_tags[VALUE_TAG])
     except (KeyError, ValueError):
         return False
-    return summary.best_value > recorded if summary.mode == "max" else summary.best_value < recorded
+    return is_better(summary.best_value, recorded, summary.mode)

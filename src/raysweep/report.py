@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from raysweep.tracking.tags import RUN_NAME
+
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
 
 #: Artifact folder of the parent run that holds the report.
 REPORT_DIR = "report"
+#: The ``search_runs`` column of a trial's run name.
+_RUN_NAME_COLUMN = f"tags.{RUN_NAME}"
 
 
 def _figure(width: float = 8.0, height: float = 4.5):
@@ -100,7 +104,7 @@ def metric_histories(client: MlflowClient, trials: pd.DataFrame, metric: str) ->
     import pandas as pd
 
     rows = []
-    for run_id, name in zip(trials["run_id"], trials.get("tags.mlflow.runName", trials["run_id"])):
+    for run_id, name in zip(trials["run_id"], trials.get(_RUN_NAME_COLUMN, trials["run_id"])):
         for m in client.get_metric_history(run_id, metric):
             rows.append((run_id, name, m.step, m.value))
     return pd.DataFrame(rows, columns=["run_id", "run_name", "step", "value"]).sort_values(["run_id", "step"])
@@ -148,7 +152,7 @@ def summary_markdown(summary: SweepSummary, registration=None) -> str:
         lines.append(f"- registered: {registration}")
     top = summary.trials.dropna(subset=[f"metrics.{metric}"]).head(5)
     lines += ["", f"| trial | {metric} |", "|---|---|"]
-    lines += [f"| {n} | {v:.4f} |" for n, v in zip(top.get("tags.mlflow.runName", top["run_id"]), top[f"metrics.{metric}"])]
+    lines += [f"| {n} | {v:.4f} |" for n, v in zip(top.get(_RUN_NAME_COLUMN, top["run_id"]), top[f"metrics.{metric}"])]
     return "\n".join(lines) + "\n"
 
 

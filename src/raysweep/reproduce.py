@@ -14,6 +14,8 @@ from mlflow import MlflowClient
 
 from raysweep import registry
 from raysweep.errors import RaySweepError
+from raysweep.tracking import queries
+from raysweep.tracking.tags import PARENT_RUN_ID
 
 #: Largest difference between a recorded and a reproduced metric that still counts as the same.
 TOLERANCE = 1e-9
@@ -83,19 +85,17 @@ def reproduce(client: MlflowClient, uri: str, *, tolerance: float = TOLERANCE) -
         RaySweepError: The version has no sweep trial behind it, its trainer cannot retrain outside Tune, or
             the trial's hyperparameters changed during the sweep (PBT).
     """
-    from omegaconf import OmegaConf
-
     from raysweep import data, trainables
     from raysweep.metrics import VALIDATION_METRICS
 
     mv = registry.resolve(client, uri)
     run = client.get_run(mv.run_id) if mv.run_id else None
-    parent_id = run.data.tags.get("mlflow.parentRunId") if run else None
+    parent_id = run.data.tags.get(PARENT_RUN_ID) if run else None
     if not parent_id:
         raise RaySweepError(f"{uri} (v{mv.version}) was not registered from a sweep trial; nothing to retrain")
-    config = OmegaConf.create(_read_config(client, parent_id))
-    trainer = trainables.get(config.trainer.name)
-    if not hasattr(trainer, "retrain"):
+    config = queries.parent_config(client, parent_id)
+    trainer = trainables.load(config.trainer.name)
+    if trainer.retrain is None:
         raise RaySweepError(f"trainer {config.trainer.name!r} cannot retrain outside Ray Tune; reproduce supports "
                             "the sklearn trainer")
     if config.scheduler.name == "pbt":
@@ -119,10 +119,3 @@ def reproduce(client: MlflowClient, uri: str, *, tolerance: float = TOLERANCE) -
         tolerance=tolerance,
     )
 
-
-def _read_config(client: MlflowClient, parent_id: str) -> str:
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return Path(client.download_artifacts(parent_id, "config.yaml", tmp)).read_text()
