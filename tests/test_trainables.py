@@ -59,7 +59,7 @@ def test_the_protocol_says_what_is_required_and_what_is_optional():
         "METRICS", "validate", "resource_needs", "make_trainable", "best_checkpoint", "log_model"
     )
     assert OPTIONAL_MEMBERS == {"MAKES_MODELS": True, "NEEDS_DATA": True, "RESTORES_CHECKPOINTS": False,
-                                "retrain": None}
+                                "retrain": None, "metrics": None}
     # A loaded trainer carries every member under the protocol's name.
     assert {f.name for f in fields(LoadedTrainer)} == {"name", "source", *REQUIRED_MEMBERS, *OPTIONAL_MEMBERS}
 

@@ -21,6 +21,7 @@ from mlflow.entities import Metric, Param, RunTag
 
 from raysweep.errors import RaySweepError
 from raysweep.tracking import queries
+from raysweep.tracking.queries import find_sweep  # noqa: F401 - part of the analysis API (notebooks, CLI)
 from raysweep.tracking.tags import BEST_RUN_NAME_TAG, BEST_RUN_TAG, ERROR_TAG, PARETO_TAG, RUN_NAME
 
 if TYPE_CHECKING:
@@ -69,31 +70,6 @@ class SweepSummary:
     def status_counts(self) -> dict[str, int]:
         """Child runs per MLflow status, e.g. ``{"FINISHED": 16}``."""
         return self.trials["status"].value_counts().to_dict()
-
-
-def find_sweep(client: MlflowClient, experiment_name: str | None = None, parent_run_id: str | None = None) -> Run:
-    """The parent run of a sweep: the given id, the latest sweep of an experiment, or the newest in the store.
-
-    Args:
-        client: Client bound to the tracking store.
-        experiment_name: Experiment whose latest sweep to take; ``None`` takes the newest sweep of any
-            experiment in the store.
-        parent_run_id: A sweep's parent run id; wins over ``experiment_name``.
-
-    Raises:
-        RaySweepError: The experiment or run does not exist, the run is not a sweep's parent, or there is no sweep.
-    """
-    if parent_run_id or experiment_name:
-        return queries.find_sweep(client, experiment_name, parent_run_id)
-    # One query per experiment: a store holds a handful, and each query is the one queries.sweeps writes.
-    latest = [
-        run for experiment in client.search_experiments()
-        for run in queries.sweeps(client, experiment.experiment_id, max_results=1)
-    ]
-    if not latest:
-        raise RaySweepError("the MLflow store holds no sweep; run one with python -m raysweep +sweep=NAME "
-                            "or check MLFLOW_TRACKING_URI")
-    return max(latest, key=lambda run: run.info.start_time)
 
 
 def summarize(client: MlflowClient, parent) -> SweepSummary:

@@ -52,6 +52,24 @@ class DataSource(str, Enum):
 
     synthetic = "synthetic"
     file = "file"
+    none = "none"  # the trainable loads its own data
+
+
+class Task(str, Enum):
+    """What the target is; ``auto`` decides from the target column (see :mod:`raysweep.data`)."""
+
+    auto = "auto"
+    binary = "binary"
+    multiclass = "multiclass"
+    regression = "regression"
+
+
+class Split(str, Enum):
+    """How rows are split into train, validation and test."""
+
+    random = "random"  # stratified by class for classification
+    group = "group"  # all rows of a data.group_column value on one side
+    time = "time"  # ordered by data.time_column: the latest rows are validation, then test
 
 
 @dataclass
@@ -81,7 +99,13 @@ class DataConfig:
     n_noise_features: int = 4
     path: Optional[str] = None
     target: str = "is_fraud"
+    task: Task = Task.auto
+    drop: list[str] = field(default_factory=list)
     val_fraction: float = 0.25
+    test_fraction: float = 0.2
+    split: Split = Split.random
+    group_column: Optional[str] = None
+    time_column: Optional[str] = None
     seed: int = 0
 
 
@@ -96,6 +120,10 @@ class TrainerConfig:
     use_gpu: bool = False
     seed: int = 0
     params: dict[str, Any] = field(default_factory=dict)
+    function: Optional[str] = None  # trainer=function: MODULE:FUNC, a Ray Tune function trainable
+    estimator: Optional[dict[str, Any]] = None  # trainer=estimator: {_target_: CLASS, ...constructor arguments}
+    model: Optional[dict[str, Any]] = None  # trainer=torch: {_target_: FACTORY, ...} of the user's nn.Module
+    train_loop: Optional[str] = None  # trainer=torch: MODULE:FUNC, a Ray Train train_loop_per_worker
 
 
 @dataclass
@@ -237,19 +265,10 @@ def _validate_trainer_fit(cfg: DictConfig) -> None:
 
     trainer = trainables.load(cfg.trainer.name)
     name = cfg.trainer.name
-    if cfg.sweep.metric not in trainer.METRICS:
-        raise RaySweepError(
-            f"sweep.metric={cfg.sweep.metric!r} is not reported by trainer {name!r}; "
-            f"use one of {', '.join(trainer.METRICS)}"
-        )
+    task = None if cfg.data.get("task", "auto") == "auto" else str(cfg.data.task)
+    trainables.check_metrics(trainer, cfg, task)
     if cfg.sweep.register and not trainer.MAKES_MODELS:
         raise RaySweepError(f"trainer {name!r} makes no model to register; add sweep.register=false")
-    for objective in cfg.search_alg.objectives:
-        if objective not in trainer.METRICS:
-            raise RaySweepError(
-                f"search_alg.objectives.{objective} is not reported by trainer {name!r}; "
-                f"use one of {', '.join(trainer.METRICS)}"
-            )
     if cfg.scheduler.name == "pbt" and not trainer.RESTORES_CHECKPOINTS:
         raise RaySweepError(
             f"scheduler=pbt moves checkpoints between trials, which trainer {name!r} cannot restore; "

@@ -30,6 +30,7 @@ class Dataset:
     y_train: np.ndarray
     X_val: pd.DataFrame
     y_val: np.ndarray
+    task: str = "binary"  # binary | multiclass | regression
 
     @property
     def feature_names(self) -> list[str]:

@@ -69,6 +69,8 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
     check_strategy(cfg, plan)
     trainer = trainables.load(cfg.trainer.name)
     dataset = data.load(cfg.data) if trainer.NEEDS_DATA else None
+    task = dataset.task if dataset is not None else None
+    trainables.check_metrics(trainer, cfg, task)  # metrics that depend on the data's task, now it is known
 
     import ray
     from mlflow import MlflowClient
@@ -103,7 +105,8 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
             context = tuning.trial_context(plan, cfg, fit, experiment_id, parent_id)
             trainable = trainer.make_trainable(cfg.trainer, dataset, context)
             with signals.tune_running():
-                results = tuning.fit(plan, cfg, trainable, fit, trainer.METRICS, context, experiment_id, parent_id)
+                results = tuning.fit(plan, cfg, trainable, fit, trainer.reported_metrics(cfg.trainer, task), context,
+                                     experiment_id, parent_id)
             record_outcomes(
                 client, experiment_id, parent_id, results,
                 lambda result: trainer.best_checkpoint(result, plan.metric, plan.mode),

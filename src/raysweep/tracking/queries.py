@@ -85,22 +85,37 @@ def trial_run_id(client: MlflowClient, experiment_id: str, parent_run_id: str, t
     return runs[0].info.run_id if runs else None
 
 
-def sweeps(client: MlflowClient, experiment_id: str, sweep: str | None = None, max_results: int = 1000) -> list[Run]:
-    """Parent runs of the experiment's sweeps (of sweep name ``sweep`` when given), newest first."""
+def sweeps(client: MlflowClient, experiment_id: str | list[str], sweep: str | None = None,
+           max_results: int = 1000) -> list[Run]:
+    """Parent runs of the experiment's sweeps (of sweep name ``sweep`` when given), newest first.
+
+    Args:
+        client: Client bound to the tracking store.
+        experiment_id: One experiment, or several.
+        sweep: Only sweeps of this ``sweep.name``.
+        max_results: At most this many.
+    """
     clauses = [f"tags.`{ROLE_TAG}` = '{PARENT_ROLE}'"]
     if sweep:
         clauses.append(f"tags.`{SWEEP_TAG}` = '{sweep}'")
+    ids = [experiment_id] if isinstance(experiment_id, str) else list(experiment_id)
     return list(client.search_runs(
-        [experiment_id], filter_string=" and ".join(clauses), order_by=["attributes.start_time DESC"],
+        ids, filter_string=" and ".join(clauses), order_by=["attributes.start_time DESC"],
         max_results=max_results,
     ))
 
 
-def find_sweep(client: MlflowClient, experiment_name: str, parent_run_id: str | None = None) -> Run:
-    """The parent run of a sweep: the given id, or the latest sweep of the experiment.
+def find_sweep(client: MlflowClient, experiment_name: str | None = None, parent_run_id: str | None = None) -> Run:
+    """The parent run of a sweep: the given id, the latest sweep of an experiment, or the newest in the store.
+
+    Args:
+        client: Client bound to the tracking store.
+        experiment_name: Experiment whose latest sweep to take; ``None`` takes the newest sweep of any
+            experiment in the store.
+        parent_run_id: A sweep's parent run id; wins over ``experiment_name``.
 
     Raises:
-        RaySweepError: The experiment or run does not exist, or the run is not a sweep's parent.
+        RaySweepError: The experiment or run does not exist, the run is not a sweep's parent, or there is no sweep.
     """
     if parent_run_id:
         try:
@@ -110,6 +125,12 @@ def find_sweep(client: MlflowClient, experiment_name: str, parent_run_id: str | 
         if run.data.tags.get(ROLE_TAG) != PARENT_ROLE:
             raise RaySweepError(f"run {parent_run_id!r} is not a raysweep sweep's parent run; pass the parent's id")
         return run
+    if experiment_name is None:
+        runs = sweeps(client, [e.experiment_id for e in client.search_experiments()], max_results=1)
+        if not runs:
+            raise RaySweepError("the MLflow store holds no sweep; run one with python -m raysweep +sweep=NAME "
+                                "or check MLFLOW_TRACKING_URI")
+        return runs[0]
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         raise RaySweepError(f"no MLflow experiment {experiment_name!r}; run a sweep first or check MLFLOW_TRACKING_URI")

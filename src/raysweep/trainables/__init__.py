@@ -51,7 +51,13 @@ class Trainer(Protocol):
     """
 
     #: The metric names its trials report; ``sweep.metric`` and ``search_alg.objectives`` must be among them.
+    #: Empty when only the trials know (a user's Tune function): the first finished trial is checked instead.
     METRICS: tuple[str, ...]
+
+    #: ``metrics(trainer_cfg, task) -> tuple[str, ...]``: the metrics its trials report for a task (``binary``,
+    #: ``multiclass``, ``regression``; ``None`` while the data's task is not known yet); ``None`` when they do
+    #: not depend on the task (then :attr:`METRICS`).
+    metrics: Callable[[Any, str | None], tuple[str, ...]] | None = None
 
     #: ``False`` when there is no model to register (the sweep then needs ``sweep.register=false``).
     MAKES_MODELS: bool = True
@@ -136,6 +142,35 @@ class LoadedTrainer:
     NEEDS_DATA: bool = True
     RESTORES_CHECKPOINTS: bool = False
     retrain: Callable[..., list[dict[str, float]]] | None = None
+    metrics: Callable[[Any, str | None], tuple[str, ...]] | None = None
+
+    def reported_metrics(self, trainer_cfg: Any, task: str | None = None) -> tuple[str, ...]:
+        """What its trials report for ``task`` (empty: not known before a trial reports)."""
+        return tuple(self.metrics(trainer_cfg, task)) if self.metrics is not None else self.METRICS
+
+
+def check_metrics(trainer: LoadedTrainer, cfg: Any, task: str | None = None) -> None:
+    """Check ``sweep.metric`` and ``search_alg.objectives`` against what the trainer's trials report.
+
+    Args:
+        trainer: The loaded trainer.
+        cfg: The composed config.
+        task: The data's task, or ``None`` before the data is loaded (metrics that depend on it wait).
+
+    Raises:
+        RaySweepError: A metric the trainer does not report, naming the ones it does.
+    """
+    reported = trainer.reported_metrics(cfg.trainer, task)
+    if not reported:
+        return  # known once trials report (checked on the first finished trial)
+    for key, metric in ((f"sweep.metric={cfg.sweep.metric!r}", cfg.sweep.metric),
+                        *((f"search_alg.objectives.{m}", m) for m in cfg.search_alg.objectives)):
+        if metric not in reported:
+            task_note = f" for a {task} task" if task and trainer.metrics is not None else ""
+            raise RaySweepError(
+                f"{key} is not reported by trainer {cfg.trainer.name!r}{task_note}; "
+                f"use one of {', '.join(reported)}"
+            )
 
 
 def load(name: str) -> LoadedTrainer:
