@@ -152,7 +152,7 @@ def test_a_top_level_module_loads_by_its_bare_name(tmp_path, monkeypatch):
         ('METRICS = ("a",)\ndef validate(c, s): pass\ndef resource_needs(c): return {}\n'
          "def best_checkpoint(r, m, o): return None\n", "",
          "is missing make_trainable, log_model; a trainer provides METRICS, validate, resource_needs, "
-         "make_trainable, best_checkpoint, log_model and may provide MAKES_MODELS, NEEDS_DATA, "
+         "make_trainable, best_checkpoint, log_model and may provide metrics, MAKES_MODELS, NEEDS_DATA, "
          "RESTORES_CHECKPOINTS, retrain (see raysweep.trainables.Trainer)"),
         ("", "", "is missing METRICS, validate, resource_needs, make_trainable, best_checkpoint, log_model;"),
         (COMPLETE + "validate = 3\nretrain = 'no'\n", "", "has validate, retrain not callable;"),
