@@ -76,7 +76,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
     from mlflow import MlflowClient
 
     from raysweep import analysis, compat, registry, resources, runtime, tuning
-    from raysweep.tracking import metadata, queries
+    from raysweep.tracking import lineage, metadata, queries
     from raysweep.tracking.parent import driver_tags, parent_run
     from raysweep.tracking.reconcile import record_outcomes
 
@@ -93,6 +93,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
         )
         client = MlflowClient(plan.tracking_uri, plan.registry_uri)
         experiment_id = queries.experiment_id(client, plan.experiment_name)
+        data_record = lineage.record(dataset)
         with parent_run(
             client,
             experiment_id,
@@ -102,11 +103,13 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
             config_yaml=metadata.config_yaml(cfg),
             resume_run_id=resume_from,
         ) as parent_id, runtime.StopSignals() as signals:
-            context = tuning.trial_context(plan, cfg, fit, experiment_id, parent_id)
+            if resume_from is None:
+                lineage.log(client, parent_id, data_record)
+            context = tuning.trial_context(plan, cfg, fit, experiment_id, parent_id, data_record)
             trainable = trainer.make_trainable(cfg.trainer, dataset, context)
             with signals.tune_running():
                 results = tuning.fit(plan, cfg, trainable, fit, trainer.reported_metrics(cfg.trainer, task), context,
-                                     experiment_id, parent_id)
+                                     experiment_id, parent_id, data_record)
             record_outcomes(
                 client, experiment_id, parent_id, results,
                 lambda result: trainer.best_checkpoint(result, plan.metric, plan.mode),

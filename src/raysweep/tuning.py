@@ -16,7 +16,7 @@ from raysweep.plan import SweepPlan
 from raysweep.tracking.tags import WORLD_SIZE_TAG
 
 
-def trial_context(plan: SweepPlan, cfg: DictConfig, fit, experiment_id: str, parent_id: str):
+def trial_context(plan: SweepPlan, cfg: DictConfig, fit, experiment_id: str, parent_id: str, dataset=None):
     """What every trial of the sweep shares besides the data: ranking, worker-mode logging, resources, storage.
 
     Args:
@@ -25,6 +25,7 @@ def trial_context(plan: SweepPlan, cfg: DictConfig, fit, experiment_id: str, par
         fit: The :class:`raysweep.resources.ResourcePlan`.
         experiment_id: The sweep's MLflow experiment.
         parent_id: The sweep's parent run.
+        dataset: The :class:`raysweep.tracking.lineage.DatasetRecord` each worker-mode trial run records.
 
     Returns:
         The :class:`raysweep.trainables.TrialContext`.
@@ -46,6 +47,7 @@ def trial_context(plan: SweepPlan, cfg: DictConfig, fit, experiment_id: str, par
             track_config=plan.scheduler == "pbt",
             step_metric=plan.metric,
             log_models=cfg.mlflow.log_models,
+            dataset=dataset,
         )
     return TrialContext(
         metric=plan.metric,
@@ -58,7 +60,7 @@ def trial_context(plan: SweepPlan, cfg: DictConfig, fit, experiment_id: str, par
 
 
 def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context, experiment_id: str,
-        parent_id: str) -> tune.ResultGrid:
+        parent_id: str, dataset=None) -> tune.ResultGrid:
     """Run the sweep's trials with Ray Tune (or continue them, for a resumed sweep) and return Tune's results.
 
     Args:
@@ -70,6 +72,7 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
         context: The :func:`trial_context`.
         experiment_id: The sweep's MLflow experiment.
         parent_id: The sweep's parent run.
+        dataset: The :class:`raysweep.tracking.lineage.DatasetRecord` each driver-mode trial run records.
     """
     trainable = tune.with_resources(trainable, resources.trial)
     compat.allow_frequent_experiment_checkpoints()
@@ -97,6 +100,7 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
                 child_tags=context.child_tags,
                 system_metrics=cfg.mlflow.system_metrics,
                 track_config=plan.scheduler == "pbt",
+                dataset=dataset,
             )
         )
     search_alg, param_space = strategy.searcher(

@@ -16,6 +16,7 @@ from ray.tune.result import TRAINING_ITERATION
 
 from raysweep.remote import redact
 from raysweep.tracking.lifecycle import TrialRuns
+from raysweep.tracking.lineage import DatasetRecord
 from raysweep.tracking.tags import NODE_TAG, PARENT_RUN_ID, ROLE_TAG, TRIAL_ROLE
 
 #: Full store URIs by their redacted form, known only to this driver process. Tune pickles its callbacks into
@@ -58,6 +59,7 @@ class SweepLoggerCallback(MLflowLoggerCallback):
         child_tags: Mapping[str, str] | None = None,
         system_metrics: bool = False,
         track_config: bool = False,
+        dataset: DatasetRecord | None = None,
     ):
         super().__init__(
             tracking_uri=remember_uri(tracking_uri),
@@ -71,6 +73,7 @@ class SweepLoggerCallback(MLflowLoggerCallback):
         self._child_tags = dict(child_tags or {})
         self._system_metrics = system_metrics
         self._track_config = track_config
+        self._dataset = dataset
         self._nodes: dict[str, str] = {}  # trial id -> IP of the node its latest result came from
         self._runs: TrialRuns | None = None
         self._writer: _Writer | None = None
@@ -95,6 +98,7 @@ class SweepLoggerCallback(MLflowLoggerCallback):
             track_config=self._track_config,
             system_metrics=self._system_metrics,
             tracking_uri=tracking_uri,
+            dataset=self._dataset,
         )
         self._writer = _Writer()
 

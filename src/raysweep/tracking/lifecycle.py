@@ -23,8 +23,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Param, RunTag
 
 from raysweep import compat
-from raysweep.tracking import queries
+from raysweep.tracking import lineage, queries
 from raysweep.tracking.buffer import MetricBuffer
+from raysweep.tracking.lineage import DatasetRecord
 from raysweep.tracking.tags import (
     CONFIG_PREFIX,
     ENDED_BY_TAG,
@@ -55,6 +56,7 @@ class TrialRuns:
         track_config: Log numeric hyperparameters as ``config.NAME`` metrics at each start (PBT changes them).
         system_metrics: Sample this node's CPU and memory (GPU) into each run while its trial runs.
         tracking_uri: The store's URI, for the system-metrics sampler.
+        dataset: The data the trials train on, recorded as each new run's dataset input (lineage).
         create: How a new run is made (default: ``client.create_run`` and the params in one batch).
         terminate: How a run is ended (default: ``client.set_terminated``).
     """
@@ -70,6 +72,7 @@ class TrialRuns:
         track_config: bool = False,
         system_metrics: bool = False,
         tracking_uri: str | None = None,
+        dataset: DatasetRecord | None = None,
         create: Create | None = None,
         terminate: Terminate | None = None,
     ):
@@ -81,6 +84,7 @@ class TrialRuns:
         self._track_config = track_config
         self._system_metrics = system_metrics
         self._tracking_uri = tracking_uri
+        self._dataset = dataset
         self._create = create or self._create_with_client
         self._terminate = terminate or (lambda run_id, status: client.set_terminated(run_id, status))
         self._buffer = MetricBuffer(client)
@@ -124,6 +128,7 @@ class TrialRuns:
         if created:
             run_tags = {**self._tags, TRIAL_NAME_TAG: trial_name, TRIAL_ID_TAG: trial_id, **(tags or {})}
             run_id = self._create(trial_name, run_tags, dict(config))
+            lineage.log(self.client, run_id, self._dataset)
             self._last_step[trial_id] = 0
         else:
             logged = self._reopen(run_id)

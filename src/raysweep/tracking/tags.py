@@ -58,6 +58,8 @@ NODE_TAG = "raysweep.node_ip"
 WORLD_SIZE_TAG = "raysweep.world_size"
 #: The torch device a distributed trial trained on.
 DEVICE_TAG = "raysweep.device"
+#: On a dataset input (lineage): the task the data was trained for (binary, multiclass, regression).
+TASK_TAG = "raysweep.task"
 #: Prefix of hyperparameters whose value changed during a trial (PBT): metrics for numbers, tags otherwise.
 CONFIG_PREFIX = "config."
 

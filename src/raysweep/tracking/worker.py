@@ -21,6 +21,7 @@ from raysweep.tracking.tags import MODEL_URI_TAG, NODE_TAG
 
 if TYPE_CHECKING:
     from raysweep.tracking.lifecycle import TrialRuns
+    from raysweep.tracking.lineage import DatasetRecord
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class WorkerLogging:
     track_config: bool = False  # log numeric hyperparameters as config.NAME metrics at each start (PBT)
     step_metric: str = "val_auc"  # a metric logged every step: where a re-attached run left off
     log_models: bool = False  # each trial logs its final model to its run, from the worker
+    dataset: DatasetRecord | None = None  # the data trials train on, recorded on each run (lineage)
 
 
 class TrialLog:
@@ -125,6 +127,7 @@ def trial_log(
         track_config=logging.track_config,
         system_metrics=logging.system_metrics,
         tracking_uri=logging.tracking_uri,
+        dataset=logging.dataset,
         create=create,
         terminate=lambda run_id, status: mlflow.end_run(status),
     )
