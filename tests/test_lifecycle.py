@@ -117,3 +117,14 @@ def test_driver_callback_pickles_no_credential_and_connects_with_the_full_uri(tm
         assert restored._runs.client.tracking_uri == secret_uri
     finally:
         restored._writer.close()
+
+
+def test_sweep_stopper_pickles_no_credential_and_finds_the_full_uri():
+    from raysweep import remote
+    from raysweep.strategy import SweepStopper
+
+    secret_uri = "postgresql://bob:pa55word@db.internal:5432/mlflow"
+    stopper = SweepStopper("score", "max", None, 0.5, secret_uri, "parent")
+    state = pickle.dumps(stopper)
+    assert b"pa55word" not in state
+    assert remote.full_uri(pickle.loads(state).tracking_uri) == secret_uri

@@ -55,6 +55,28 @@ def absolute_tracking_uri(uri: str, cwd: str | os.PathLike | None = None) -> str
     return uri
 
 
+#: Full store URIs by their masked form, known only to this process (the sweep's driver). What Tune pickles into
+#: a sweep's state (its callbacks, its stopper) keeps the masked form and finds the full URI here when it connects.
+_FULL_URIS: dict[str, str] = {}
+
+
+def remember_uri(uri: str | None) -> str | None:
+    """Keep ``uri`` in this process and return the form safe to store (credentials masked).
+
+    A resumed sweep calls this before Tune restores its state, whose objects then find the full URI again.
+    """
+    if uri is None:
+        return None
+    safe = redact(uri)
+    _FULL_URIS[safe] = uri
+    return safe
+
+
+def full_uri(safe: str | None) -> str | None:
+    """The full URI :func:`remember_uri` masked (``safe`` itself when it had nothing to mask)."""
+    return None if safe is None else _FULL_URIS.get(safe, safe)
+
+
 def job_env_vars(environ: Mapping[str, str]) -> dict[str, str]:
     """The ``env_vars`` of the Ray job this driver runs in (empty outside a job)."""
     from raysweep import compat

@@ -13,7 +13,7 @@ from typing import Any
 
 from ray.tune.stopper import Stopper
 
-from raysweep import ranking, search_space
+from raysweep import ranking, remote, search_space
 from raysweep.errors import RaySweepError
 
 #: scheduler name -> Ray Tune class (import path)
@@ -138,7 +138,8 @@ class SweepStopper(Stopper):
     def __init__(self, metric, mode, time_budget_s, metric_threshold, tracking_uri, parent_run_id):
         self.metric, self.mode = metric, mode
         self.time_budget_s, self.metric_threshold = time_budget_s, metric_threshold
-        self.tracking_uri, self.parent_run_id = tracking_uri, parent_run_id
+        # Pickled into the sweep's Tune state: the masked URI only (remote.remember_uri).
+        self.tracking_uri, self.parent_run_id = remote.remember_uri(tracking_uri), parent_run_id
         self.reason: str | None = None
         self._deadline: float | None = None
 
@@ -163,7 +164,7 @@ class SweepStopper(Stopper):
         from raysweep.tracking.tags import STOP_REASON_TAG
 
         self.reason = reason
-        MlflowClient(self.tracking_uri).set_tag(self.parent_run_id, STOP_REASON_TAG, reason)
+        MlflowClient(remote.full_uri(self.tracking_uri)).set_tag(self.parent_run_id, STOP_REASON_TAG, reason)
 
     def __getstate__(self):
         # A resumed sweep gets a fresh budget: a pickled deadline belongs to the old driver's clock.

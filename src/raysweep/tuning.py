@@ -77,13 +77,13 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
     trainable = tune.with_resources(trainable, resources.trial)
     compat.allow_frequent_experiment_checkpoints()
     if plan.resume:
-        from raysweep.tracking import driver
+        from raysweep import remote
 
         # Tune restores its searcher, scheduler, stopper and callbacks from the sweep's state; finished and
         # failed trials stay as they were, interrupted ones continue from their last checkpoint. The restored
-        # callback kept only redacted store URIs: the full ones are known to this process.
-        driver.remember_uri(plan.tracking_uri)
-        driver.remember_uri(plan.registry_uri)
+        # callback and stopper kept only masked store URIs: the full ones are known to this process.
+        remote.remember_uri(plan.tracking_uri)
+        remote.remember_uri(plan.registry_uri)
         return tune.Tuner.restore(plan.run_dir, trainable=trainable, resume_unfinished=True).fit()
     callbacks = []
     if context.logging is None:

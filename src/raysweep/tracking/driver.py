@@ -14,27 +14,10 @@ from mlflow import MlflowClient
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
 
-from raysweep.remote import redact
+from raysweep import remote
 from raysweep.tracking.lifecycle import TrialRuns
 from raysweep.tracking.lineage import DatasetRecord
 from raysweep.tracking.tags import NODE_TAG, PARENT_RUN_ID, ROLE_TAG, TRIAL_ROLE
-
-#: Full store URIs by their redacted form, known only to this driver process. Tune pickles its callbacks into
-#: the sweep's ``tuner.pkl``, so the callback keeps redacted URIs and finds the full ones here when it connects.
-_FULL_URIS: dict[str, str] = {}
-
-
-def remember_uri(uri: str | None) -> str | None:
-    """Keep ``uri`` in this process and return the form safe to pickle (credentials masked).
-
-    A resumed sweep calls this before Tune restores its callbacks, which then find the full URI again.
-    """
-    if uri is None:
-        return None
-    safe = redact(uri)
-    _FULL_URIS[safe] = uri
-    return safe
-
 
 class SweepLoggerCallback(MLflowLoggerCallback):
     """One child run per trial under the sweep's parent run, written from the Tune driver.
@@ -62,8 +45,9 @@ class SweepLoggerCallback(MLflowLoggerCallback):
         dataset: DatasetRecord | None = None,
     ):
         super().__init__(
-            tracking_uri=remember_uri(tracking_uri),
-            registry_uri=remember_uri(registry_uri),
+            # Tune pickles its callbacks into the sweep's tuner.pkl: only the masked URIs go there.
+            tracking_uri=remote.remember_uri(tracking_uri),
+            registry_uri=remote.remember_uri(registry_uri),
             experiment_name=experiment_name,
             tags={PARENT_RUN_ID: parent_run_id, ROLE_TAG: TRIAL_ROLE, **(child_tags or {})},
         )
@@ -87,8 +71,8 @@ class SweepLoggerCallback(MLflowLoggerCallback):
         self._restored = True
 
     def setup(self, *args, **kwargs):
-        tracking_uri = _FULL_URIS.get(self.tracking_uri, self.tracking_uri)
-        registry_uri = _FULL_URIS.get(self.registry_uri, self.registry_uri) if self.registry_uri else None
+        tracking_uri = remote.full_uri(self.tracking_uri)
+        registry_uri = remote.full_uri(self.registry_uri)
         self._runs = TrialRuns(
             MlflowClient(tracking_uri, registry_uri),
             self._experiment_id,
