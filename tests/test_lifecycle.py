@@ -128,3 +128,13 @@ def test_sweep_stopper_pickles_no_credential_and_finds_the_full_uri():
     state = pickle.dumps(stopper)
     assert b"pa55word" not in state
     assert remote.full_uri(pickle.loads(state).tracking_uri) == secret_uri
+
+
+def test_a_trial_that_never_started_has_nothing_to_log_or_end(tracking_uri):
+    client, experiment_id, parent = _sweep(tracking_uri)
+    runs = _runs(client, experiment_id, parent)
+    assert runs.metrics("never", {"score": 1.0}, 1) is False
+    runs.tags("never", {"a": "b"})
+    runs.flush("never")
+    runs.end("never", "FAILED", error="could not start")
+    assert queries.children(client, experiment_id, parent) == []

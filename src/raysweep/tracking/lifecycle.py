@@ -150,7 +150,7 @@ class TrialRuns:
 
     def metrics(self, trial_id: str, values: Mapping[str, float], step: int) -> bool:
         """Queue ``values`` at ``step``; a step the run already holds (a replay after a restart) is skipped."""
-        if step <= self._last_step.get(trial_id, 0) or not values:
+        if trial_id not in self._runs or step <= self._last_step.get(trial_id, 0) or not values:
             return False
         self._last_step[trial_id] = step
         self._buffer.add(self._runs[trial_id], values, step)
@@ -158,15 +158,23 @@ class TrialRuns:
 
     def tags(self, trial_id: str, values: Mapping[str, str]) -> None:
         """Set tags on the trial's run."""
+        if trial_id not in self._runs:
+            return
         self.client.log_batch(self._runs[trial_id], tags=[RunTag(k, str(v)) for k, v in values.items()])
 
     def flush(self, trial_id: str | None = None) -> None:
         """Write the queued metrics of one trial (of all when ``None``)."""
-        self._buffer.flush(None if trial_id is None else self._runs[trial_id])
+        if trial_id is None or trial_id in self._runs:
+            self._buffer.flush(None if trial_id is None else self._runs[trial_id])
 
     def end(self, trial_id: str, status: str, error: str | None = None) -> None:
-        """End the trial's run FINISHED, FAILED (with ``error`` tagged) or KILLED, metrics written first."""
-        run_id = self._runs[trial_id]
+        """End the trial's run FINISHED, FAILED (with ``error`` tagged) or KILLED, metrics written first.
+
+        A trial that failed before its run was started (Tune ends trials it could not start) has nothing to end.
+        """
+        run_id = self._runs.get(trial_id)
+        if run_id is None:
+            return
         self._buffer.flush(run_id)
         self._stop_monitor(run_id)
         if error:
