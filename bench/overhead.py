@@ -17,6 +17,7 @@ Four tables, each printed as soon as it is measured:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sqlite3
@@ -226,7 +227,8 @@ def _fake_sweep(uri: str, n_children: int, workdir: Path) -> str:
     from sklearn.ensemble import RandomForestClassifier
 
     from raysweep.tracking.tags import CHECKPOINT_TAG, PARENT_ROLE, ROLE_TAG, TRIAL_ID_TAG, TRIAL_ROLE
-    from raysweep.trainables.sklearn import EXAMPLE_FILE, MODEL_FILE
+    from raysweep import tabular
+    from raysweep.trainables._estimators import CONFIG_FILE, EXAMPLE_FILE, MODEL_FILE
 
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("analysis")
@@ -238,8 +240,10 @@ def _fake_sweep(uri: str, n_children: int, workdir: Path) -> str:
     checkpoint = workdir / "checkpoint"
     checkpoint.mkdir()
     X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0]})
-    joblib.dump(RandomForestClassifier(n_estimators=2).fit(X, [0, 1, 0, 1]), checkpoint / MODEL_FILE)
+    joblib.dump(tabular.pipeline(RandomForestClassifier(n_estimators=2), X).fit(X, [0, 1, 0, 1]),
+                checkpoint / MODEL_FILE)
     X.to_parquet(checkpoint / EXAMPLE_FILE)
+    (checkpoint / CONFIG_FILE).write_text(json.dumps(tabular.model_config("binary", (0, 1), X.columns)))
     now = int(time.time() * 1000)
     for i in range(n_children):
         tags = {"mlflow.parentRunId": pid, ROLE_TAG: TRIAL_ROLE, TRIAL_ID_TAG: f"t{i}"}

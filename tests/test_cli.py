@@ -26,9 +26,9 @@ def _cli(args, env, cwd, timeout=300):
 
 @pytest.fixture
 def bad_table(tmp_path):
-    """A CSV with a text column, for the non-numeric feature case."""
+    """A CSV with an ID column (a different string in every row), for the refused-ID case."""
     path = tmp_path / "tx.csv"
-    path.write_text("amount,city,label\n" + "\n".join(f"{i},Paris,{i % 2}" for i in range(20)) + "\n")
+    path.write_text("amount,txn_id,label\n" + "\n".join(f"{i},T{i:04d},{i % 2}" for i in range(20)) + "\n")
     return path
 
 
@@ -43,7 +43,7 @@ def bad_table(tmp_path):
         (["+sweep=fraud", "sweep.metric=accuracy"], "is not reported by trainer 'sklearn'"),
         (["+sweep=fraud", "data=csv", "data.path=missing.csv", "data.target=label"], "data file"),
         (["+sweep=fraud", "data=csv", "data.path=BAD", "data.target=nope"], "target column 'nope' not in the data"),
-        (["+sweep=fraud", "data=csv", "data.path=BAD", "data.target=label"], "non-numeric feature column(s) city"),
+        (["+sweep=fraud", "data=csv", "data.path=BAD", "data.target=label"], "column 'txn_id' has a different value in every row"),
         (["+sweep=fraud", "trainer.colour=red"], "Could not override 'trainer.colour'"),
         (["+sweep=fraud", "sweep.mode=maximise"], "sweep.mode"),
     ],
@@ -62,10 +62,14 @@ def test_bad_input_is_one_line_nonzero_exit_and_no_runs(args, fragment, tmp_path
 def test_help_lists_the_config_groups(command, tmp_path, cli_env):
     out = subprocess.run([*command, "--help"], env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+    listed = dict(line.split(": ", 1) for line in out.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+                  .splitlines() if ": " in line and not line.startswith("Compose"))
     for group in ("sweep: fraud, fraud_hgb, fraud_torch, overhead", "trainer: fixed_cost, hist_gradient_boosting, mlp, random_forest",
                   "data: csv, fraud", "mlflow: driver, worker", "search_alg: custom, grid, optuna, random",
                   "scheduler: asha, fifo, median_stopping, pbt"):
-        assert group in out.stdout
+        name, options = group.split(": ")
+        assert set(options.split(", ")) <= set(listed[name].split(", ")), group
+    assert "built-in: fraud, fraud_hgb, fraud_torch" in out.stdout  # the sweeps, by folder
 
 
 @pytest.mark.slow

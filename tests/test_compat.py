@@ -158,3 +158,15 @@ def test_sqlite_registry_still_resolves_logged_models_through_the_global_uri(tmp
     assert version.version == 1 or version.version == "1"
     with pytest.raises(Exception):  # noqa: B017 - any error: MLflow looks the model up in the wrong store
         dst.create_model_version("copied", source=f"models:/{model.model_id}", model_id=model.model_id)
+
+
+def test_detached_active_run_sets_the_callers_run_aside_and_back(tracking_uri):
+    with mlflow.start_run() as outer:
+        with compat.detached_active_run():
+            assert mlflow.active_run() is None, _says("MLflow's fluent run stack moved (api.run with an active run)")
+            with mlflow.start_run(run_name="inner") as inner:
+                pass
+        assert mlflow.active_run().info.run_id == outer.info.run_id
+    client = mlflow.MlflowClient()
+    assert client.get_run(outer.info.run_id).info.status == "FINISHED"
+    assert client.get_run(inner.info.run_id).info.status == "FINISHED"

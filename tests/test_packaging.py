@@ -106,7 +106,7 @@ def test_subcommand_errors_are_one_line_exit_2(args, fragment, tracking_uri, cap
 def test_ensemble_config_names_the_model_and_its_members():
     spec = ensemble.load_spec("fraud")
     assert spec.registered_model == "fraud-ensemble"
-    assert list(spec.members) == ["random_forest", "gradient_boosting"]  # the first member's sweep gives the data
+    assert list(spec.members) == ["random_forest", "xgboost"]  # the first member's sweep gives the data
     assert all(registry.parse_model_uri(uri)[1] == "champion" for uri in spec.members.values())
     # `raysweep ensemble fraud-ensemble` (the model a config builds) finds the same config.
     assert ensemble.load_spec("fraud-ensemble") == spec

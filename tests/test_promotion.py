@@ -1,8 +1,9 @@
 """The promotion path on real sweeps: the gate, rollback, copies, the ensemble, the uv files, serving, reproduce.
 
-One module store: a strong forest (fraud-rf v1), a weak one (v2), a small gradient-boosting sweep (fraud-hgb),
-a tiny MLP logged from a Train-style checkpoint (fraud-mlp; no Ray Train worker group needed), and the
-ensemble of the first two families (fraud-ensemble). Each test sets the aliases it needs.
+One module store: a strong forest (fraud-rf v1), a weak one (v2), a small XGBoost sweep (fraud-xgb), a tiny MLP
+logged from a Train-style checkpoint (fraud-mlp; no Ray Train worker group needed), and the ensemble of the
+forest and XGBoost champions (fraud-ensemble, conf/ensemble/fraud.yaml). Each test sets the aliases it needs.
+Every model answers the task's table: a probability column per class ("0", "1") and "label".
 """
 
 from __future__ import annotations
@@ -25,16 +26,17 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import SMOKE, STRONG, WEAK, sweep_into, use_store
-from raysweep import analysis, ensemble, packaging, promotion, registry
+from raysweep import analysis, ensemble, packaging, predictions, promotion, registry
 from raysweep.errors import RaySweepError
 from raysweep.runtime import free_port
 from raysweep.tracking import tags as tag_names
 
 pytestmark = pytest.mark.slow
 
-RF, HGB, MLP, ENSEMBLE = "fraud-rf", "fraud-hgb", "fraud-mlp", "fraud-ensemble"
-HGB_SMOKE = ["+sweep=fraud_hgb", "data.n_samples=4000", "trainer.iterations=2", "sweep.num_samples=1",
-             "search_space.max_iter=20", "cluster.verbose=0"]
+RF, XGB, MLP, ENSEMBLE = "fraud-rf", "fraud-xgb", "fraud-mlp", "fraud-ensemble"
+XGB_SMOKE = ["+sweep=fraud_xgb", "data.n_samples=4000", "trainer.iterations=2", "sweep.num_samples=1",
+             "search_space.n_estimators=20", "cluster.verbose=0"]
+CLASSES = (0, 1)
 
 
 @pytest.fixture
@@ -45,18 +47,18 @@ def tracking_uri(module_store, monkeypatch):
 
 @pytest.fixture(scope="module")
 def models(ray_address, module_store, tmp_path_factory):
-    """fraud-rf v1 (strong) and v2 (weak), fraud-hgb v1, fraud-mlp v1, fraud-ensemble v1; and the sweeps' data."""
+    """fraud-rf v1 (strong) and v2 (weak), fraud-xgb v1, fraud-mlp v1, fraud-ensemble v1; and the sweeps' data."""
     storage = tmp_path_factory.mktemp("ray")
     strong = sweep_into(module_store, storage, "+sweep=fraud", *SMOKE, *STRONG)
     sweep_into(module_store, storage, "+sweep=fraud", *SMOKE, *WEAK)
-    sweep_into(module_store, storage, *HGB_SMOKE)
+    sweep_into(module_store, storage, *XGB_SMOKE)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", module_store)
         mlflow.set_tracking_uri(module_store)
         client = MlflowClient(module_store)
         dataset = analysis.validation_data(client, client.get_run(strong.summary.parent_run_id))
         _register_tiny_mlp(client, dataset, tmp_path_factory.mktemp("mlp"))
-        spec = ensemble.load_spec("fraud")  # conf/ensemble/fraud.yaml: the fraud-rf and fraud-hgb champions
+        spec = ensemble.load_spec("fraud")  # conf/ensemble/fraud.yaml: the fraud-rf and fraud-xgb champions
         assert spec.registered_model == ENSEMBLE
         ensemble.build(client, ENSEMBLE, spec.members)
     return dataset
@@ -87,7 +89,8 @@ def _aliases(client, champion: str, challenger: str) -> None:
 
 
 def _auc(version: str, dataset) -> float:
-    return registry.evaluate(f"models:/{RF}/{version}", dataset.X_val, dataset.y_val)["val_auc"]
+    """The version's ROC AUC on the test split: what the gate compares."""
+    return registry.evaluate(f"models:/{RF}/{version}", dataset)["test_auc"]
 
 
 def _cli(*args: str, env=None) -> subprocess.CompletedProcess:
@@ -110,12 +113,12 @@ def test_cli_gate_promotes_a_better_challenger_and_records_the_decision(models):
     v1 = client.get_model_version(RF, "1")
     tags = v1.tags
     assert tags[tag_names.VALIDATION_STATUS_TAG] == "passed"
-    assert tags["validation_metric"] == "val_auc" and tags["validation_champion_version"] == "2"
-    # Both were scored on the sweep's own validation split: the champion's value is what the test computes on it,
-    # and the challenger's is the best val_auc its trial recorded (the registered checkpoint is its best).
+    assert tags["validation_metric"] == "test_auc" and tags["validation_champion_version"] == "2"
+    # Both were scored on the sweep's own test split, which no trial saw: the champion's value is what the test
+    # computes on it, and the challenger's is the test score its registration recorded.
     assert float(tags["validation_champion_value"]) == _auc("2", models)
-    history = client.get_metric_history(v1.run_id, "val_auc")
-    assert float(tags["validation_challenger_value"]) == pytest.approx(max(m.value for m in history), abs=1e-12)
+    assert v1.tags[tag_names.TEST_METRIC_TAG] == "test_auc"
+    assert float(tags["validation_challenger_value"]) == float(v1.tags[tag_names.TEST_VALUE_TAG])
     assert float(tags["validation_challenger_value"]) > float(tags["validation_champion_value"])
     decided = datetime.fromisoformat(tags["validation_date"])
     assert abs((datetime.now(timezone.utc) - decided).total_seconds()) < 600
@@ -235,7 +238,7 @@ def test_copy_within_a_registry_and_to_another_registry(models, tmp_path, tracki
         served = mlflow.pyfunc.load_model("models:/fraud-rf-prod/1").predict(models.X_val)
     finally:
         mlflow.set_tracking_uri(tracking_uri)
-    np.testing.assert_array_equal(served, expected)
+    pd.testing.assert_frame_equal(served, expected)
 
 
 # --- the ensemble ------------------------------------------------------------------------------------------------
@@ -245,32 +248,38 @@ def test_ensemble_averages_its_members_and_labels_at_the_threshold(models):
     client = MlflowClient()
     version = client.get_model_version_by_alias(ENSEMBLE, registry.CHAMPION)
     members = dict(item.split("=", 1) for item in version.tags[tag_names.MEMBERS_TAG].split(","))
-    assert set(members) == {"random_forest", "gradient_boosting"}
-    assert members["gradient_boosting"].startswith(f"models:/{HGB}/")
+    assert set(members) == {"random_forest", "xgboost"}
+    assert members["xgboost"].startswith(f"models:/{XGB}/")
 
     model = mlflow.pyfunc.load_model(f"models:/{ENSEMBLE}@champion")
     assert {p.name: p.default for p in model.metadata.get_params_schema().params} == {"threshold": 0.5}
     X = models.X_val
-    expected = np.mean([mlflow.pyfunc.load_model(uri).predict(X)[:, 1] for uri in members.values()], axis=0)
+    expected = np.mean([predictions.from_frame("binary", CLASSES, mlflow.pyfunc.load_model(uri).predict(X))
+                        for uri in members.values()], axis=0)
     default = model.predict(X)
-    assert list(default.columns) == ["fraud_probability", "is_fraud"]
-    np.testing.assert_allclose(default["fraud_probability"], expected, rtol=0, atol=1e-12)
-    np.testing.assert_array_equal(default["is_fraud"], (expected >= 0.5).astype(int))
+    assert list(default.columns) == ["0", "1", "label"]
+    np.testing.assert_allclose(default[["0", "1"]], expected, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(default["label"], (expected[:, 1] >= 0.5).astype(int))
     low = model.predict(X, params={"threshold": 0.05})
-    np.testing.assert_array_equal(low["fraud_probability"], default["fraud_probability"])
-    np.testing.assert_array_equal(low["is_fraud"], (expected >= 0.05).astype(int))
-    assert low["is_fraud"].sum() > default["is_fraud"].sum(), "the threshold moved no label"
-    # Columns in another order reach the members in training order.
-    np.testing.assert_allclose(model.predict(X[X.columns[::-1]])["fraud_probability"], expected, atol=1e-12)
+    np.testing.assert_array_equal(low["1"], default["1"])
+    np.testing.assert_array_equal(low["label"], (expected[:, 1] >= 0.05).astype(int))
+    assert low["label"].sum() > default["label"].sum(), "the threshold moved no label"
+    # Columns in another order reach the members by name.
+    np.testing.assert_allclose(model.predict(X[X.columns[::-1]])["1"], expected[:, 1], atol=1e-12)
+    uri = f"models:/{ENSEMBLE}@champion"
     assert float(version.tags[tag_names.VALUE_TAG]) == pytest.approx(
-        registry.evaluate(f"models:/{ENSEMBLE}@champion", X, models.y_val)["val_auc"], abs=1e-12)
+        registry.evaluate(uri, models, "val")["val_auc"], abs=1e-12)
+    assert version.tags[tag_names.TEST_METRIC_TAG] == "test_auc"
+    assert float(version.tags[tag_names.TEST_VALUE_TAG]) == pytest.approx(
+        registry.evaluate(uri, models)["test_auc"], abs=1e-12)
 
 
 # --- environment in the model ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("model, pins", [
-    (RF, ("scikit-learn", "skops")), (HGB, ("scikit-learn",)), (MLP, ("torch",)), (ENSEMBLE, ("mlflow", "scikit-learn")),
+    (RF, ("scikit-learn", "skops")), (XGB, ("scikit-learn", "xgboost")), (MLP, ("torch",)),
+    (ENSEMBLE, ("mlflow", "scikit-learn", "xgboost")),  # the members' pins too
 ])
 def test_every_logged_model_carries_pins_and_the_projects_uv_files(models, model, pins, tmp_path):
     from importlib.metadata import version
@@ -335,15 +344,13 @@ def test_served_model_answers_invocations_like_the_loaded_model(models, model, p
             server.wait()
         log.close()
     local = mlflow.pyfunc.load_model(uri).predict(X, params=params)
-    if model == ENSEMBLE:
-        assert [row["is_fraud"] for row in answer] == list(local["is_fraud"])
-        np.testing.assert_allclose([row["fraud_probability"] for row in answer], local["fraud_probability"], atol=1e-12)
-        assert list(local["is_fraud"]) == list((local["fraud_probability"] >= 0.9).astype(int))
-    else:
-        # A table answers as one record per row, an array as nested lists.
-        served = pd.DataFrame(answer).to_numpy(dtype=float) if isinstance(answer[0], dict) else np.asarray(answer, float)
-        np.testing.assert_allclose(served.reshape(len(X), -1), np.asarray(local, dtype=float).reshape(len(X), -1),
-                                   atol=1e-6)
+    # Every model answers its table as one record per row: "0", "1" and "label".
+    served = pd.DataFrame(answer)
+    assert list(served.columns) == list(local.columns) == ["0", "1", "label"]
+    assert list(served["label"]) == list(local["label"])
+    np.testing.assert_allclose(served[["0", "1"]], local[["0", "1"]], atol=1e-6)
+    if params:
+        assert list(local["label"]) == list((local["1"] >= 0.9).astype(int))
 
 
 # --- reproduce ---------------------------------------------------------------------------------------------------
@@ -362,7 +369,7 @@ def test_reproduce_retrains_the_champion_to_its_recorded_metric(models):
 
     from raysweep.reproduce import reproduce
 
-    hgb = reproduce(client, f"models:/{HGB}/1")
-    assert hgb.matches and hgb.step == 2
-    assert hgb.recorded == {k: client.get_run(hgb.run_id).data.metrics[k] for k in hgb.recorded}
-    assert set(hgb.reproduced) == {"val_auc", "val_average_precision", "val_f1", "val_log_loss"}
+    xgb = reproduce(client, f"models:/{XGB}/1")  # trainer=estimator: boosting rounds added per iteration
+    assert xgb.matches and xgb.step == 2
+    assert xgb.recorded == {k: client.get_run(xgb.run_id).data.metrics[k] for k in xgb.recorded}
+    assert set(xgb.reproduced) == {"val_auc", "val_average_precision", "val_f1", "val_log_loss"}

@@ -120,11 +120,14 @@ def test_champion_loads_in_a_fresh_process_and_predicts_probabilities(first_swee
         "from raysweep.data import generate_fraud\n"
         "X = generate_fraud(50, 0.1, 4, seed=5).drop(columns=['is_fraud'])\n"
         "p = mlflow.pyfunc.load_model('models:/fraud-rf@champion').predict(X)\n"
-        "print(json.dumps({'shape': list(p.shape), 'min': float(p.min()), 'max': float(p.max())}))\n"
+        "q = p[['0', '1']].to_numpy()\n"
+        "print(json.dumps({'columns': list(p.columns), 'rows': len(p), 'min': float(q.min()), 'max': float(q.max()),"
+        " 'labels': sorted(set(map(int, p['label'])))}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], env=cli_env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["shape"] == [50, 2]
-    assert 0.0 <= result["min"] <= result["max"] <= 1.0
+    # One probability column per class, named by the label, and the most probable label.
+    assert (result["columns"], result["rows"]) == (["0", "1", "label"], 50)
+    assert 0.0 <= result["min"] <= result["max"] <= 1.0 and set(result["labels"]) <= {0, 1}
 

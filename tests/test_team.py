@@ -153,7 +153,7 @@ def test_champion_loads_in_a_fresh_process_with_only_the_tracking_uri(jobs, team
         "import mlflow, pandas as pd, sys\n"
         f"m = mlflow.pyfunc.load_model('models:/fraud-team-{mode}@champion')\n"
         "example = m.input_example if m.input_example is not None else None\n"
-        "p = m.predict(example)\n"
+        "p = m.predict(example)[['0', '1']].to_numpy()  # a probability column per class, and label\n"
         "print(len(p), float(p.min()) >= 0.0, float(p.max()) <= 1.0)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,

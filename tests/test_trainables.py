@@ -68,6 +68,7 @@ def test_the_protocol_says_what_is_required_and_what_is_optional():
     ("name", "source", "makes_models", "needs_data", "restores", "retrains"),
     [
         ("sklearn", "raysweep.trainables.sklearn", True, True, True, True),
+        ("estimator", "raysweep.trainables.estimator", True, True, True, True),
         ("torch", "raysweep.trainables.torch_mlp", True, True, False, False),
         ("fixed_cost", "raysweep.trainables.fixed_cost", False, False, False, False),
     ],
@@ -183,11 +184,11 @@ def test_a_user_trainer_that_is_not_one_is_refused_in_one_line(user_package, sou
 @pytest.mark.parametrize(
     ("name", "fragment"),
     [
-        ("sklern", "trainer.name='sklern' is not known; use one of sklearn, torch, fixed_cost, or your own trainer "
-                   "as package.module or package.module:attribute"),
-        ("", "is not known; use one of sklearn, torch, fixed_cost"),
-        (":TRAINER", "is not known; use one of sklearn, torch, fixed_cost"),
-        (".relative", "is not known; use one of sklearn, torch, fixed_cost"),
+        ("sklern", f"trainer.name='sklern' is not known; use one of {', '.join(trainables.BUILT_INS)}, or your own "
+                   "trainer as package.module or package.module:attribute"),
+        ("", f"is not known; use one of {', '.join(trainables.BUILT_INS)}"),
+        (":TRAINER", f"is not known; use one of {', '.join(trainables.BUILT_INS)}"),
+        (".relative", f"is not known; use one of {', '.join(trainables.BUILT_INS)}"),
         ("no_such_pkg_xyz.trainer", "trainer.name='no_such_pkg_xyz.trainer': no module named 'no_such_pkg_xyz'; "
                                     "check the spelling and that its folder is on the Python path"),
         ("raysweep.trainables.nope:T", "no module named 'raysweep.trainables.nope'"),

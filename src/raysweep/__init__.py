@@ -1,7 +1,7 @@
 """raysweep: Hydra-configured Ray Tune sweeps, tracked in MLflow, with the best model registered.
 
-Entry points: ``python -m raysweep +sweep=NAME`` (:mod:`raysweep.__main__`), :func:`raysweep.sweep.run` from
-Python, and :mod:`raysweep.analysis` for an existing sweep.
+Entry points: ``python -m raysweep +sweep=NAME`` (:mod:`raysweep.__main__`), ``raysweep.run(sweep, overrides,
+config_dir)`` from Python (:func:`raysweep.api.run`), and :mod:`raysweep.analysis` for an existing sweep.
 """
 
 from raysweep import compat
@@ -11,3 +11,17 @@ from raysweep import compat
 compat.keep_ray_off_uv_run()
 
 __version__ = "0.1.0"
+__all__ = ["run", "SweepResult", "RaySweepError"]
+
+
+def __getattr__(name: str):
+    # Loaded on first use, so `import raysweep` (and every Ray worker that imports a raysweep module) stays light.
+    if name in ("run", "SweepResult"):
+        from raysweep import api
+
+        return getattr(api, name)
+    if name == "RaySweepError":
+        from raysweep.errors import RaySweepError
+
+        return RaySweepError
+    raise AttributeError(f"module 'raysweep' has no attribute {name!r}")

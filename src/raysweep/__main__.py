@@ -1,7 +1,8 @@
 """``python -m raysweep +sweep=NAME [overrides]``: the Hydra entry point; wiring only.
 
 ``python -m raysweep submit|analyse|promote|rollback|copy|ensemble|reproduce ...`` go to their modules before Hydra
-(:data:`SUBCOMMANDS`).
+(:data:`SUBCOMMANDS`). Configs come from ``./conf``, then ``--config-dir DIR``, then raysweep's own
+(:mod:`raysweep.compose`).
 """
 
 from __future__ import annotations
@@ -9,18 +10,20 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from raysweep.config import CONF_DIR, register_schema
+from raysweep.compose import PRIMARY, help_overrides, hydra_error_line, hydra_overrides, register
+from raysweep.config import search_path
 from raysweep.errors import RaySweepError, SweepInterrupted
 
-register_schema()
+register()
+
+__all__ = ["SUBCOMMANDS", "hydra_error_line", "main"]
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def _app(cfg: DictConfig) -> None:
+def _task(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from raysweep import sweep
@@ -34,6 +37,13 @@ def _app(cfg: DictConfig) -> None:
     except SweepInterrupted as e:
         _fail(f"interrupted by {signal.Signals(e.signum).name}; the sweep's MLflow runs were ended KILLED", e.exit_code)
     print(outcome.report(), flush=True)
+
+
+def _app(primary: Path):
+    """The Hydra app whose primary config folder is ``primary`` (the first folder of the search path)."""
+    import hydra
+
+    return hydra.main(version_base="1.3", config_path=str(primary), config_name=PRIMARY)(_task)
 
 
 #: ``raysweep COMMAND ...``: commands other than running a sweep (no Hydra), as ``module:function(argv) -> exit status``.
@@ -50,15 +60,23 @@ SUBCOMMANDS = {
 
 def main() -> None:
     """Console entry point: a subcommand, or the Hydra app; known errors become one line and an exit status."""
-    from raysweep.search_space import quote_cli_overrides
-
     if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
         _run_subcommand(sys.argv[1], sys.argv[2:])
-    sys.argv = [sys.argv[0], *quote_cli_overrides(sys.argv[1:])]
+    args, config_dir = take_config_dir(sys.argv[1:])
+    try:
+        folders = search_path(config_dir)
+    except RaySweepError as e:
+        _fail(str(e), 2)
+    # The user's modules (trainer.function=train:train, trainer.name=my_trainer) import from the working
+    # directory, also under the `raysweep` console script, whose sys.path starts at its bin/ folder.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    extra = help_overrides(folders) if {"--help", "-h"} & set(args) else []
+    sys.argv = [sys.argv[0], *hydra_overrides(folders, [*extra, *args])]
     # Let Hydra's own errors reach us instead of its multi-line report, so they print as one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        _app()
+        _app(folders[0])()
     except RaySweepError as e:
         _fail(str(e), 2)
     except KeyboardInterrupt:
@@ -72,6 +90,25 @@ def main() -> None:
         raise
 
 
+def take_config_dir(args: list[str]) -> tuple[list[str], str | None]:
+    """Split ``--config-dir DIR`` / ``--config-dir=DIR`` / ``-cd DIR`` off the arguments (raysweep places the
+    folder itself: before the built-ins, where Hydra would put it after them)."""
+    rest, config_dir, i = [], None, 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("--config-dir", "-cd"):
+            if i + 1 >= len(args):
+                _fail(f"{arg} needs a folder: {arg} DIR", 2)
+            config_dir, i = args[i + 1], i + 2
+            continue
+        if arg.startswith("--config-dir="):
+            config_dir = arg.partition("=")[2]
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, config_dir
+
+
 def _run_subcommand(name: str, argv: list[str]) -> None:
     import importlib
 
@@ -81,28 +118,6 @@ def _run_subcommand(name: str, argv: list[str]) -> None:
     except RaySweepError as e:
         _fail(str(e), 2)
     sys.exit(status)
-
-
-def hydra_error_line(error: BaseException) -> str:
-    """Condense a Hydra/OmegaConf composition error into one line with a hint at the fix."""
-    from hydra.errors import MissingConfigException
-
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    message = lines[0] if lines else type(error).__name__
-    if isinstance(error, MissingConfigException):
-        options = [line.strip() for line in str(error).splitlines() if line.startswith("\t")]
-        group = (error.missing_cfg_file or "").split("/")[0]
-        hint = f"; available: {', '.join(options)}" if options else ""
-        return f"{message.removeprefix('In ')}{hint} (pick one with {group or 'GROUP'}=NAME)"
-    cause = error.__cause__
-    if cause is not None:
-        cause_lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-        if cause_lines:
-            message = f"{message}: {cause_lines[0]}"
-            full_key = next((line for line in cause_lines if line.startswith("full_key:")), None)
-            if full_key and full_key not in message:
-                message += f" ({full_key})"
-    return f"{message} (see the config groups with --help)"
 
 
 def _fail(message: str, status: int) -> None:

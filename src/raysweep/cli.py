@@ -106,8 +106,8 @@ def promote(argv: list[str]) -> int:
     """``raysweep promote NAME``: the validation gate between ``@challenger`` and ``@champion``."""
     parser = argparse.ArgumentParser(
         prog="raysweep promote",
-        description="Score NAME@challenger and NAME@champion on the same held-out data (the challenger's sweep's "
-                    "validation split, or --data) and move @champion when the challenger is better by more than "
+        description="Score NAME@challenger and NAME@champion on the same held-out data (the test split of the "
+                    "challenger's sweep, or of --data) and move @champion when the challenger is better by more than "
                     "--margin. The decision is recorded on the challenger as validation_* tags and in its "
                     "description. Exit 0 when promoted, 1 when the champion stays.",
     )
@@ -202,8 +202,8 @@ def ensemble(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="raysweep ensemble",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Log and register an ensemble of registered sklearn models (median-imputing preprocessing,\n"
-                    "mean fraud probability of the members, a threshold inference param) as a new version with\n"
+        description="Log and register an ensemble of registered models (the members' mean class probabilities,\n"
+                    "or mean prediction; a threshold inference param for binary data) as a new version with\n"
                     "@challenger (and @champion when the model has none). Its registered model and members come\n"
                     "from a config, conf/ensemble/NAME.yaml (./conf first, then raysweep's), or from --member.",
         epilog=f"configs: {', '.join(available_specs()) or 'none'}\n"

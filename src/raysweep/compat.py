@@ -144,3 +144,23 @@ def mlflow_store(tracking_uri: str, registry_uri: str | None = None) -> Iterator
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextmanager
+def detached_active_run() -> Iterator[None]:
+    """While this is open, this thread has no active MLflow run; the caller's active run (and its nested runs)
+    are active again after, neither ended nor changed.
+
+    ``mlflow.start_run(run_id=...)``, which registration uses, refuses to start while another run is active (a
+    notebook's), and MLflow offers no public way to set an active run aside: this swaps the fluent API's
+    per-thread run stack (``mlflow.tracking.fluent._active_run_stack``) and its last-active-run id.
+    """
+    from mlflow.tracking import fluent
+
+    saved_stack, saved_last = list(fluent._active_run_stack.get()), fluent._last_active_run_id.get()
+    fluent._active_run_stack.set([])
+    try:
+        yield
+    finally:
+        fluent._active_run_stack.set(saved_stack)
+        fluent._last_active_run_id.set(saved_last)

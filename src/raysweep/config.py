@@ -18,19 +18,49 @@ from raysweep.errors import RaySweepError
 
 
 def _conf_dir() -> Path:
-    # RAYSWEEP_CONF_DIR names it outright; a checkout has it next to src/; a Ray job that brought the package
-    # as a py_module (raysweep submit) has it in the job's working_dir: its current directory, or in a trial
-    # (which Tune moves into its trial folder) the directory Tune recorded before moving.
+    # RAYSWEEP_CONF_DIR names it outright. An installed wheel (or the package `raysweep submit` ships to a
+    # cluster) carries it inside the package; a checkout keeps the one source of truth next to src/.
     if os.environ.get("RAYSWEEP_CONF_DIR"):
         return Path(os.environ["RAYSWEEP_CONF_DIR"]).resolve()
-    checkout = Path(__file__).resolve().parents[2] / "conf"
-    from raysweep import compat
-
-    return checkout if checkout.is_dir() else Path(compat.trial_original_cwd()) / "conf"
+    packaged = Path(__file__).resolve().parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
 
 
-#: Where ``conf/`` lives.
+#: raysweep's built-in config groups: ``raysweep/conf`` in an installed package, ``conf/`` in a checkout.
 CONF_DIR = _conf_dir()
+#: The folder of the user's own configs, relative to the working directory; searched before :data:`CONF_DIR`.
+USER_CONF = "conf"
+
+
+def search_path(config_dir: str | os.PathLike | None = None, cwd: str | os.PathLike | None = None) -> list[Path]:
+    """The folders Hydra searches for config files, first match first: the user's before raysweep's own.
+
+    ``./conf`` in the working directory (when it exists), then ``config_dir`` (``--config-dir``), then
+    :data:`CONF_DIR`. A same-named file in an earlier folder replaces a built-in one (``sweep/fraud.yaml``,
+    ``trainer/mlp.yaml``); new files add options to a group.
+
+    Args:
+        config_dir: An extra folder of configs (the CLI's ``--config-dir``, the API's ``config_dir``).
+        cwd: The working directory; default the process's.
+
+    Raises:
+        RaySweepError: ``config_dir`` is not a folder.
+    """
+    cwd = Path(cwd or os.getcwd())
+    folders = [cwd / USER_CONF] if (cwd / USER_CONF).is_dir() else []
+    if config_dir is not None:
+        extra = (cwd / Path(config_dir).expanduser()).resolve()
+        if not extra.is_dir():
+            raise RaySweepError(f"--config-dir {config_dir}: no such folder; point it at a folder of config groups "
+                                "(e.g. one holding sweep/NAME.yaml)")
+        folders.append(extra)
+    # From the checkout's root ./conf is the built-ins themselves: they stay last.
+    user = [folder.resolve() for folder in folders if folder.resolve() != CONF_DIR.resolve()]
+    builtin = [CONF_DIR.resolve()] if CONF_DIR.is_dir() else []  # a job that shipped only the package's code
+    if not user and not builtin:
+        raise RaySweepError(f"raysweep's built-in configs are missing ({CONF_DIR}); reinstall raysweep (its wheel "
+                            "carries them), run from a folder with conf/, or set RAYSWEEP_CONF_DIR")
+    return list(dict.fromkeys([*user, *builtin]))
 
 
 class Mode(str, Enum):
@@ -193,9 +223,10 @@ def register_schema() -> None:
     ConfigStore.instance().store(name="raysweep_schema", node=schema)
 
 
-def available_sweeps() -> list[str]:
-    """Names usable with ``+sweep=NAME`` from the packaged ``conf/sweep`` folder."""
-    return sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
+def available_sweeps(folders: list[Path] | None = None) -> list[str]:
+    """Names usable with ``+sweep=NAME``: the ``sweep/*.yaml`` files of the folders (default :func:`search_path`)."""
+    return sorted({p.stem for folder in (search_path() if folders is None else folders)
+                   for p in (folder / "sweep").glob("*.yaml")})
 
 
 def _check_schema(cfg: DictConfig) -> None:
@@ -229,18 +260,10 @@ def validate(cfg: DictConfig) -> None:
         raise RaySweepError(f"sweep.num_samples={cfg.sweep.num_samples}; it must be at least 1")
     if cfg.sweep.max_concurrent_trials is not None and cfg.sweep.max_concurrent_trials < 1:
         raise RaySweepError("sweep.max_concurrent_trials must be at least 1, or null to fill the cluster")
-    if cfg.data.source == DataSource.file:
-        if not cfg.data.path:
-            raise RaySweepError("data=csv needs a file; add data.path=FILE data.target=COLUMN")
-        if OmegaConf.is_missing(cfg.data, "target"):
-            raise RaySweepError("data=csv needs the label column; add data.target=COLUMN")
-        from raysweep.data import existing_file
+    # The data section: sizes, fractions, split keys, and for a file its header's columns (not its rows).
+    from raysweep.data import check_config as check_data
 
-        existing_file(cfg.data.path)
-    if not 0.0 < cfg.data.val_fraction < 1.0:
-        raise RaySweepError(f"data.val_fraction={cfg.data.val_fraction}; it must be between 0 and 1")
-    if cfg.data.source == DataSource.synthetic and not 0.0 < cfg.data.fraud_rate < 0.5:
-        raise RaySweepError(f"data.fraud_rate={cfg.data.fraud_rate}; it must be between 0 and 0.5")
+    check_data(cfg.data)
     if cfg.trainer.iterations < 1:
         raise RaySweepError(f"trainer.iterations={cfg.trainer.iterations}; it must be at least 1")
     if cfg.trainer.cpus_per_trial <= 0:
@@ -265,7 +288,7 @@ def _validate_trainer_fit(cfg: DictConfig) -> None:
 
     trainer = trainables.load(cfg.trainer.name)
     name = cfg.trainer.name
-    task = None if cfg.data.get("task", "auto") == "auto" else str(cfg.data.task)
+    task = None if cfg.data.get("task", "auto") == "auto" else getattr(cfg.data.task, "value", str(cfg.data.task))
     trainables.check_metrics(trainer, cfg, task)
     if cfg.sweep.register and not trainer.MAKES_MODELS:
         raise RaySweepError(f"trainer {name!r} makes no model to register; add sweep.register=false")

@@ -1,12 +1,13 @@
-"""Build, log and register an ensemble: preprocessing plus registered sklearn models, averaged.
+"""Build, log and register an ensemble: registered models of one task, their answers averaged.
 
-The model itself (:class:`raysweep.ensemble_model.FraudEnsemble`) is logged from code, with its members'
-model directories and a fitted preprocessing step as artifacts, a signature that includes the ``threshold``
-inference parameter, exact pip requirements and the project's uv files. Which models an ensemble averages is
-configuration, ``conf/ensemble/NAME.yaml`` (:func:`load_spec`), or named on the command line::
+The model itself (:class:`raysweep.ensemble_model.Ensemble`) is logged from code, with its members' model
+directories as artifacts (each takes the raw columns: its preprocessing is inside it), a signature of the raw
+columns in and :mod:`raysweep.predictions`' table out (with the ``threshold`` inference parameter for binary
+data), exact pip requirements (its own and its members') and the project's uv files. Which models an ensemble
+averages is configuration, ``conf/ensemble/NAME.yaml`` (:func:`load_spec`), or named on the command line::
 
     raysweep ensemble fraud                               # conf/ensemble/fraud.yaml
-    raysweep ensemble fraud-ensemble --member random_forest=models:/fraud-rf/3 --member boosting=models:/fraud-hgb@champion
+    raysweep ensemble fraud-ensemble --member forest=models:/fraud-rf/3 --member xgboost=models:/fraud-xgb@champion
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from mlflow import MlflowClient
 
@@ -26,12 +28,15 @@ from raysweep.tracking.tags import (
     METRIC_TAG,
     MODE_TAG,
     ROLE_TAG,
+    SCORE_TAG_PREFIX,
+    TEST_METRIC_TAG,
+    TEST_VALUE_TAG,
     VALUE_TAG,
     VERSION_PARENT_TAG,
 )
 
-#: What loading the ensemble needs, pinned to the versions it was built with.
-REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "numpy", "scipy", "pandas")
+#: What loading the ensemble itself needs, pinned to the versions it was built with; its members add theirs.
+REQUIREMENTS = ("mlflow", "numpy", "pandas")
 #: Config group folder of ensemble specs, under ``./conf`` and raysweep's own ``conf``.
 CONFIG_GROUP = "ensemble"
 
@@ -106,102 +111,95 @@ def _read_spec(path: Path) -> EnsembleSpec:
     return EnsembleSpec(raw["registered_model"], {str(k): str(v) for k, v in members.items()})
 
 
-def preprocessing(features):
-    """The ensemble's preprocessing, fitted on ``features`` (the training split).
-
-    It selects the training columns by name (any order in, training order out) and fills a missing value with
-    the column's training median; complete rows pass through unchanged, so members see what they trained on.
-    """
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-
-    step = ColumnTransformer([("impute", SimpleImputer(strategy="median"), list(features.columns))],
-                             remainder="drop", verbose_feature_names_out=False)
-    return step.set_output(transform="pandas").fit(features)
-
-
 def build(client: MlflowClient, name: str, members: Mapping[str, str], *, dataset=None,
           by: str = "raysweep") -> registry.Registration:
-    """Log an ensemble of registered sklearn models to a new run and register it as a version of ``name``.
+    """Log an ensemble of registered models to a new run and register it as a version of ``name``.
 
     The new version gets ``@challenger`` (and ``@champion`` when ``name`` has none); ``raysweep promote NAME``
-    then decides whether it replaces the champion. Its tags record the members' pinned URIs and its
-    validation metric, so the gate can compare it.
+    then decides whether it replaces the champion. Its tags record the members' pinned URIs, its validation
+    metric (what registration compares) and its test metric (:func:`raysweep.evaluation.test_tags`).
 
     Args:
         client: Client bound to the tracking store and registry.
         name: Registered model to add the ensemble to.
-        members: Member name -> ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` of an sklearn model that
-            predicts class probabilities (an :class:`EnsembleSpec`'s ``members``).
-        dataset: Fits the preprocessing (training split) and scores the ensemble (validation split); default
-            the data of the first member's sweep.
+        members: Member name -> ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` of a model that takes the raw
+            columns and answers :mod:`raysweep.predictions`' table for the data's task (a model raysweep
+            registered; an :class:`EnsembleSpec`'s ``members``).
+        dataset: Gives the task, the example rows and the splits the ensemble is scored on; default the data of
+            the first member's sweep.
         by: Who builds it (recorded if it becomes the first champion).
 
     Returns:
         The :class:`raysweep.registry.Registration`.
+
+    Raises:
+        RaySweepError: No members, a member that does not resolve, or one whose answer does not fit the task.
     """
     import mlflow
-    import mlflow.sklearn
 
-    from raysweep import packaging
-    from raysweep.ensemble_model import PREPROCESS, FraudEnsemble
-    from raysweep.metrics import validation_metrics
+    from raysweep import evaluation, packaging, predictions, tabular
+    from raysweep.ensemble_model import CONFIG, PREDICTIONS, THRESHOLD, Ensemble
     from raysweep.promotion import held_out_data
-    from raysweep.trainables.sklearn import trusted_types
 
     members = dict(members)
-    if PREPROCESS in members or not members:
-        raise RaySweepError(f"name the ensemble's members (not {PREPROCESS!r}) as NAME=models:/MODEL@ALIAS")
+    if PREDICTIONS in members or CONFIG in members or not members:
+        raise RaySweepError(f"name the ensemble's members (not {PREDICTIONS!r} or {CONFIG!r}) as "
+                            "NAME=models:/MODEL@ALIAS")
     versions = {key: registry.resolve(client, uri) for key, uri in members.items()}
     pinned = {key: f"models:/{mv.name}/{mv.version}" for key, mv in versions.items()}
     first = next(iter(versions.values()))
     if dataset is None:
         dataset = held_out_data(client, first)
     metric, mode = first.tags.get(METRIC_TAG, "val_auc"), first.tags.get(MODE_TAG, "max")
+    config = {"task": dataset.task, "classes": tabular.model_config(dataset.task, dataset.classes, ())["classes"]}
 
     with tempfile.TemporaryDirectory() as tmp:
-        step = preprocessing(dataset.X_train)
-        artifacts = {PREPROCESS: str(Path(tmp) / PREPROCESS)}
-        mlflow.sklearn.save_model(step, artifacts[PREPROCESS], skops_trusted_types=trusted_types(step),
-                                  pip_requirements=packaging.pip_requirements(*REQUIREMENTS))
+        artifacts = {PREDICTIONS: predictions.__file__, CONFIG: tabular.write_json(config, Path(tmp) / "config.json")}
         for key, uri in pinned.items():
             artifacts[key] = mlflow.artifacts.download_artifacts(uri, dst_path=str(Path(tmp) / key))
-        # The same predict that serves it gives the signature's output example and the validation score.
-        scorer = FraudEnsemble()
-        scorer.preprocess = step
-        scorer.members = {key: mlflow.sklearn.load_model(artifacts[key]) for key in pinned}
-        example = dataset.X_val.head(5)
-        scores = validation_metrics(dataset.y_val, scorer.predict(None, dataset.X_val)[registry.FRAUD_PROBABILITY])
-        signature = mlflow.models.infer_signature(example, scorer.predict(None, example),
-                                                  params={"threshold": 0.5})
+        # The same predict that serves it gives the signature's output example and the scores.
+        scorer = Ensemble().setup(config, {key: mlflow.pyfunc.load_model(artifacts[key]) for key in pinned},
+                                  predictions.to_frame, predictions.from_frame)
+        example = tabular.servable(dataset.X_val.head(5))
+        loaded = SimpleNamespace(predict=lambda rows: scorer.predict(None, rows))  # as pyfunc would call it
+        scores = {**_score(loaded, dataset, "val"), **_score(loaded, dataset, "test")}
+        params = {THRESHOLD: predictions.DEFAULT_THRESHOLD} if dataset.task == "binary" else None
+        pins = _requirements(artifacts[key] for key in pinned)
         experiment_id = client.get_run(first.run_id).info.experiment_id if first.run_id else None
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"ensemble-{name}",
                               tags={ROLE_TAG: ENSEMBLE_ROLE}) as run:
             mlflow.log_params({f"member.{key}": uri for key, uri in pinned.items()})
-            mlflow.log_metrics(scores)
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(Path(__file__).with_name("ensemble_model.py")),
-                artifacts=artifacts,
-                signature=signature,
-                input_example=example,
-                pip_requirements=packaging.pip_requirements(*REQUIREMENTS),
-                uv_project_path=packaging.project_root(),  # MLflow copies uv.lock, pyproject.toml, .python-version
-            )
+            mlflow.log_metrics({k: v for k, v in scores.items() if v == v})  # nan: a split without rows
+            with tabular.integer_columns_hint_off():
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(Path(__file__).with_name("ensemble_model.py")),
+                    artifacts=artifacts,
+                    signature=tabular.signature(example, scorer.predict(None, example), params),
+                    input_example=example,
+                    pip_requirements=pins,
+                    # MLflow copies uv.lock, pyproject.toml and .python-version from there.
+                    uv_project_path=packaging.project_root(),
+                )
+    on_test = evaluation.on_split(metric, evaluation.TEST)
     tags = {
         MEMBERS_TAG: ",".join(f"{key}={uri}" for key, uri in pinned.items()),
         METRIC_TAG: metric,
         MODE_TAG: mode,
         VALUE_TAG: repr(scores[metric]) if metric in scores else "",
+        **({TEST_METRIC_TAG: on_test, TEST_VALUE_TAG: repr(scores[on_test])} if on_test in scores else {}),
+        **{SCORE_TAG_PREFIX + key: repr(value) for key, value in scores.items() if key.startswith("test_")},
     }
     if first.tags.get(VERSION_PARENT_TAG):
-        # The sweep whose data the ensemble was fitted and scored on: the gate rebuilds it from there.
+        # The sweep whose data the ensemble was scored on: the gate rebuilds it from there.
         tags[VERSION_PARENT_TAG] = first.tags[VERSION_PARENT_TAG]
     mv = mlflow.register_model(info.model_uri, name, tags=tags)
     listed = ", ".join(f"{key} {uri}" for key, uri in pinned.items())
+    averaged = "mean class probabilities" if dataset.task != "regression" else "mean prediction"
     client.update_model_version(name, mv.version, description=(
-        f"Ensemble of {listed} (preprocessing: median imputation by column; mean fraud probability; "
-        f"threshold param, default 0.5). {metric}={scores.get(metric, float('nan')):.4f} on the validation data. "
+        f"Ensemble of {listed} ({averaged}{'; threshold param, default 0.5' if params else ''}). "
+        f"{metric}={scores.get(metric, float('nan')):.4f} on the validation split"
+        f"{f', {on_test}={scores[on_test]:.4f} on the test split' if on_test in scores else ''}. "
         f"Run {run.info.run_id}."
     ))
     version = str(mv.version)
@@ -210,3 +208,33 @@ def build(client: MlflowClient, name: str, members: Mapping[str, str], *, datase
         registry.promote(client, name, version, by=by, reason="first version of the ensemble")
     current = client.get_model_version(name, version)
     return registry.Registration(name, version, tuple(sorted(current.aliases)), True)
+
+
+def _score(scorer, dataset, split: str) -> dict[str, float]:
+    from raysweep import evaluation
+
+    if not len(dataset.xy(split)[1]):
+        return {}
+    try:
+        return evaluation.score(scorer, dataset, split)
+    except RaySweepError as error:
+        raise RaySweepError(f"the ensemble's members do not all answer for the data's {dataset.task} task: "
+                            f"{error}") from None
+
+
+def _requirements(member_dirs) -> list[str]:
+    """The ensemble's own pins, then each member's (``requirements.txt``), one line per package."""
+    import re
+
+    from raysweep import packaging
+
+    lines = packaging.pip_requirements(*REQUIREMENTS)
+    for folder in member_dirs:
+        path = Path(folder) / "requirements.txt"
+        if path.is_file():
+            lines += [line.strip() for line in path.read_text().splitlines() if line.strip()
+                      and not line.startswith(("#", "-"))]
+    by_package = {}
+    for line in lines:
+        by_package.setdefault(re.split(r"[=<>!~\[; ]", line, maxsplit=1)[0].lower(), line)
+    return list(by_package.values())

@@ -9,6 +9,13 @@ class RaySweepError(Exception):
     """
 
 
+class NoModelError(RaySweepError):
+    """The best trial left no model to register (e.g. a user's function whose checkpoint holds no MLflow model).
+
+    Not a failed sweep: the summary says so in one line and no version is created.
+    """
+
+
 class SweepInterrupted(KeyboardInterrupt):
     """The sweep was stopped by a signal (Ctrl-C or SIGTERM); its MLflow runs were ended KILLED."""
 

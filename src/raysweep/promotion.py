@@ -1,9 +1,10 @@
 """The promotion path of a registered model: a validation gate, and copies between registries.
 
-:func:`gate` evaluates ``@challenger`` and ``@champion`` on the same held-out data, moves ``@champion`` only
-when the challenger is better by a margin (or when forced), and records the decision as version tags and in the
-challenger's description; :func:`raysweep.registry.rollback` undoes a promotion. Aliases only: MLflow's registry
-stages are deprecated, and a model that has nothing but stages gets one line saying how to set aliases.
+:func:`gate` scores ``@challenger`` and ``@champion`` on the same test split (rows no trial saw and nothing was
+ranked on), moves ``@champion`` only when the challenger is better by a margin (or when forced), and records the
+decision as version tags and in the challenger's description; :func:`raysweep.registry.rollback` undoes a
+promotion. Aliases only: MLflow's registry stages are deprecated, and a model that has nothing but stages gets
+one line saying how to set aliases.
 :func:`copy_version` copies a version to another registered model, in the same registry or in another one.
 """
 
@@ -89,8 +90,8 @@ def status(better: bool, force: bool) -> str:
 
 
 def held_out_data(client: MlflowClient, version, data_cfg=None):
-    """The data a gate evaluates on: ``data_cfg`` when given, else the validation split of the sweep that
-    produced ``version`` (rebuilt from the config recorded on its parent run).
+    """The data a gate evaluates on: ``data_cfg`` when given, else the data of the sweep that produced
+    ``version`` (rebuilt, with the same splits, from the config recorded on its parent run).
 
     Raises:
         RaySweepError: No data config given and the version records no sweep.
@@ -113,17 +114,16 @@ def gate(client: MlflowClient, name: str, dataset=None, *, margin: float = 0.0, 
          by: str, reason: str = "", data_cfg=None) -> Decision:
     """Evaluate ``@challenger`` against ``@champion`` and move ``@champion`` when the challenger is better.
 
-    Both versions are scored on the same held-out data in the sweep's metric (recorded on the challenger as
-    ``raysweep.metric``/``raysweep.mode``; ``val_auc``/``max`` otherwise). The decision is written to the
-    challenger as tags (:attr:`Decision.tags`) and appended to its description; a promotion also records who,
-    why, when and the previous champion (:func:`raysweep.registry.promote`), so :func:`raysweep.registry.rollback`
+    Both versions are scored on the same test split in the sweep's metric (recorded on the challenger as
+    ``raysweep.metric``/``raysweep.mode``; ``val_auc``/``max`` otherwise), named for that split (``test_auc``).
+    The decision is written to the challenger as tags (:attr:`Decision.tags`) and appended to its description; a
+    promotion also records who, why, when and the previous champion (:func:`raysweep.registry.promote`), so :func:`raysweep.registry.rollback`
     can undo it. Nothing is written when the aliases cannot be resolved or the models cannot be evaluated.
 
     Args:
         client: Client bound to the tracking store and registry.
         name: Registered model name.
-        dataset: The :class:`raysweep.data.Dataset` whose validation split to score on; default
-            :func:`held_out_data`.
+        dataset: The :class:`raysweep.data.Dataset` whose test split to score on; default :func:`held_out_data`.
         margin: How much better the challenger must be (metric units); equal is never better.
         force: Promote even when the challenger is not better (recorded as ``forced``).
         by: Who decides (recorded).
@@ -134,10 +134,11 @@ def gate(client: MlflowClient, name: str, dataset=None, *, margin: float = 0.0, 
         The :class:`Decision`.
 
     Raises:
-        RaySweepError: Missing model or aliases, a stages-only model, both aliases on one version, or no
-            held-out data.
+        RaySweepError: Missing model or aliases, a stages-only model, both aliases on one version, a metric the
+            gate cannot recompute, or no test rows.
     """
-    from raysweep.metrics import VALIDATION_METRICS
+    from raysweep.evaluation import TEST, evaluate, on_split
+    from raysweep.metrics import metric_names
 
     if margin < 0:
         raise RaySweepError(f"--margin must be >= 0, got {margin}")
@@ -146,17 +147,20 @@ def gate(client: MlflowClient, name: str, dataset=None, *, margin: float = 0.0, 
     if challenger == champion:
         raise RaySweepError(f"{name}@challenger is already @champion (v{champion}); register a new version first")
     challenger_mv = client.get_model_version(name, challenger)
-    metric = challenger_mv.tags.get(METRIC_TAG, "val_auc")
+    swept = challenger_mv.tags.get(METRIC_TAG, "val_auc")
     mode = challenger_mv.tags.get(MODE_TAG, "max")
-    if metric not in VALIDATION_METRICS:
-        raise RaySweepError(f"{name} v{challenger} is ranked by {metric!r}, which a gate cannot recompute; "
-                            f"use a sweep whose metric is one of {', '.join(VALIDATION_METRICS)}")
     if dataset is None:
         dataset = held_out_data(client, challenger_mv, data_cfg)
-    values = {
-        version: registry.evaluate(f"models:/{name}/{version}", dataset.X_val, dataset.y_val)[metric]
-        for version in (challenger, champion)
-    }
+    metric = on_split(swept, TEST)
+    if metric not in metric_names(dataset.task, "test_"):
+        raise RaySweepError(f"{name} v{challenger} is ranked by {swept!r}, which a gate cannot recompute on "
+                            f"{dataset.task} data; use a sweep whose metric is one of "
+                            f"{', '.join(metric_names(dataset.task))}")
+    if not len(dataset.xy(TEST)[1]):
+        raise RaySweepError(f"the held-out data has no test rows to score {name} on; give it some with "
+                            "data.test_fraction > 0 (--data FILE.yaml)")
+    values = {version: evaluate(f"models:/{name}/{version}", dataset, TEST)[metric]
+              for version in (challenger, champion)}
     better = is_better(values[challenger], values[champion], mode, margin)
     decision = Decision(
         name=name, challenger=challenger, champion=champion, metric=metric, mode=mode,

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from mlflow import MlflowClient
 from mlflow.entities import RunTag
 
-from raysweep.errors import RaySweepError
+from raysweep.errors import NoModelError, RaySweepError
+from raysweep.evaluation import compare, evaluate, test_tags  # noqa: F401 - compare, evaluate: the registry's API
 from raysweep.ranking import is_better
 from raysweep.tracking.tags import (
     CHECKPOINT_TAG,
@@ -26,6 +27,8 @@ from raysweep.tracking.tags import (
     PROMOTED_AT_TAG,
     PROMOTED_BY_TAG,
     PROMOTION_REASON_TAG,
+    TEST_METRIC_TAG,
+    TEST_VALUE_TAG,
     VALUE_TAG,
     VERSION_PARENT_TAG,
     VERSION_SWEEP_TAG,
@@ -37,8 +40,6 @@ if TYPE_CHECKING:
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
-#: Column of a model's output table that holds fraud probabilities (the ensemble answers with a table).
-FRAUD_PROBABILITY = "fraud_probability"
 
 
 @dataclass(frozen=True)
@@ -61,27 +62,47 @@ class Registration:
         return f"{self.name} v{self.version} ({state}; {aliases})  load with {self.uri}"
 
 
-def register_best(client: MlflowClient, parent, summary: SweepSummary) -> Registration:
+@dataclass(frozen=True)
+class NotRegistered:
+    """A sweep whose best trial left no model to register: no version, and one line for the summary."""
+
+    name: str
+    reason: str
+    version: None = None
+    aliases: tuple[str, ...] = ()
+    created: bool = False
+
+    def __str__(self) -> str:
+        return f"no version of {self.name}: {self.reason}"
+
+
+def register_best(client: MlflowClient, parent, summary: SweepSummary, dataset=None) -> Registration | NotRegistered:
     """Log the best trial's checkpointed model to its run, register it, and move the aliases.
 
     Idempotent per sweep: a second call finds the version registered from the same parent run and
     creates nothing new. The new version always becomes ``@challenger``; it becomes ``@champion`` too when
-    the model has no champion or beats the champion's recorded metric in the sweep's mode.
+    the model has no champion or beats the champion's recorded metric in the sweep's mode. Given the sweep's
+    data, the new version also records its score on the test split (:func:`raysweep.evaluation.test_tags`).
 
     Args:
         client: Client bound to the tracking and registry stores.
         parent: The sweep's parent run.
         summary: The sweep's summary from :func:`raysweep.analysis.summarize`.
+        dataset: The sweep's :class:`raysweep.data.Dataset`, to score the model on its test split; ``None``
+            records no test metric.
 
     Returns:
-        The :class:`Registration`.
+        The :class:`Registration`, or :class:`NotRegistered` when the best trial's checkpoint holds no model.
     """
     name = parent.data.params["mlflow.registered_model"]
     version = _existing_version(client, name, summary)
     created = version is None
     if created:
-        model_uri = _log_model(client, parent, summary)
-        version = _register(client, name, model_uri, summary)
+        try:
+            model_uri = _log_model(client, parent, summary)
+        except NoModelError as error:
+            return NotRegistered(name, str(error))
+        version = _register(client, name, model_uri, summary, test_tags(model_uri, dataset, summary.metric))
     _move_aliases(client, name, version, summary)
     current = client.get_model_version(name, version)
     return Registration(name, version, tuple(sorted(current.aliases)), created)
@@ -105,7 +126,8 @@ def _log_model(client: MlflowClient, parent, summary: SweepSummary) -> str:
         return best.data.tags[MODEL_URI_TAG]
     checkpoint = best.data.tags.get(CHECKPOINT_TAG)
     if not checkpoint:
-        raise RaySweepError(f"best trial {summary.best_run_name} recorded no checkpoint; its model cannot be registered")
+        raise NoModelError(f"best trial {summary.best_run_name} kept no checkpoint; report one "
+                           "(ray.tune.report(metrics, checkpoint=...)) holding a model to have it registered")
     trainer = trainables.load(parent.data.params["trainer.name"])
     with tempfile.TemporaryDirectory() as tmp:
         local = _fetch_checkpoint(checkpoint, tmp)
@@ -130,7 +152,8 @@ def _fetch_checkpoint(path: str, tmp: str) -> str:
         ) from None
 
 
-def _register(client: MlflowClient, name: str, model_uri: str, summary: SweepSummary) -> str:
+def _register(client: MlflowClient, name: str, model_uri: str, summary: SweepSummary,
+              extra_tags: dict[str, str]) -> str:
     import mlflow
 
     tags = {
@@ -140,15 +163,20 @@ def _register(client: MlflowClient, name: str, model_uri: str, summary: SweepSum
         METRIC_TAG: summary.metric,
         VALUE_TAG: repr(summary.best_value),
         MODE_TAG: summary.mode,
+        **extra_tags,
     }
     mv = mlflow.register_model(model_uri, name, tags=tags)
     params = ", ".join(f"{k}={v}" for k, v in sorted(summary.best_params.items()))
+    tested = ""
+    if TEST_METRIC_TAG in extra_tags:
+        tested = f" On the test split: {extra_tags[TEST_METRIC_TAG]}={float(extra_tags[TEST_VALUE_TAG]):.4f}."
     client.update_model_version(
         name,
         mv.version,
         description=(
             f"Best of {summary.n_trials} trials of sweep {summary.sweep_run_name}: "
-            f"{summary.metric}={summary.best_value:.4f} ({summary.mode}). Trial {summary.best_run_name}; {params}."
+            f"{summary.metric}={summary.best_value:.4f} ({summary.mode}).{tested} Trial {summary.best_run_name}; "
+            f"{params}."
         ),
     )
     return str(mv.version)
@@ -332,6 +360,8 @@ def versions(client: MlflowClient, name: str):
             "run_id": mv.run_id,
             "metric": mv.tags.get(METRIC_TAG),
             "value": float(mv.tags[VALUE_TAG]) if VALUE_TAG in mv.tags else None,
+            "test_metric": mv.tags.get(TEST_METRIC_TAG),
+            "test_value": float(mv.tags[TEST_VALUE_TAG]) if TEST_VALUE_TAG in mv.tags else None,
             "sweep": mv.tags.get(VERSION_SWEEP_TAG),
             "promoted_by": mv.tags.get(PROMOTED_BY_TAG),
             "promotion_reason": mv.tags.get(PROMOTION_REASON_TAG),
@@ -339,37 +369,6 @@ def versions(client: MlflowClient, name: str):
         for mv in client.search_model_versions(f"name = '{name}'")
     ]
     return pd.DataFrame(rows).sort_values("version", ascending=False, ignore_index=True)
-
-
-def evaluate(model_uri: str, features, labels) -> dict[str, float]:
-    """Load a model through pyfunc and compute the validation metrics of its fraud probabilities.
-
-    A model may answer with class probabilities (sklearn: one column per class), one probability per row
-    (torch), or a table with a ``fraud_probability`` column (the ensemble).
-    """
-    import mlflow.pyfunc
-    import numpy as np
-
-    from raysweep.metrics import validation_metrics
-
-    predictions = mlflow.pyfunc.load_model(model_uri).predict(features)
-    if hasattr(predictions, "columns") and FRAUD_PROBABILITY in predictions.columns:
-        predictions = predictions[FRAUD_PROBABILITY]
-    predictions = np.asarray(predictions)
-    proba = predictions[:, -1] if predictions.ndim == 2 else predictions
-    return validation_metrics(labels, proba)
-
-
-def compare(client: MlflowClient, name: str, dataset, aliases=(CHAMPION, CHALLENGER)):
-    """Validation metrics of the versions behind ``aliases``, on the same validation data."""
-    import pandas as pd
-
-    rows = []
-    for alias in aliases:
-        mv = client.get_model_version_by_alias(name, alias)
-        metrics = evaluate(f"models:/{name}@{alias}", dataset.X_val, dataset.y_val)
-        rows.append({"alias": alias, "version": int(mv.version), **metrics})
-    return pd.DataFrame(rows).set_index("alias")
 
 
 def beats(summary: SweepSummary, champion_tags: dict[str, str]) -> bool:

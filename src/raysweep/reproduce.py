@@ -86,7 +86,7 @@ def reproduce(client: MlflowClient, uri: str, *, tolerance: float = TOLERANCE) -
             the trial's hyperparameters changed during the sweep (PBT).
     """
     from raysweep import data, trainables
-    from raysweep.metrics import VALIDATION_METRICS
+    from raysweep.metrics import metric_names
 
     mv = registry.resolve(client, uri)
     run = client.get_run(mv.run_id) if mv.run_id else None
@@ -97,25 +97,27 @@ def reproduce(client: MlflowClient, uri: str, *, tolerance: float = TOLERANCE) -
     trainer = trainables.load(config.trainer.name)
     if trainer.retrain is None:
         raise RaySweepError(f"trainer {config.trainer.name!r} cannot retrain outside Ray Tune; reproduce supports "
-                            "the sklearn trainer")
+                            "the sklearn and estimator trainers")
     if config.scheduler.name == "pbt":
         raise RaySweepError(f"{uri} comes from a PBT sweep, whose trials change hyperparameters midway; "
                             "it cannot be retrained from its params")
     metric = config.sweep.metric
-    history = {key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
-               for key in VALIDATION_METRICS}
+    dataset = data.load(config.data)
+    # The task's validation metrics, and the sweep's own metric whatever it is.
+    compared = dict.fromkeys([metric, *metric_names(dataset.task)])
+    history = {key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)} for key in compared}
     step = max(history[metric], default=0)
     if not step:
         raise RaySweepError(f"run {run.info.run_id} recorded no {metric}; nothing to compare with")
     # Only the search space's keys: autolog (worker mode) adds the estimator's every argument to the params.
     params = {key: parse_param(run.data.params[key]) for key in config.search_space if key in run.data.params}
-    per_iteration = trainer.retrain(config.trainer, data.load(config.data), params, until=step)
+    per_iteration = trainer.retrain(config.trainer, dataset, params, until=step)
     reproduced = per_iteration[step - 1] if len(per_iteration) >= step else {}
     return Reproduction(
         uri=uri, name=mv.name, version=str(mv.version), run_id=run.info.run_id, trial=run.info.run_name,
         step=step, metric=metric,
         recorded={key: values[step] for key, values in history.items() if step in values},
-        reproduced={key: reproduced[key] for key in VALIDATION_METRICS if key in reproduced},
+        reproduced={key: reproduced[key] for key in compared if key in reproduced},
         tolerance=tolerance,
     )
 

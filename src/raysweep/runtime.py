@@ -31,6 +31,11 @@ def start(address: str | None = None, num_cpus: int | None = None, *, logging_le
           forward_mlflow_env: bool = True) -> None:
     """Start a local Ray (``num_cpus``; all when ``None``) or connect to the cluster at ``address``.
 
+    Trials import the user's modules (``trainer.function=train:train``) from the working directory: Ray puts
+    the driver's working directory at ``ray.init`` on the path of every worker it starts for this driver (Tune's
+    trial processes, Ray Train's workers), unless the job has a runtime_env working_dir, which Ray makes the
+    workers' directory and path instead (``raysweep submit``). ``tests/test_library.py`` checks the rule.
+
     Args:
         address: A Ray cluster to join (``auto``, ``HOST:PORT``, ``ray://...``); ``None`` starts a local one.
         num_cpus: CPUs of a local Ray.

@@ -11,7 +11,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ray.tune.stopper import Stopper
+from ray.tune import Callback
+from ray.tune.stopper import CombinedStopper, Stopper
 
 from raysweep import ranking, remote, search_space
 from raysweep.errors import RaySweepError
@@ -132,6 +133,12 @@ def stopper(
     return SweepStopper(metric, mode, time_budget_s, metric_threshold, tracking_uri, parent_run_id)
 
 
+def with_first_user_error(stop: Stopper | None) -> tuple[FirstUserError, Stopper]:
+    """A :class:`FirstUserError` and the sweep's stopper combined with it (Tune takes one stopper)."""
+    watch = FirstUserError()
+    return watch, watch if stop is None else CombinedStopper(stop, watch)
+
+
 class SweepStopper(Stopper):
     """Stops every trial once the time budget is spent or any trial reaches the metric threshold."""
 
@@ -169,6 +176,44 @@ class SweepStopper(Stopper):
     def __getstate__(self):
         # A resumed sweep gets a fresh budget: a pickled deadline belongs to the old driver's clock.
         return {**self.__dict__, "_deadline": None, "reason": None}
+
+
+class FirstUserError(Callback, Stopper):
+    """Stops the sweep at the first trial that failed on bad input, which every other trial would repeat.
+
+    A trial that raises :class:`raysweep.errors.RaySweepError` (a user's function that does not report
+    ``sweep.metric``, say) failed on something only the user can fix. Tune calls this as a callback when a trial
+    fails (:meth:`on_trial_error`) and as a stopper (:meth:`stop_all`); after ``fit`` the sweep raises
+    :attr:`error`, the one line the trial raised.
+    """
+
+    def __init__(self):
+        self.error: str | None = None
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        if self.error is None and trial.error_file:
+            self.error = user_error(trial.error_file)
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.error is not None
+
+
+def user_error(error_file: str) -> str | None:
+    """The message of a :class:`~raysweep.errors.RaySweepError` a trial raised, from its error file, else ``None``."""
+    from pathlib import Path
+
+    marker = f"{RaySweepError.__name__}: "
+    try:
+        lines = Path(error_file).read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if marker in line:
+            return line.split(marker, 1)[1].strip() or None
+    return None
 
 
 def _mode(value) -> str:

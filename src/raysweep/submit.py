@@ -1,9 +1,11 @@
 """``raysweep submit +sweep=NAME [overrides]``: run a sweep as a Ray job on an existing cluster.
 
-The job brings this project with it, so a cluster that has only the dependencies (Ray, MLflow, the
-frameworks) runs exactly the submitted code: ``conf/`` (and any data files) in the working_dir, the
-``raysweep`` package as a py_module, which Ray puts on the path of the job's driver and of every worker on
-every node, ahead of any older installed copy. MLflow's variables go with it in the runtime_env.
+The job brings your project and raysweep with it, so a cluster that has only the dependencies (Ray, MLflow, the
+frameworks) runs exactly the submitted code: the working directory (your ``conf/``, modules and data files) as
+the job's working_dir, which Ray makes every worker's current directory and puts on its path, and the
+``raysweep`` package with its built-in configs inside (``raysweep/conf``, as the wheel lays it out) as a
+py_module, which Ray puts on the path of the job's driver and of every worker on every node, ahead of any older
+installed copy. MLflow's variables go with it in the runtime_env.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import argparse
 import logging
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,7 +26,7 @@ from raysweep.errors import RaySweepError
 #: Never uploaded: environments, local stores, results, caches (Ray caps a working_dir at 100 MiB).
 EXCLUDES = [
     ".venv", "venv", ".git", "mlflow.db", "*.db", "mlruns", "mlartifacts", "ray_results", "outputs", "multirun",
-    "__pycache__", ".pytest_cache", ".ipynb_checkpoints", "*.egg-info", "src",
+    "__pycache__", ".pytest_cache", ".ipynb_checkpoints", "*.egg-info", "dist", "build",
 ]
 _TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -39,8 +43,8 @@ def runtime_env(project_dir: Path, package_dir: Path, environ: Mapping[str, str]
     """The job's runtime_env: the project as working_dir, raysweep as a py_module, MLflow's variables.
 
     Args:
-        project_dir: The folder holding ``conf/`` (uploaded as the job's working_dir).
-        package_dir: The ``raysweep`` package folder (uploaded as a py_module).
+        project_dir: The user's project, the working directory (uploaded as the job's working_dir).
+        package_dir: The ``raysweep`` package folder, built-in configs inside (uploaded as a py_module).
         environ: The submitting shell's environment; only MLflow's variables are taken.
     """
     from raysweep.remote import forwarded_env
@@ -90,7 +94,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not any(o.startswith("+sweep=") for o in overrides):
         raise RaySweepError("say which sweep to run: raysweep submit +sweep=NAME [overrides]")
 
-    from raysweep.config import CONF_DIR
     from raysweep.search_space import quote_cli_overrides
 
     overrides = quote_cli_overrides(overrides)
@@ -98,15 +101,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     client = _client(args.address)
     # Ray's packaging notes (each file skipped, each upload) would bury the job's own log.
     logging.getLogger("ray").setLevel(logging.ERROR)
-    package_dir = Path(__file__).resolve().parent
-    job_id = client.submit_job(
-        entrypoint=entrypoint(overrides),
-        runtime_env=runtime_env(CONF_DIR.parent, package_dir, os.environ),
-        submission_id=args.submission_id,
-        metadata={"raysweep.sweep": next(o for o in overrides if o.startswith("+sweep="))[7:]},
-        # The driver only coordinates: it must not take a CPU a trial could use.
-        entrypoint_num_cpus=0,
-    )
+    with tempfile.TemporaryDirectory() as staging:  # uploaded by submit_job before it returns
+        job_id = client.submit_job(
+            entrypoint=entrypoint(overrides),
+            runtime_env=runtime_env(Path.cwd(), package_with_conf(Path(staging)), os.environ),
+            submission_id=args.submission_id,
+            metadata={"raysweep.sweep": next(o for o in overrides if o.startswith("+sweep="))[7:]},
+            # The driver only coordinates: it must not take a CPU a trial could use.
+            entrypoint_num_cpus=0,
+        )
     print(f"raysweep: submitted job {job_id} to {client.get_address()}", file=sys.stderr, flush=True)
     if args.no_wait:
         print(job_id)
@@ -123,6 +126,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if status == "SUCCEEDED":
         return 0
     return info.driver_exit_code or 1
+
+
+def package_with_conf(staging: Path) -> Path:
+    """The ``raysweep`` package folder with the built-in configs in ``raysweep/conf``, as the wheel lays it out.
+
+    An installed raysweep is that already; a checkout's ``src/raysweep`` gets copied into ``staging`` with the
+    repository's ``conf/``, so the job finds the built-ins whatever folder it was submitted from.
+    """
+    from raysweep.config import CONF_DIR
+
+    package_dir = Path(__file__).resolve().parent
+    if (package_dir / "conf").is_dir():
+        return package_dir
+    staged = staging / "raysweep"
+    shutil.copytree(package_dir, staged, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(CONF_DIR, staged / "conf")
+    return staged
 
 
 def _client(address: str | None):

@@ -118,7 +118,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
             parent = client.get_run(parent_id)
             summary = analysis.summarize(client, parent)
             analysis.record_best(client, summary)
-            registration = registry.register_best(client, parent, summary) if plan.register else None
+            registration = registry.register_best(client, parent, summary, dataset) if plan.register else None
             _log_report(client, summary, registration)
     return SweepOutcome(plan, summary, registration, time.perf_counter() - started)
 

@@ -12,6 +12,7 @@ from ray import tune
 
 from raysweep import compat, strategy
 from raysweep.config import LoggingMode
+from raysweep.errors import RaySweepError
 from raysweep.plan import SweepPlan
 from raysweep.tracking.tags import WORLD_SIZE_TAG
 
@@ -101,12 +102,17 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
                 system_metrics=cfg.mlflow.system_metrics,
                 track_config=plan.scheduler == "pbt",
                 dataset=dataset,
+                all_metrics=not metrics,  # only the trials know what they report (trainer=function)
             )
         )
     search_alg, param_space = strategy.searcher(
         cfg.search_alg, plan.search_space, plan.metric, plan.mode, resources.max_concurrent_trials
     )
     stop = cfg.sweep.stop
+    user_error, stopper = strategy.with_first_user_error(strategy.stopper(
+        plan.metric, plan.mode, stop.time_budget_s, stop.metric_threshold,
+        tracking_uri=plan.tracking_uri, parent_run_id=parent_id,
+    ))
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,
@@ -122,11 +128,8 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
         run_config=tune.RunConfig(
             name=plan.run_name,
             storage_path=plan.storage_path,
-            callbacks=callbacks,
-            stop=strategy.stopper(
-                plan.metric, plan.mode, stop.time_budget_s, stop.metric_threshold,
-                tracking_uri=plan.tracking_uri, parent_run_id=parent_id,
-            ),
+            callbacks=[*callbacks, user_error],
+            stop=stopper,
             failure_config=tune.FailureConfig(max_failures=plan.max_failures),
             # Keep each trial's two most recent checkpoints (registration takes the better of them). Pruning by
             # score instead would delete the checkpoint Tune's last saved state points at as soon as a better
@@ -135,4 +138,7 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
             verbose=cfg.cluster.verbose,
         ),
     )
-    return tuner.fit()
+    results = tuner.fit()
+    if user_error.error:
+        raise RaySweepError(user_error.error)
+    return results

@@ -12,18 +12,25 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 from ray.air.integrations.mlflow import MLflowLoggerCallback
-from ray.tune.result import TRAINING_ITERATION
+from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS, DONE, TRAINING_ITERATION
 
 from raysweep import remote
+from raysweep.metrics import PROGRESS
 from raysweep.tracking.lifecycle import TrialRuns
 from raysweep.tracking.lineage import DatasetRecord
 from raysweep.tracking.tags import NODE_TAG, PARENT_RUN_ID, ROLE_TAG, TRIAL_ROLE
+from raysweep.tracking.worker import numeric_values
+
+#: Result keys that are Tune's bookkeeping (and raysweep's progress), never a trial's own metric.
+BOOKKEEPING_KEYS = frozenset({*AUTO_RESULT_KEYS, *DEBUG_METRICS, DONE, PROGRESS})
+
 
 class SweepLoggerCallback(MLflowLoggerCallback):
     """One child run per trial under the sweep's parent run, written from the Tune driver.
 
     Compared with Ray's callback it logs only the trainer's metrics (not ``pid``, ``timestamp``,
-    ``config/*`` and Ray's other bookkeeping keys), writes from a background thread in batches (Tune's
+    ``config/*`` and Ray's other bookkeeping keys; with ``all_metrics``, for a trainer whose metrics only its
+    trials know, every other number a trial reports), writes from a background thread in batches (Tune's
     event loop only queues), tags each run with its trial id and records a failed trial's error. A trial that
     starts again (a retry, a PBT restart, a resumed sweep) goes back to its own run and logs only steps after the
     last one the run holds. It connects in :meth:`setup` with its own client instead of the parent class's, which
@@ -43,6 +50,7 @@ class SweepLoggerCallback(MLflowLoggerCallback):
         system_metrics: bool = False,
         track_config: bool = False,
         dataset: DatasetRecord | None = None,
+        all_metrics: bool = False,
     ):
         super().__init__(
             # Tune pickles its callbacks into the sweep's tuner.pkl: only the masked URIs go there.
@@ -58,6 +66,7 @@ class SweepLoggerCallback(MLflowLoggerCallback):
         self._system_metrics = system_metrics
         self._track_config = track_config
         self._dataset = dataset
+        self._all_metrics = all_metrics
         self._nodes: dict[str, str] = {}  # trial id -> IP of the node its latest result came from
         self._runs: TrialRuns | None = None
         self._writer: _Writer | None = None
@@ -100,11 +109,10 @@ class SweepLoggerCallback(MLflowLoggerCallback):
         )
 
     def log_trial_result(self, iteration, trial, result):
-        values = {
-            key: float(result[key])
-            for key in self._metrics
-            if isinstance(result.get(key), (int, float)) and not isinstance(result.get(key), bool)
-        }
+        if self._all_metrics:
+            values = numeric_values(result, exclude=BOOKKEEPING_KEYS)
+        else:
+            values = numeric_values({key: result[key] for key in self._metrics if key in result})
         self._writer.submit(self._runs.metrics, trial.trial_id, values, int(result[TRAINING_ITERATION]))
         node = result.get("node_ip")
         if node and self._nodes.get(trial.trial_id) != node:

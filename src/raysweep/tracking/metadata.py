@@ -65,7 +65,7 @@ def parent_tags(cfg: DictConfig, overrides: Sequence[str], project_dir: Path | N
     Args:
         cfg: The composed config.
         overrides: The command-line overrides.
-        project_dir: Where to ask git for the commit (default: the folder holding the config groups).
+        project_dir: Where to ask git for the commit (default: the working directory, else raysweep's checkout).
     """
     from importlib.metadata import PackageNotFoundError, version
 
@@ -83,8 +83,10 @@ def parent_tags(cfg: DictConfig, overrides: Sequence[str], project_dir: Path | N
     if project_dir is None:
         from raysweep.config import CONF_DIR
 
-        project_dir = CONF_DIR.parent
-    commit = git_commit(project_dir)
+        # The user's code is in the working directory; raysweep's own checkout when that is no git checkout.
+        commit = git_commit(Path.cwd()) or git_commit(CONF_DIR.parent)
+    else:
+        commit = git_commit(project_dir)
     if commit:
         tags[GIT_COMMIT] = commit
     return tags

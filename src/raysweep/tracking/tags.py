@@ -72,6 +72,12 @@ VERSION_TRIAL_TAG = "raysweep.trial"
 METRIC_TAG = "raysweep.metric"
 VALUE_TAG = "raysweep.metric_value"
 MODE_TAG = "raysweep.mode"
+#: The sweep's metric on the test split (``test_auc``) and the registered model's value of it, recorded at
+#: registration: rows no trial saw and nothing was ranked on.
+TEST_METRIC_TAG = "raysweep.test_metric"
+TEST_VALUE_TAG = "raysweep.test_metric_value"
+#: Prefix of every metric a version was scored on at registration, by its name (``raysweep.score.test_rmse``).
+SCORE_TAG_PREFIX = "raysweep.score."
 #: Who moved ``@champion`` to this version, why, when, and which version it replaced (for rollback).
 PROMOTED_BY_TAG = "raysweep.promoted_by"
 PROMOTION_REASON_TAG = "raysweep.promotion_reason"

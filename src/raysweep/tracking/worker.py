@@ -11,8 +11,9 @@ Importing this module loads no MLflow: driver-mode trials import it for the no-o
 
 from __future__ import annotations
 
+import numbers
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -152,6 +153,18 @@ def trial_log(
         if logging.autolog:
             mlflow.autolog(disable=True)
         runs.end(trial_id, status, error)
+
+
+def numeric_values(values: Mapping[str, Any], exclude: Collection[str] = ()) -> dict[str, float]:
+    """The numbers among a trial's reported values, as floats: what gets logged of a report.
+
+    Booleans, strings, nested values (Tune's ``config``) and the names in ``exclude`` are left out.
+    """
+    return {
+        key: float(value)
+        for key, value in values.items()
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and key not in exclude
+    }
 
 
 def _world_rank() -> int:

@@ -25,8 +25,10 @@ from raysweep.metrics import PROGRESS  # noqa: F401 - every trainable reports it
 #: ``trainer.name`` of each built-in trainer -> the module that implements it.
 BUILT_INS = {
     "sklearn": "raysweep.trainables.sklearn",
+    "estimator": "raysweep.trainables.estimator",
     "torch": "raysweep.trainables.torch_mlp",
     "fixed_cost": "raysweep.trainables.fixed_cost",
+    "function": "raysweep.trainables.function",
 }
 
 

@@ -6,13 +6,26 @@ Every worker trains its shard, evaluates the whole validation set (small; the we
 DDP), and reports each epoch; rank 0 writes the checkpoint and, in worker mode, the MLflow run. Train's
 ``CheckpointConfig`` keeps the best epochs by the sweep metric, and the best one is what gets registered.
 
+What trains is configurable (:mod:`raysweep.trainables._torch_loop` runs it):
+
+- the network: the built-in MLP (``trainer.family=mlp``), or ``trainer.model._target_``, a user's ``nn.Module``
+  factory (a function or the class) called with ``n_features`` and ``n_outputs`` where its signature takes them,
+  the other ``trainer.model`` keys, and the trial's hyperparameters that are not the loop's
+  (``lr``, ``weight_decay``, ``batch_size``, ``pos_weight``);
+- the loop: the built-in one (binary, multiclass or regression, from the data's task; reports the task's
+  validation metrics), or ``trainer.train_loop: MODULE:FUNC``, a user's Ray Train ``train_loop_per_worker``
+  taking ``config`` (hyperparameters plus ``config["raysweep"]``, a :class:`~._torch_loop.LoopContext`).
+
+The registered model takes the raw columns: the preprocessing fitted on the training split, then the network as
+TorchScript (:func:`raysweep.tabular.log_model`). A user's loop may instead save its own MLflow model in its
+checkpoints (as :mod:`raysweep.trainables.function` registers it).
+
 A :class:`raysweep.trainables.Trainer` with the protocol's defaults: no checkpoint restore, no ``retrain``.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,30 +33,56 @@ from typing import Any
 from raysweep import ranking
 from raysweep.compat import TRAIN_CHECKPOINT_KEY
 from raysweep.errors import RaySweepError
-from raysweep.metrics import VALIDATION_METRICS
-from raysweep.tracking.tags import DEVICE_TAG
+from raysweep.metrics import VALIDATION_METRICS, metric_names
+from raysweep.trainables import _torch_loop
 
-#: Metrics every trial reports, once per epoch; the last three split a trial's time for the benchmark.
-METRICS = (*VALIDATION_METRICS, "train_loss", "train_time_s", "worker_group_start_s", "log_time_s")
-PARAMS = ("hidden_units", "num_layers", "dropout", "lr", "weight_decay", "batch_size", "pos_weight")
+#: What the built-in loop reports on binary data, once per epoch; the last three split a trial's time for the
+#: benchmark. Other tasks report their own validation metrics (:func:`metrics`).
+METRICS = (*VALIDATION_METRICS, *_torch_loop.LOOP_METRICS)
 FAMILIES = ("mlp",)
-MODEL_FILE = "model.pt"
-META_FILE = "meta.json"
-EXAMPLE_FILE = "input_example.parquet"
+#: What loading a logged network needs besides the tabular model's own requirements.
+REQUIREMENTS = ("torch",)
+
+
+def metrics(trainer_cfg, task: str | None) -> tuple[str, ...]:
+    """The metrics trials report for ``task``: the task's validation metrics and the loop's own; none known
+    before the task is (the check waits for the data), nor for a user's loop (its trials tell)."""
+    if _get(trainer_cfg, "train_loop") or task is None:
+        return ()
+    return (*metric_names(task), *_torch_loop.LOOP_METRICS)
 
 
 def validate(trainer_cfg, search_space: dict[str, Any]) -> None:
-    """Check the family and that every hyperparameter is one the MLP takes.
+    """Check the model, the loop, and that every hyperparameter is one they take.
 
     Raises:
-        RaySweepError: Unknown family or parameter.
+        RaySweepError: Unknown family, a model or loop that does not import, or an unknown parameter.
     """
-    if trainer_cfg.family not in FAMILIES:
-        raise RaySweepError(f"trainer.family={trainer_cfg.family!r} is not known; use one of {', '.join(FAMILIES)}")
-    for name in [*search_space, *trainer_cfg.params]:
-        if name not in PARAMS:
+    from raysweep.trainables import _mlp
+    from raysweep.trainables.function import import_object
+
+    names = [*search_space, *trainer_cfg.params]
+    accepted: set[str] | None = {*_mlp.ARCHITECTURE_PARAMS, *_mlp.LOOP_PARAMS}
+    model = _model_cfg(trainer_cfg)
+    if model is not None:
+        if not model.get("_target_"):
+            raise RaySweepError("trainer.model needs _target_: the nn.Module factory, e.g. "
+                                "trainer.model._target_=my_project.nets.Net")
+        taken = _torch_loop.factory_arguments(import_object(model["_target_"], "trainer.model._target_"))
+        accepted = None if taken is None else {*(taken - set(_torch_loop.SHAPE_ARGUMENTS)), *_mlp.LOOP_PARAMS}
+    elif trainer_cfg.family not in FAMILIES:
+        raise RaySweepError(f"trainer.family={trainer_cfg.family!r} is not known; use one of {', '.join(FAMILIES)}, "
+                            "or your own network with trainer.model._target_=MODULE.FACTORY")
+    if _get(trainer_cfg, "train_loop"):
+        loop = import_object(trainer_cfg.train_loop, "trainer.train_loop")
+        _check_loop_signature(trainer_cfg.train_loop, loop)
+        return  # the user's loop takes whatever hyperparameters it reads
+    what = f"your model {model['_target_']}" if model is not None else "the torch MLP"
+    for name in names:
+        if accepted is not None and name not in accepted:
             raise RaySweepError(
-                f"{name!r} is not a parameter of the torch MLP; use {', '.join(PARAMS)} in search_space/trainer.params"
+                f"{name!r} is not a parameter of {what}; use {', '.join(sorted(accepted))} in "
+                "search_space/trainer.params"
             )
 
 
@@ -59,17 +98,40 @@ def resource_needs(trainer_cfg) -> dict[str, Any]:
 def make_trainable(trainer_cfg, dataset, context):
     """Build the Tune function trainable that runs one ``TorchTrainer`` per trial.
 
+    The preprocessing is fitted here, once, on the training split; the preprocessed splits are shipped once
+    through the object store.
+
     Args:
         trainer_cfg: The ``trainer`` config node.
-        dataset: The :class:`raysweep.data.Dataset`, shipped once through the object store.
+        dataset: The :class:`raysweep.data.Dataset` (``None`` with ``data=none``: only a user's loop can do without).
         context: The sweep's :class:`raysweep.trainables.TrialContext`.
+
+    Raises:
+        RaySweepError: The built-in loop with ``data=none``.
     """
+    from omegaconf import OmegaConf
     from ray import tune
 
+    from raysweep.trainables.function import import_object, import_root
+
+    loop = _get(trainer_cfg, "train_loop")
+    if dataset is None and not loop:
+        raise RaySweepError("the torch trainer's built-in loop trains on raysweep's data, and data=none loads none; "
+                            "pick a data config, or bring your own loop with trainer.train_loop=MODULE:FUNC")
+    model = _model_cfg(trainer_cfg)
+    spec = _torch_loop.ModelSpec()
+    if model is not None:
+        target = model["_target_"]
+        spec = _torch_loop.ModelSpec(target, {k: v for k, v in model.items() if k != "_target_"},
+                                     import_root(import_object(target, "trainer.model._target_")))
+    params = trainer_cfg.params
     settings = {
         "epochs": int(trainer_cfg.iterations),
         "seed": int(trainer_cfg.seed),
-        "params": dict(trainer_cfg.params),
+        "params": OmegaConf.to_container(params, resolve=True) if OmegaConf.is_config(params) else dict(params),
+        "model": spec,
+        "train_loop": loop,
+        "loop_root": import_root(import_object(loop, "trainer.train_loop")) if loop else None,
         "num_workers": context.resources.num_workers,
         "cpus_per_worker": context.resources.cpus_per_worker,
         "use_gpu": context.resources.gpus_per_worker > 0,
@@ -78,11 +140,12 @@ def make_trainable(trainer_cfg, dataset, context):
         "storage_path": context.storage_path,
         "logging": context.logging,
     }
-    return tune.with_parameters(run_trial, dataset=dataset, settings=settings)
+    data = _torch_loop.prepare(dataset) if dataset is not None else None
+    return tune.with_parameters(run_trial, data=data, settings=settings)
 
 
-def run_trial(config: dict[str, Any], dataset, settings: dict[str, Any]) -> None:
-    """Tune function trainable: one distributed Ray Train run of the MLP with this trial's hyperparameters."""
+def run_trial(config: dict[str, Any], data, settings: dict[str, Any]) -> None:
+    """Tune function trainable: one distributed Ray Train run with this trial's hyperparameters."""
     from ray import tune
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -93,10 +156,10 @@ def run_trial(config: dict[str, Any], dataset, settings: dict[str, Any]) -> None
     if settings["use_gpu"]:
         resources["GPU"] = 1
     trainer = TorchTrainer(
-        train_loop,
+        _torch_loop.user_loop if settings["train_loop"] else _torch_loop.train_loop,
         train_loop_config={
             "params": config,
-            "dataset": dataset,
+            "data": data,
             "settings": settings,
             "trial": {"id": context.get_trial_id(), "name": context.get_trial_name()},
             "launched_at": time.time(),
@@ -118,76 +181,6 @@ def run_trial(config: dict[str, Any], dataset, settings: dict[str, Any]) -> None
     trainer.fit()
 
 
-def train_loop(loop_config: dict[str, Any]) -> None:
-    """Ray Train worker loop: DDP training, per-epoch validation, rank-0 checkpoints and logging."""
-    import ray.train
-    import ray.train.torch
-    import torch
-
-    from raysweep.metrics import validation_metrics
-    from raysweep.tracking.worker import trial_log
-    from raysweep.trainables import PROGRESS, _mlp
-
-    started = time.time()
-    params, dataset, settings = loop_config["params"], loop_config["dataset"], loop_config["settings"]
-    context = ray.train.get_context()
-    rank = context.get_world_rank()
-    torch.manual_seed(settings["seed"])
-    device = ray.train.torch.get_device()
-
-    X_train = dataset.X_train.to_numpy(dtype="float32")
-    X_val = dataset.X_val.to_numpy(dtype="float32")
-    fixed = {**settings["params"], **params}
-    model = _mlp.build(X_train.shape[1], fixed, X_train.mean(axis=0), X_train.std(axis=0))
-    model = ray.train.torch.prepare_model(model)
-    batch_size = int({**_mlp.DEFAULTS, **fixed}["batch_size"])
-    loader = ray.train.torch.prepare_data_loader(
-        torch.utils.data.DataLoader(_mlp.tensors(X_train, dataset.y_train), batch_size=batch_size, shuffle=True)
-    )
-    optimiser = _mlp.optimiser(model, fixed)
-    loss_fn = _mlp.loss_function(fixed, device)
-
-    trial = loop_config["trial"]
-    with trial_log(settings["logging"], params, trial["name"], trial["id"]) as log:
-        log.tags({DEVICE_TAG: str(device)})
-        train_seconds = 0.0
-        for epoch in range(1, settings["epochs"] + 1):
-            if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
-                loader.sampler.set_epoch(epoch)
-            start = time.perf_counter()
-            train_loss = _mlp.train_epoch(model, loader, optimiser, loss_fn, device)
-            train_seconds += time.perf_counter() - start
-            metrics = {
-                **validation_metrics(dataset.y_val, _mlp.predict(model, X_val, device)),
-                "train_loss": train_loss,
-                "train_time_s": train_seconds,
-                "worker_group_start_s": started - loop_config["launched_at"],
-            }
-            log.metrics(metrics, step=epoch)
-            metrics["log_time_s"] = log.seconds
-            metrics[PROGRESS] = epoch / settings["epochs"]
-            with tempfile.TemporaryDirectory() as tmp:
-                checkpoint = None
-                if rank == 0:
-                    _save(getattr(model, "module", model), fixed, dataset, Path(tmp))
-                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
-                ray.train.report(metrics, checkpoint=checkpoint)
-
-
-def _save(model, params: dict[str, Any], dataset, folder: Path) -> None:
-    import torch
-
-    from raysweep.trainables import _mlp
-
-    torch.save(model.state_dict(), folder / MODEL_FILE)
-    meta = {
-        "n_features": int(dataset.X_train.shape[1]),
-        "params": {k: v for k, v in params.items() if k in _mlp.ARCHITECTURE_PARAMS},
-    }
-    (folder / META_FILE).write_text(json.dumps(meta))
-    dataset.X_val.head(5).to_parquet(folder / EXAMPLE_FILE)
-
-
 def best_checkpoint(result, metric: str, mode: str) -> str | None:
     """Path of the trial's best-scoring Ray Train checkpoint (Train keeps the best epochs)."""
     frame = result.metrics_dataframe
@@ -199,48 +192,59 @@ def best_checkpoint(result, metric: str, mode: str) -> str | None:
     return None if best is None else str(frame[TRAIN_CHECKPOINT_KEY].iloc[best])
 
 
-#: What loading a logged MLP needs, pinned to the versions it was trained with.
-REQUIREMENTS = ("torch", "numpy", "pandas")
-
-
 def log_model(checkpoint_dir: str | Path):
-    """Log the checkpointed MLP to the active MLflow run with the pytorch flavor.
+    """Log the checkpointed network to the active MLflow run as a tabular model that takes the raw columns.
 
-    The logged model is a TorchScript :class:`raysweep.trainables._mlp.FraudScorer`, so loading it needs
-    torch but not raysweep; the pyfunc maps a DataFrame of the named feature columns (checked against the
-    signature) to fraud probabilities. (MLflow's newer torch.export format accepts only tensor signatures,
-    which would drop the column names.) The model directory also holds the project's uv files
-    (:mod:`raysweep.packaging`).
+    The network is TorchScript, so loading it needs torch but neither raysweep nor the user's model code; the
+    pyfunc answers :mod:`raysweep.predictions`' table for the task. A checkpoint a user's loop wrote without
+    raysweep's files is registered from its own MLflow model, if it holds one.
+
+    Raises:
+        raysweep.errors.NoModelError: Neither raysweep's files nor an MLflow model in the checkpoint.
     """
-    import warnings
-
-    import mlflow.pytorch
+    import joblib
     import pandas as pd
-    import torch
-    from mlflow.models import infer_signature
 
-    from raysweep import packaging
-    from raysweep.trainables import _mlp
+    from raysweep import tabular
+    from raysweep.trainables import function
 
-    checkpoint_dir = Path(checkpoint_dir)
-    meta = json.loads((checkpoint_dir / META_FILE).read_text())
-    mlp = _mlp.build(meta["n_features"], meta["params"])
-    mlp.load_state_dict(torch.load(checkpoint_dir / MODEL_FILE, map_location="cpu"))
-    scorer = _mlp.FraudScorer(mlp).eval()
-    example = pd.read_parquet(checkpoint_dir / EXAMPLE_FILE)
-    with torch.no_grad():
-        output = scorer(torch.from_numpy(example.to_numpy(dtype="float32"))).numpy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still the portable format
-        scripted = torch.jit.script(scorer)
-    info = mlflow.pytorch.log_model(
-        scripted,
-        name="model",
-        # Columns keep the training table's dtypes; the pyfunc casts them to float32 for the network.
-        signature=infer_signature(example, output),
-        input_example=example,
-        pip_requirements=packaging.pip_requirements(*REQUIREMENTS),
-        serialization_format="pickle",
+    folder = Path(checkpoint_dir)
+    if not (folder / _torch_loop.NETWORK_FILE).is_file():
+        return function.log_model(folder)
+    meta = json.loads((folder / _torch_loop.META_FILE).read_text())
+    return tabular.log_model(
+        task=meta["task"],
+        classes=meta["classes"],
+        example=pd.read_pickle(folder / _torch_loop.EXAMPLE_FILE),
+        preprocess=joblib.load(folder / _torch_loop.PREPROCESS_FILE),
+        network=str(folder / _torch_loop.NETWORK_FILE),
+        requirements=REQUIREMENTS,
     )
-    packaging.attach_project_files(info.model_id)
-    return info
+
+
+def _save(model, params: dict[str, Any], dataset, folder: Path) -> None:
+    """Checkpoint ``model`` trained on ``dataset``'s preprocessed features, as rank 0 of the built-in loop does."""
+    _torch_loop.save(model, _torch_loop.prepare(dataset), Path(folder))
+
+
+def _model_cfg(trainer_cfg) -> dict[str, Any] | None:
+    from omegaconf import OmegaConf
+
+    model = _get(trainer_cfg, "model")
+    if not model:  # null or {}: the built-in MLP
+        return None
+    return OmegaConf.to_container(model, resolve=True) if OmegaConf.is_config(model) else dict(model)
+
+
+def _check_loop_signature(spec: str, loop) -> None:
+    import inspect
+
+    required = [p for p in inspect.signature(loop).parameters.values()
+                if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(required) != 1:
+        raise RaySweepError(f"trainer.train_loop={spec} takes ({', '.join(p.name for p in required)}); a Ray Train "
+                            "train_loop_per_worker takes (config)")
+
+
+def _get(cfg, key: str):
+    return cfg.get(key) if hasattr(cfg, "get") else getattr(cfg, key, None)

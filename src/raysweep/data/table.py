@@ -1,0 +1,288 @@
+"""A user's table: read it, check what cannot be learned, decide the task and encode the target.
+
+Every refusal is one :class:`RaySweepError` line naming the problem and the fix, raised while the sweep is
+still on the driver, before Ray starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from raysweep.errors import RaySweepError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: An integer target with at most this many distinct values may be multiclass (see :func:`infer_task`).
+MAX_AUTO_CLASSES = 20
+#: ... and only if it has no more distinct values than this share of the rows (but at least 3 are allowed).
+AUTO_CLASS_SHARE = 0.05
+#: A string column is refused as an ID when every value differs, from this many rows up (a tiny table's
+#: names are legitimately unique).
+ID_MIN_ROWS = 20
+
+_CSV_SUFFIXES = (".csv", ".txt", ".csv.gz")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def existing_file(path: str | Path) -> Path:
+    """The path of a data file that exists.
+
+    Raises:
+        RaySweepError: The file does not exist.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise RaySweepError(f"data file {str(p)!r} not found; set data.path to an existing CSV or Parquet file")
+    return p
+
+
+def _kind(p: Path) -> str:
+    name = p.name.lower()
+    if name.endswith(_PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith(_CSV_SUFFIXES):
+        return "csv"
+    raise RaySweepError(f"data file {str(p)!r} is neither .csv nor .parquet; convert it or rename it")
+
+
+def read_columns(path: str | Path) -> list[str]:
+    """The column names of a CSV or Parquet file, read from its header only.
+
+    Raises:
+        RaySweepError: The file does not exist, is empty, or has an extension raysweep does not read.
+    """
+    import pandas as pd
+
+    p = existing_file(path)
+    if _kind(p) == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(p).names)
+    try:
+        return [str(c) for c in pd.read_csv(p, nrows=0).columns]
+    except pd.errors.EmptyDataError:
+        raise _empty(p) from None
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file, chosen by its extension.
+
+    Raises:
+        RaySweepError: The file does not exist, has an extension raysweep does not read, is empty, or is
+            ragged (a line with more or fewer fields than the header).
+    """
+    import pandas as pd
+
+    p = existing_file(path)
+    if _kind(p) == "parquet":
+        frame = pd.read_parquet(p)
+    else:
+        _check_fields(p)
+        try:
+            frame = pd.read_csv(p)
+        except pd.errors.EmptyDataError:
+            raise _empty(p) from None
+        except pd.errors.ParserError as error:
+            raise RaySweepError(f"data file {str(p)!r} cannot be parsed ({str(error).strip().splitlines()[0]}); "
+                                "fix the file") from None
+    if frame.empty:
+        raise _empty(p)
+    return frame
+
+
+def _empty(p: Path) -> RaySweepError:
+    return RaySweepError(f"data file {str(p)!r} has no rows; point data.path at a table with a header and data rows")
+
+
+def _check_fields(p: Path) -> None:
+    # pandas fills a short line with gaps without a word, and says little about a long one: a ragged line is a
+    # broken file (a stray comma, a cut-off export), so the line is named.
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    with opener(p, "rt", newline="", encoding="utf-8", errors="replace") as handle:
+        rows = csv.reader(handle)
+        header = next(rows, None)
+        if not header:
+            raise _empty(p)
+        for row in rows:
+            if row and len(row) != len(header):  # pandas skips blank lines, and so does this
+                raise RaySweepError(
+                    f"data file {str(p)!r} is ragged: line {rows.line_num} has {len(row)} fields, the header "
+                    f"{len(header)}; fix that line (a stray or missing comma, or quote values holding commas)"
+                )
+
+
+def check_columns(columns, target: str, drop=(), group_column: str | None = None,
+                  time_column: str | None = None) -> None:
+    """Check that the columns the data config names are in the table.
+
+    Raises:
+        RaySweepError: The target, a ``data.drop`` entry, the group or the time column is missing.
+    """
+    present = [str(c) for c in columns]
+    shown = ", ".join(present[:12]) + (", ..." if len(present) > 12 else "")
+    if target not in present:
+        raise RaySweepError(f"target column {target!r} not in the data (columns: {shown}); "
+                            "set data.target to the label column")
+    missing = [str(c) for c in drop if str(c) not in present]
+    if missing:
+        raise RaySweepError(f"data.drop names column(s) {', '.join(map(repr, missing))} not in the data "
+                            f"(columns: {shown}); remove them from data.drop")
+    for key, column in (("data.group_column", group_column), ("data.time_column", time_column)):
+        if column and column not in present:
+            raise RaySweepError(f"{key}={column!r} is not a column of the data (columns: {shown}); fix {key}")
+
+
+def infer_task(y: pd.Series) -> str:
+    """The task ``data.task=auto`` picks for a target column (without gaps).
+
+    The rule: a non-numeric or boolean target is classification (binary with 2 distinct values, else
+    multiclass); a numeric target with 2 distinct values is binary; an integer-valued numeric target with 3 to
+    :data:`MAX_AUTO_CLASSES` distinct values, and no more distinct values than :data:`AUTO_CLASS_SHARE` of the
+    rows (at least 3 allowed), is multiclass; every other numeric target is regression.
+    """
+    import pandas as pd
+
+    k = y.nunique()
+    numeric = pd.api.types.is_numeric_dtype(y.dtype) and not pd.api.types.is_bool_dtype(y.dtype)
+    if not numeric or k <= 2:
+        return "binary" if k <= 2 else "multiclass"
+    if _integer_valued(y) and k <= MAX_AUTO_CLASSES and k <= max(3, AUTO_CLASS_SHARE * len(y)):
+        return "multiclass"
+    return "regression"
+
+
+def _integer_valued(y: pd.Series) -> bool:
+    values = y.to_numpy(dtype="float64")
+    return bool(np.all(np.isfinite(values)) and np.all(values == np.round(values)))
+
+
+def encode_target(y: pd.Series, task: str, target: str) -> tuple[np.ndarray, tuple[Any, ...]]:
+    """Turn a target column into what models train on.
+
+    Args:
+        y: The target column.
+        task: ``auto``, ``binary``, ``multiclass`` or ``regression``; ``auto`` is decided by :func:`infer_task`.
+        target: The column's name, for messages.
+
+    Returns:
+        ``(y, classes)``: classification: int codes ``0..k-1`` and the user's labels in code order (sorted, so
+        a binary task's class 1, its positive class, is the larger label: 1, True, "Yes"); regression: float64
+        values and ``()``.
+
+    Raises:
+        RaySweepError: Gaps in the target, one value only, or a target the requested task cannot use.
+    """
+    import pandas as pd
+
+    gaps = int(y.isna().sum())
+    if gaps:
+        raise RaySweepError(f"target column {target!r} has {gaps} missing value(s); fill them or drop those rows")
+    k = y.nunique()
+    if k < 2:
+        raise RaySweepError(f"target column {target!r} has one class only ({_label(y.iloc[0])!r}); "
+                            "a model needs at least two classes (or values) to learn from")
+    chosen = infer_task(y) if task == "auto" else task
+    if chosen == "regression":
+        if not pd.api.types.is_numeric_dtype(y.dtype):
+            raise RaySweepError(f"data.task=regression needs a numeric target, but column {target!r} holds "
+                                f"{y.dtype} values; use data.task=auto or a numeric target")
+        return y.to_numpy(dtype="float64"), ()
+    if chosen == "binary" and k != 2:
+        raise RaySweepError(f"data.task=binary but target column {target!r} has {k} classes; "
+                            "use data.task=multiclass (or auto)")
+    if pd.api.types.is_numeric_dtype(y.dtype) and not pd.api.types.is_bool_dtype(y.dtype) and _integer_valued(y):
+        y = y.astype("int64")  # 0.0/1.0 read from a file are the labels 0 and 1
+    classes = _sorted_labels(y.unique())
+    codes = y.map({label: code for code, label in enumerate(classes)}).to_numpy(dtype="int64")
+    return codes, classes
+
+
+def _label(value: Any) -> Any:
+    # numpy scalars -> plain Python values, so labels print, compare and name columns as users wrote them.
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _sorted_labels(values) -> tuple[Any, ...]:
+    labels = [_label(v) for v in values]
+    try:
+        return tuple(sorted(labels))
+    except TypeError:  # labels of mixed types: a stable order all the same
+        return tuple(sorted(labels, key=lambda v: (type(v).__name__, str(v))))
+
+
+def check_class_sizes(codes: np.ndarray, classes: tuple[Any, ...], target: str) -> None:
+    """Every class needs 2 rows for a stratified split (one for training, one for validation).
+
+    Raises:
+        RaySweepError: Naming the rarest class.
+    """
+    counts = np.bincount(codes, minlength=len(classes))
+    rare = int(counts.argmin())
+    if counts[rare] < 2:
+        raise RaySweepError(
+            f"class {classes[rare]!r} of target column {target!r} has {int(counts[rare])} row; a stratified split "
+            "needs at least 2 per class: add rows of it, or drop them"
+        )
+
+
+def check_features(X: pd.DataFrame) -> None:
+    """Refuse feature columns a model cannot use as they are.
+
+    Raises:
+        RaySweepError: No feature columns, a string column with a different value in every row (an ID), or a
+            date/time column.
+    """
+    import pandas as pd
+
+    if X.shape[1] == 0:
+        raise RaySweepError("the data has no feature columns besides the target (and data.drop); add feature columns")
+    for column in X.columns:
+        values = X[column]
+        if pd.api.types.is_datetime64_any_dtype(values.dtype) or pd.api.types.is_timedelta64_dtype(values.dtype):
+            raise RaySweepError(
+                f"column {column!r} holds dates or times, which models do not read; add it to data.drop, derive "
+                "numeric columns from it, or split on it with data.split=time data.time_column=" + str(column)
+            )
+        is_text = pd.api.types.is_object_dtype(values.dtype) or pd.api.types.is_string_dtype(values.dtype)
+        if is_text and not isinstance(values.dtype, pd.CategoricalDtype) and len(values) >= ID_MIN_ROWS \
+                and values.notna().all() and values.nunique() == len(values):
+            raise RaySweepError(
+                f"column {column!r} has a different value in every row (an ID?), so nothing can be learned from it; "
+                f"add it to data.drop (data.drop=[{column}])"
+            )
+
+
+def normalise(X: pd.DataFrame) -> pd.DataFrame:
+    """Feature columns with one kind of gap, ``NaN``, and plain numpy dtypes where pandas' nullable ones were.
+
+    scikit-learn's imputers cannot test ``pd.NA`` and treat ``None`` as a category, so: nullable numbers become
+    float64, nullable booleans and strings become object columns, and ``None`` / ``pd.NA`` become ``NaN``.
+    """
+    import pandas as pd
+
+    out = {}
+    for column in X.columns:
+        values = X[column]
+        dtype = values.dtype
+        if isinstance(dtype, pd.CategoricalDtype) or isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+            out[column] = values
+        elif pd.api.types.is_bool_dtype(dtype):  # nullable boolean
+            out[column] = values.astype("bool") if not values.isna().any() else _objects(values)
+        elif pd.api.types.is_numeric_dtype(dtype):  # nullable Int64 / Float64
+            out[column] = values.astype("int64") if pd.api.types.is_integer_dtype(dtype) and not values.isna().any() \
+                else values.astype("float64")
+        elif pd.api.types.is_object_dtype(dtype) or isinstance(dtype, pd.StringDtype) and dtype.na_value is pd.NA:
+            out[column] = _objects(values)
+        else:
+            out[column] = values
+    return pd.DataFrame(out, index=X.index)
+
+
+def _objects(values: pd.Series) -> pd.Series:
+    return values.astype(object).where(values.notna(), np.nan)

@@ -1,0 +1,77 @@
+"""Turn raw feature columns (numbers, strings, categories, gaps) into the numeric matrix a model trains on.
+
+:func:`build` returns an *unfitted* scikit-learn transformer. Each model puts it first in its own sklearn
+``Pipeline`` and fits it on the training split only, so imputation and encoding learn nothing from validation or
+test rows, and the logged model takes the raw columns a user serves it. It is built from scikit-learn classes
+alone (no raysweep code inside), so a logged model loads where raysweep is not installed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+
+
+def column_kinds(X: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Split the columns into numeric ones and categorical ones, in the frame's order.
+
+    Numbers and booleans are numeric; strings, categoricals and other objects (booleans with gaps read from a
+    CSV, mixed values) are categorical.
+
+    Args:
+        X: The raw feature columns.
+
+    Returns:
+        ``(numeric, categorical)`` column names.
+    """
+    import pandas as pd
+
+    numeric, categorical = [], []
+    for column in X.columns:
+        dtype = X[column].dtype
+        is_number = pd.api.types.is_numeric_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype)
+        (numeric if is_number else categorical).append(column)
+    return numeric, categorical
+
+
+def build(X_train: pd.DataFrame, *, add_indicator: bool = True, scale: bool = False) -> ColumnTransformer:
+    """An unfitted transformer from raw feature columns to a dense float64 matrix.
+
+    Numeric columns: missing values become the training median (with a 0/1 "was missing" column for each column
+    that had gaps in training, when ``add_indicator``), optionally standardised. Categorical columns: missing
+    values become the most frequent training value, then one-hot encoded; a category training never saw encodes
+    as all zeros instead of failing, so a served model answers rows with new values.
+
+    Args:
+        X_train: The training split's raw feature columns (only their names and dtypes are read).
+        add_indicator: Add missing-value indicator columns for numeric columns with gaps in training.
+        scale: Standardise numeric columns (for models that need it, e.g. neural networks).
+
+    Returns:
+        A ``ColumnTransformer`` to fit on the training split; its output is a dense float64 numpy array.
+    """
+    import numpy as np
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric, categorical = column_kinds(X_train)
+    transformers = []
+    if numeric:
+        steps = [("impute", SimpleImputer(strategy="median", add_indicator=add_indicator))]
+        if scale:
+            steps.append(("scale", StandardScaler()))
+        transformers.append(("numeric", Pipeline(steps), numeric))
+    if categorical:
+        categories = Pipeline([
+            # Strings and categoricals arrive with None, NaN or pd.NA as the gap; the imputer sees them as NaN.
+            ("impute", SimpleImputer(strategy="most_frequent", missing_values=np.nan)),
+            ("encode", OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float64)),
+        ])
+        transformers.append(("categorical", categories, categorical))
+    # remainder="drop": every column is named above; sparse_threshold=0 keeps the output dense.
+    return ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0)

@@ -1,0 +1,178 @@
+"""Log a trained tabular model so the registered model takes the raw columns and answers the task's table.
+
+Trainers call :func:`log_model` with what they fitted: a scikit-learn ``Pipeline`` whose first step is the
+preprocessing from :func:`raysweep.preprocess.build` (:func:`pipeline` makes one around any estimator), or the
+fitted preprocessing and a TorchScript network. It is logged as :class:`raysweep.tabular_model.TabularModel`,
+an MLflow model from code, with:
+
+- a signature of the raw input columns (every column optional, so a served row may hold gaps: the
+  preprocessing imputes them) and of the answer's table (:mod:`raysweep.predictions`),
+  plus the ``threshold`` parameter for binary models;
+- exact pins of what loading needs (never raysweep, Ray or Hydra) and the project's uv files
+  (:mod:`raysweep.packaging`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+#: What loading any tabular model needs, pinned to the installed versions; a trainer adds its framework.
+REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "numpy", "scipy", "pandas")
+#: The Pipeline step names.
+PREPROCESS_STEP, MODEL_STEP = "preprocess", "model"
+
+
+def pipeline(estimator, X_train, **preprocess_options):
+    """An unfitted ``Pipeline``: :func:`raysweep.preprocess.build` for ``X_train``'s columns, then ``estimator``."""
+    from sklearn.pipeline import Pipeline
+
+    from raysweep import preprocess
+
+    return Pipeline([(PREPROCESS_STEP, preprocess.build(X_train, **preprocess_options)), (MODEL_STEP, estimator)])
+
+
+def model_config(task: str, classes: Sequence[Any], columns: Sequence[Any]) -> dict[str, Any]:
+    """What :class:`raysweep.tabular_model.TabularModel` reads from its config artifact, as plain JSON values."""
+    return {"task": str(task), "classes": [_plain(c) for c in classes], "columns": [str(c) for c in columns]}
+
+
+def write_json(value, path: Path) -> str:
+    """Write ``value`` as JSON to ``path`` (a model's config artifact); returns the path."""
+    import json
+
+    path.write_text(json.dumps(value))
+    return str(path)
+
+
+def distributions(obj) -> list[str]:
+    """The installed distributions (pip names) that provide ``obj``'s class, e.g. ``["xgboost"]``; none for
+    scikit-learn (always required) or for code that is no installed package."""
+    from importlib.metadata import packages_distributions
+
+    top = type(obj).__module__.split(".")[0]
+    return [d for d in packages_distributions().get(top, []) if d != "scikit-learn"]
+
+
+def trusted_types(obj) -> list[str]:
+    """The types skops must be told to trust to load ``obj`` (sklearn's tree internals, a booster, ...): the
+    model is ours, just fitted, so everything in it is trusted."""
+    import skops.io
+
+    return skops.io.get_untrusted_types(data=skops.io.dumps(obj))
+
+
+def log_model(*, task: str, classes: Sequence[Any], example, pipeline=None, preprocess=None, network=None,
+              requirements: Sequence[str] = (), name: str = "model"):
+    """Log a tabular model to the active MLflow run.
+
+    Give either ``pipeline`` (sklearn kind) or ``preprocess`` and ``network`` (torch kind).
+
+    Args:
+        task: ``binary``, ``multiclass`` or ``regression``.
+        classes: The user's labels in class-code order (``()`` for regression).
+        example: A few raw rows of the training columns (the signature's and the logged input example).
+        pipeline: A fitted ``Pipeline`` with ``predict_proba`` (classifiers) or ``predict`` (regressors).
+        preprocess: The fitted preprocessing of the torch kind.
+        network: The torch kind's TorchScript module, or the path of its saved file.
+        requirements: Distributions loading needs besides :data:`REQUIREMENTS` (``xgboost``, ``torch``).
+        name: The logged model's name.
+
+    Returns:
+        The ``mlflow.models.model.ModelInfo`` of the logged model.
+    """
+    import mlflow
+    import mlflow.sklearn
+
+    from raysweep import packaging, predictions
+    from raysweep.tabular_model import CONFIG, NETWORK, PIPELINE, PREDICTIONS, PREPROCESS, THRESHOLD, TabularModel
+
+    if (pipeline is None) == (network is None) or (network is not None and preprocess is None):
+        raise ValueError("log_model takes pipeline=..., or preprocess=... and network=...")
+    pins = packaging.pip_requirements(*dict.fromkeys([*REQUIREMENTS, *requirements]))
+    example = servable(example)
+    config = model_config(task, classes, example.columns)
+    fitted = pipeline if pipeline is not None else preprocess
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = {PREDICTIONS: predictions.__file__, CONFIG: write_json(config, Path(tmp) / "config.json")}
+        key = PIPELINE if pipeline is not None else PREPROCESS
+        artifacts[key] = str(Path(tmp) / key)
+        mlflow.sklearn.save_model(fitted, artifacts[key], skops_trusted_types=trusted_types(fitted),
+                                  pip_requirements=pins)
+        if network is not None:
+            artifacts[NETWORK] = _network_file(network, Path(tmp))
+        model = TabularModel().setup(config, fitted, predictions.to_frame, _load_network(network))
+        params = {THRESHOLD: predictions.DEFAULT_THRESHOLD} if task == "binary" else None
+        with integer_columns_hint_off():
+            info = mlflow.pyfunc.log_model(
+                name=name,
+                python_model=str(Path(__file__).with_name("tabular_model.py")),
+                artifacts=artifacts,
+                signature=signature(example, model.predict(None, example), params),
+                input_example=example,
+                pip_requirements=pins,
+            )
+    packaging.attach_project_files(info.model_id)
+    return info
+
+
+def servable(frame):
+    """``frame`` as a served model takes it: category columns as plain values (MLflow's schema enforcement
+    refuses pandas' category dtype for a string column, the type a category column gets in the signature)."""
+    import pandas as pd
+
+    categories = [c for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
+    return frame.astype({c: object for c in categories}) if categories else frame
+
+
+@contextmanager
+def integer_columns_hint_off():
+    """Silence MLflow's hint that integer columns cannot hold gaps, given whenever it reads a frame with one: said
+    once, in :func:`signature`'s docstring, instead of at every model logged."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        yield
+
+
+def signature(example, answer, params: dict[str, Any] | None = None):
+    """The model signature: ``example``'s raw columns in, ``answer``'s table out.
+
+    Every input column is optional, so a served row may leave any value out (JSON ``null``): the preprocessing
+    imputes it. Column types are the training columns' (MLflow refuses to serve floats to an integer column, so
+    a gap in a column that had none in training, integers, is refused with MLflow's own message).
+    """
+    from mlflow.models import infer_signature
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    with integer_columns_hint_off():
+        inferred = infer_signature(example, answer, params)
+    inputs = Schema([ColSpec(spec.type, spec.name, required=False) for spec in inferred.inputs.inputs])
+    return ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
+
+
+def _network_file(network, folder: Path) -> str:
+    if isinstance(network, (str, Path)):
+        return str(network)
+    import torch
+
+    path = folder / "network.pt"
+    torch.jit.save(network, str(path))
+    return str(path)
+
+
+def _load_network(network):
+    if network is None or not isinstance(network, (str, Path)):
+        return network
+    import torch
+
+    return torch.jit.load(str(network), map_location="cpu").eval()
+
+
+def _plain(value):
+    # numpy scalars -> Python ones: the model config is JSON.
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value

@@ -1,0 +1,251 @@
+"""The scikit-learn API trainers outside Ray: how each kind of estimator grows, the task's metrics, the checks
+before anything starts, the built-in families' class per task, and the logged model's answer."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from raysweep import predictions, trainables
+from raysweep.data import from_frame
+from raysweep.errors import RaySweepError
+from raysweep.trainables import _estimators as engine
+from raysweep.trainables import estimator, sklearn
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def _frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    """Numbers with gaps, a string column with gaps, a category column, and three targets."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=n)
+    colour = rng.choice(["red", "green", "blue"], n)
+    frame = pd.DataFrame({
+        "a": a,
+        "b": np.where(rng.random(n) < 0.2, np.nan, rng.normal(size=n)),
+        "colour": pd.Series(np.where(rng.random(n) < 0.15, None, colour), dtype=object),
+        "size": pd.Categorical(rng.choice(["S", "M", "L"], n)),
+    })
+    signal = a + (colour == "red")
+    frame["churn"] = np.where(signal + rng.normal(scale=0.5, size=n) > 0.6, "Yes", "No")
+    frame["tier"] = np.digitize(signal, [-0.3, 0.6, 1.4])  # 0..3
+    frame["spend"] = 10 * signal + rng.normal(size=n)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def datasets():
+    frame = _frame()
+    others = ["churn", "tier", "spend"]
+    return {
+        task: from_frame(frame, target, drop=[c for c in others if c != target], seed=0)
+        for task, target in (("binary", "churn"), ("multiclass", "tier"), ("regression", "spend"))
+    }
+
+
+def _settings(target: str, iterations: int = 4, **params) -> dict:
+    return {"target": target, "params": params, "iterations": iterations, "seed": 0, "n_jobs": 1, "logging": None}
+
+
+def test_the_fixture_has_the_three_tasks(datasets):
+    assert {task: d.task for task, d in datasets.items()} == {t: t for t in datasets}
+    assert datasets["binary"].classes == ("No", "Yes")
+    assert datasets["multiclass"].classes == (0, 1, 2, 3)
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("sklearn.ensemble.RandomForestClassifier", ("n_estimators", "warm_start")),
+        ("sklearn.ensemble.ExtraTreesRegressor", ("n_estimators", "warm_start")),
+        ("sklearn.ensemble.GradientBoostingClassifier", ("n_estimators", "warm_start")),
+        ("sklearn.ensemble.HistGradientBoostingRegressor", ("max_iter", "warm_start")),
+        ("sklearn.neural_network.MLPClassifier", ("max_iter", "slices")),
+        ("sklearn.linear_model.SGDRegressor", ("max_iter", "slices")),
+        ("xgboost.XGBClassifier", ("n_estimators", "boost")),
+        ("xgboost.XGBRegressor", ("n_estimators", "boost")),
+        ("sklearn.ensemble.AdaBoostClassifier", (None, None)),  # n_estimators, but no warm_start
+        ("sklearn.neighbors.KNeighborsClassifier", (None, None)),
+    ],
+)
+def test_how_each_kind_of_estimator_grows(target, expected):
+    assert engine.growth(engine.make(target, {})) == expected
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_a_forest_grows_to_its_size_and_reports_the_tasks_metrics(datasets, task):
+    target = "sklearn.ensemble.ExtraTreesRegressor" if task == "regression" else "sklearn.ensemble.ExtraTreesClassifier"
+    sizes, reports = [], []
+    for i, pipeline, metrics in engine.grow({"n_estimators": 12}, datasets[task], _settings(target)):
+        sizes.append(len(pipeline[-1].estimators_))
+        reports.append(metrics)
+    assert sizes == [3, 6, 9, 12]
+    assert all(set(m) == set(_metrics(task)) for m in reports)
+    assert reports[-1]["train_time_s"] >= reports[0]["train_time_s"] > 0
+
+
+def _metrics(task: str) -> tuple[str, ...]:
+    from raysweep.metrics import TASK_METRICS
+
+    return (*TASK_METRICS[task], "train_time_s")
+
+
+def test_boosting_rounds_added_in_slices_predict_as_one_fit(datasets):
+    dataset = datasets["binary"]
+    settings = _settings("xgboost.XGBClassifier", iterations=3, max_depth=3)
+    *_, (i, grown, last) = engine.grow({"n_estimators": 10}, dataset, settings)
+    assert (i, grown[-1].get_booster().num_boosted_rounds(), grown[-1].get_params()["n_estimators"]) == (3, 10, 10)
+    whole_settings = _settings("xgboost.XGBClassifier", 1, max_depth=3)
+    *_, (_, whole, once) = engine.grow({"n_estimators": 10}, dataset, whole_settings)
+    np.testing.assert_allclose(grown.predict_proba(dataset.X_val), whole.predict_proba(dataset.X_val), atol=1e-6)
+    assert last["val_auc"] == pytest.approx(once["val_auc"], abs=1e-9)
+
+
+def test_warm_started_iterative_models_fit_their_budget_in_slices(datasets):
+    settings = _settings("sklearn.neural_network.MLPClassifier", iterations=4, hidden_layer_sizes=(8,))
+    runs = [pipeline[-1].n_iter_ for _, pipeline, _ in engine.grow({"max_iter": 20}, datasets["multiclass"], settings)]
+    assert runs == [5, 5, 5, 5]  # 20 iterations in all, continuing from the previous solution
+
+
+def test_an_estimator_that_cannot_grow_reports_once(datasets):
+    settings = _settings("sklearn.neighbors.KNeighborsClassifier", iterations=5)
+    assert engine.planned_iterations({"n_neighbors": 7}, settings) == 1
+    reports = [m for _, _, m in engine.grow({"n_neighbors": 7}, datasets["binary"], settings)]
+    assert len(reports) == 1 and 0.5 < reports[0]["val_auc"] <= 1.0
+
+
+def test_a_small_size_caps_the_iterations_and_the_class_default_is_the_size():
+    settings = _settings("sklearn.ensemble.RandomForestClassifier", iterations=5)
+    assert engine.planned_iterations({"n_estimators": 3}, settings) == 3
+    assert engine.planned_iterations({}, settings) == 5  # default n_estimators=100
+    assert engine.planned_iterations({}, _settings("xgboost.XGBRegressor", 7)) == 7  # n_estimators None -> 100
+
+
+def test_retraining_a_trial_gives_the_same_metrics(datasets):
+    cfg = OmegaConf.create({"name": "estimator", "family": "none", "iterations": 2, "cpus_per_trial": 1, "seed": 3,
+                            "use_gpu": False, "params": {}, "estimator": {"_target_": "xgboost.XGBRegressor",
+                                                                          "max_depth": 2}})
+    first, again = (estimator.retrain(cfg, datasets["regression"], {"n_estimators": 8}) for _ in range(2))
+    assert [set(m) for m in first] == [set(_metrics("regression"))] * 2
+    for one, other in zip(first, again):
+        assert {k: v for k, v in one.items() if k != "train_time_s"} == {k: v for k, v in other.items()
+                                                                       if k != "train_time_s"}
+
+
+def test_probabilities_keep_a_column_for_a_class_training_never_saw():
+    from sklearn.tree import DecisionTreeClassifier
+
+    model = DecisionTreeClassifier().fit(np.array([[0.0], [1.0]]), np.array([0, 2]))
+    proba = engine.scores(model, np.array([[0.0], [1.0]]), "multiclass", 3)
+    np.testing.assert_array_equal(proba, [[1, 0, 0], [0, 0, 1]])
+
+
+def _cfg(target: str | None = "sklearn.ensemble.ExtraTreesClassifier", **extra):
+    node = {"name": "estimator", "family": "none", "iterations": 2, "cpus_per_trial": 1, "seed": 0, "use_gpu": False,
+            "params": {}, "estimator": {"_target_": target} if target else None}
+    node.update(extra)
+    return OmegaConf.create(node)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "space", "fragment"),
+    [
+        (_cfg(None), {}, "trainer=estimator needs the class; add trainer.estimator._target_=module.Class"),
+        (_cfg("ExtraTrees"), {}, "is not module.Class"),
+        (_cfg("no_such_package.Model"), {}, "cannot be imported (No module named 'no_such_package')"),
+        (_cfg("sklearn.ensemble.NoSuchForest"), {}, "sklearn.ensemble has no 'NoSuchForest'"),
+        (_cfg("collections.OrderedDict"), {}, "is not a scikit-learn compatible estimator"),
+        (_cfg(), {"learning_rate": 0.1}, "'learning_rate' is not a parameter of ExtraTreesClassifier"),
+        (_cfg(params={"bogus": 1}), {}, "'bogus' is not a parameter of ExtraTreesClassifier"),
+        (_cfg("sklearn.svm.LinearSVC"), {}, "gives no class probabilities (predict_proba)"),
+        (_cfg(use_gpu=True), {}, "trainer.use_gpu=true"),
+    ],
+)
+def test_estimator_configs_that_cannot_train_are_refused_in_one_line(cfg, space, fragment):
+    with pytest.raises(RaySweepError) as err:
+        estimator.validate(cfg, space)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_classifier_with_probabilities_turned_on_passes():
+    estimator.validate(_cfg("sklearn.svm.SVC", estimator={"_target_": "sklearn.svm.SVC", "probability": True}), {})
+
+
+def test_metrics_follow_the_task_and_refuse_a_model_of_the_other_kind():
+    classifier, regressor = _cfg(), _cfg("sklearn.ensemble.ExtraTreesRegressor")
+    assert estimator.metrics(classifier, "multiclass") == _metrics("multiclass")
+    assert estimator.metrics(regressor, "regression") == _metrics("regression")
+    # Before the data is loaded: whatever the class can learn.
+    assert set(estimator.metrics(classifier, None)) == {*_metrics("binary"), *_metrics("multiclass")}
+    with pytest.raises(RaySweepError, match="is a classifier but the data's task is regression; pick a regressor"):
+        estimator.metrics(classifier, "regression")
+    with pytest.raises(RaySweepError, match="is a regressor but the data's task is binary; pick a classifier"):
+        estimator.metrics(regressor, "binary")
+
+
+@pytest.mark.parametrize("family", list(sklearn.FAMILIES))
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_built_in_families_pick_the_class_for_the_task(family, task):
+    cfg = OmegaConf.create({"name": "sklearn", "family": family, "iterations": 2, "cpus_per_trial": 1, "seed": 0,
+                            "use_gpu": False, "params": {}})
+    target = sklearn._settings(cfg, task)["target"]
+    assert target.endswith("Regressor" if task == "regression" else "Classifier")
+    assert sklearn.metrics(cfg, task) == _metrics(task)
+    assert set(sklearn.metrics(cfg, None)) == {m for t in ("binary", "multiclass", "regression") for m in _metrics(t)}
+
+
+def test_the_estimator_trainer_is_built_in_and_checks_the_sweep_metric(make_cfg):
+    loaded = trainables.load("estimator")
+    assert loaded.source == "raysweep.trainables.estimator" and loaded.RESTORES_CHECKPOINTS
+    cfg = make_cfg("+sweep=fraud", "trainer=estimator", "sweep.metric=val_rmse")
+    with pytest.raises(RaySweepError, match="'val_rmse' is not reported by trainer 'estimator'"):
+        trainables.check_metrics(loaded, cfg)
+
+
+def test_a_checkpoint_logs_a_model_that_takes_raw_rows_and_answers_labels(datasets, tmp_path):
+    dataset = datasets["binary"]
+    settings = _settings("sklearn.ensemble.RandomForestClassifier", iterations=2)
+    *_, (_, pipeline, _) = engine.grow({"n_estimators": 10, "max_depth": 4}, dataset, settings)
+    from raysweep.tabular import model_config
+
+    engine._save(pipeline, dataset.X_val.head(5), model_config(dataset.task, dataset.classes, dataset.feature_names),
+                 str(tmp_path), {})
+    with mlflow.start_run():
+        info = estimator.log_model(tmp_path)
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    inputs = {spec.name: spec for spec in model.metadata.get_input_schema().inputs}
+    assert list(inputs) == dataset.feature_names and not any(spec.required for spec in inputs.values())
+
+    rows = pd.DataFrame({"a": [2.0, -2.0, None], "b": [None, 0.1, 0.2], "colour": ["red", None, "purple"],
+                         "size": ["M", None, "XL"]})
+    answer = model.predict(rows)
+    assert list(answer.columns) == ["No", "Yes", "label"]
+    np.testing.assert_allclose(answer[["No", "Yes"]].sum(axis=1), 1.0)
+    assert set(answer["label"]) <= {"No", "Yes"}
+    # Columns in any order; the same probabilities as the pipeline itself.
+    expected = pipeline.predict_proba(dataset.X_val.head(20))
+    served = model.predict(predictions_input(dataset.X_val.head(20))[list(reversed(dataset.feature_names))])
+    np.testing.assert_allclose(predictions.from_frame("binary", dataset.classes, served), expected, atol=1e-12)
+    assert {p.name: p.default for p in model.metadata.get_params_schema().params} == {"threshold": 0.5}
+    low = model.predict(rows, params={"threshold": 0.0})
+    assert list(low["label"]) == ["Yes"] * 3
+
+
+def predictions_input(frame: pd.DataFrame) -> pd.DataFrame:
+    from raysweep.tabular import servable
+
+    return servable(frame)
+
+
+def test_the_fraud_family_retrains_on_the_fraud_data():
+    from raysweep.data import generate_fraud
+
+    dataset = from_frame(generate_fraud(600, 0.1, 1, seed=0), "is_fraud")
+    cfg = SimpleNamespace(family="random_forest", params={}, iterations=2, seed=0, cpus_per_trial=1)
+    reports = sklearn.retrain(cfg, dataset, {"n_estimators": 10, "max_depth": 4})
+    assert [set(m) for m in reports] == [set(_metrics("binary"))] * 2 and reports[1]["val_auc"] > 0.6

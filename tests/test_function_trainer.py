@@ -1,0 +1,212 @@
+"""trainer=function: a user's plain Ray Tune function, unchanged, in both logging modes, and what gets registered."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from raysweep.errors import NoModelError, RaySweepError
+from raysweep.tracking.tags import ERROR_TAG, PARENT_ROLE, ROLE_TAG
+from raysweep.trainables import function, load
+
+USER_CODE = Path(__file__).parent / "user_code"
+EXPERIMENT = "function-trainer"
+#: A user's own sweep, spelled as overrides: their function, its search space, its metric.
+IRIS = [
+    "+sweep=overhead", "trainer=function", "data=none", "trainer.function=tune_functions:train_iris",
+    "~search_space.x", "+search_space.C='choice(0.1, 1.0)'", "+trainer.params.epochs=2",
+    "sweep.metric=val_accuracy", "sweep.num_samples=2", "sweep.register=true",
+    "mlflow.registered_model=iris-fn", f"mlflow.experiment_name={EXPERIMENT}", "cluster.verbose=0",
+]
+
+
+@pytest.fixture(autouse=True)
+def user_code(monkeypatch):
+    """The user's modules are importable, as from their working directory."""
+    monkeypatch.syspath_prepend(str(USER_CODE))
+    yield
+    sys.modules.pop("tune_functions", None)
+
+
+def _runs(client: MlflowClient):
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id], max_results=100)
+    parent = next(r for r in runs if r.data.tags.get(ROLE_TAG) == PARENT_ROLE)
+    return parent, [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+
+
+# --- without Ray ------------------------------------------------------------------------------------------------
+
+def test_the_function_trainer_loads_and_takes_its_metrics_from_the_trials():
+    trainer = load("raysweep.trainables.function")
+    assert trainer.METRICS == () and trainer.MAKES_MODELS and trainer.NEEDS_DATA
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    (None, "MODULE:FUNC"),
+    ("tune_functions", "MODULE:FUNC"),
+    ("no_such_module_here:train", "no module named 'no_such_module_here'"),
+    ("tune_functions:nope", "has no 'nope'"),
+    ("tune_functions:train_with_two_arguments", "takes (config, epochs)"),
+])
+def test_a_function_that_is_not_a_tune_function_is_refused_in_one_line(make_cfg, spec, fragment):
+    cfg = make_cfg(*IRIS, f"trainer.function={spec if spec else 'null'}")
+    with pytest.raises(RaySweepError, match="trainer.function") as error:
+        function.validate(cfg.trainer, {})
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_second_parameter_named_data_receives_the_dataset():
+    import tune_functions
+
+    assert function.takes_data(tune_functions.train_with_data)
+    assert not function.takes_data(tune_functions.train_iris)
+    assert function.import_root(tune_functions.train_iris) == str(USER_CODE.resolve())
+
+
+def test_reports_are_checked_logged_and_passed_on_then_put_back():
+    import ray.tune
+
+    import tune_functions
+
+    class Log:
+        def __init__(self):
+            self.logged, self.flushed = [], 0
+
+        def metrics(self, values, step):
+            self.logged.append((step, values))
+
+        def flush(self):
+            self.flushed += 1
+
+    sent, log = [], Log()
+    original = ray.tune.report
+    reports = function.Reports("val_accuracy", "trainer.function=tune_functions:f", log)
+    fake = lambda metrics, **kwargs: sent.append(metrics)  # noqa: E731 - Tune's report, stood in for
+    with reports.intercept(tune_functions.train_iris, ray.tune):
+        assert ray.tune.report is not original and tune_functions.report is not original
+        ray.tune.report({"val_accuracy": 0.5, "note": "x", "flag": True})
+        with pytest.raises(RaySweepError, match=r"sweep.metric='val_accuracy' is not among .*\(loss\)"):
+            tune_functions.report({"loss": 1.0})
+    assert ray.tune.report is original and tune_functions.report is original
+    # Through the interceptor, but with Tune's own report replaced by the fake for the check above.
+    reports.report(fake, {"val_accuracy": 0.7, "n": 3}, checkpoint="ckpt")
+    assert sent == [{"val_accuracy": 0.7, "n": 3}]
+    assert log.logged == [(1, {"val_accuracy": 0.5}), (2, {"val_accuracy": 0.7, "n": 3.0})] and log.flushed == 1
+
+
+def test_an_interceptor_a_stopped_trial_left_behind_is_replaced_not_stacked():
+    import ray.tune
+
+    import tune_functions
+
+    original = ray.tune.report
+    left = function.Reports("val_accuracy", "x", None).intercept(tune_functions.train_iris, ray.tune)
+    left.__enter__()  # never left: Tune stopped that trial in the middle of its function
+    try:
+        with function.Reports("val_accuracy", "x", None).intercept(tune_functions.train_iris, ray.tune):
+            assert getattr(ray.tune.report, "__raysweep_report_of__") is original
+            assert getattr(tune_functions.report, "__raysweep_report_of__") is original
+        assert ray.tune.report is original and tune_functions.report is original
+    finally:
+        ray.tune.report = tune_functions.report = original
+
+
+def test_a_function_that_never_reports_is_stopped_with_one_line():
+    with pytest.raises(RaySweepError, match="returned without reporting"):
+        function.Reports("val_accuracy", "m:f", None).finish()
+
+
+def _saved_model(folder: Path) -> Path:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    mlflow.sklearn.save_model(LogisticRegression(max_iter=200).fit(X, y), folder, pip_requirements=["scikit-learn"],
+                              input_example=X.head(2))
+    return folder
+
+
+@pytest.mark.parametrize("where", [".", "model"])
+def test_a_checkpoints_mlflow_model_is_logged_as_it_is(tmp_path, where):
+    import mlflow.sklearn
+
+    _saved_model(tmp_path / "checkpoint" / where)
+    (tmp_path / "checkpoint" / "other.txt").write_text("not part of the model")
+    with mlflow.start_run() as run:
+        info = function.log_model(tmp_path / "checkpoint")
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    assert model.metadata.run_id == run.info.run_id and "sklearn" in model.metadata.flavors
+    assert len(model.predict(model.input_example)) == 2
+    assert MlflowClient().get_logged_model(info.model_id).source_run_id == run.info.run_id
+
+
+def test_a_checkpoint_without_an_mlflow_model_has_nothing_to_register(tmp_path):
+    (tmp_path / "weights.npy").write_bytes(b"")
+    with pytest.raises(NoModelError, match="no MLflow model"):
+        function.log_model(tmp_path)
+
+
+# --- sweeps -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["worker", "driver"])
+def test_a_user_function_sweeps_unchanged_in_both_logging_modes(mode, ray_address, make_cfg, tracking_uri):
+    from raysweep import sweep
+
+    outcome = sweep.run(make_cfg(*IRIS, f"mlflow={mode}"))
+    client = MlflowClient()
+    parent, children = _runs(client)
+    assert len(children) == 2 and {r.info.status for r in [parent, *children]} == {"FINISHED"}
+    for child in children:
+        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        assert sorted(m.step for m in history) == [1, 2]
+        # What the function reported is logged, and nothing of Tune's bookkeeping.
+        assert {"val_accuracy", "train_accuracy"} <= set(child.data.metrics)
+        assert not {"time_total_s", "pid", "training_iteration", "note"} & set(child.data.metrics)
+        assert child.data.params["C"] in ("0.1", "1.0")
+        if mode == "worker":  # the function's own mlflow calls landed in its trial's run
+            assert child.data.params["own_param"] == "from-the-function"
+            assert [m.step for m in client.get_metric_history(child.info.run_id, "own_metric")] == [1, 2]
+        else:
+            assert "own_metric" not in child.data.metrics
+    # The best checkpoint's MLflow model, registered as it was saved.
+    assert outcome.registration.version == "1"
+    model = mlflow.pyfunc.load_model("models:/iris-fn/1")
+    assert "sklearn" in model.metadata.flavors and model.metadata.run_id == outcome.summary.best_run_id
+
+
+@pytest.mark.slow
+def test_a_function_that_does_not_report_the_sweep_metric_stops_with_one_line(ray_address, make_cfg, tracking_uri):
+    from raysweep import sweep
+
+    # Three trials one at a time: the first one's failure stops the sweep before the others start.
+    cfg = make_cfg(*IRIS, "trainer.function=tune_functions:train_without_the_metric", "sweep.num_samples=3",
+                   "sweep.max_concurrent_trials=1")
+    with pytest.raises(RaySweepError, match="val_accuracy") as error:
+        sweep.run(cfg)
+    assert "\n" not in str(error.value)
+    assert str(error.value).startswith("sweep.metric='val_accuracy' is not among what")
+    parent, children = _runs(MlflowClient())
+    assert parent.info.status == "FAILED" and [c.info.status for c in children] == ["FAILED"]
+    assert "sweep.metric='val_accuracy' is not among what trainer.function=tune_functions:train_without_the_metric " \
+           "reported (loss)" in children[0].data.tags[ERROR_TAG]
+
+
+@pytest.mark.slow
+def test_a_function_with_data_and_no_model_in_its_checkpoint_registers_nothing(ray_address, make_cfg, tracking_uri):
+    from raysweep import sweep
+
+    cfg = make_cfg(*IRIS, "data=fraud", "data.n_samples=1000", "trainer.function=tune_functions:train_with_data",
+                   "~trainer.params.epochs", "sweep.num_samples=1")
+    outcome = sweep.run(cfg)
+    assert outcome.registration.version is None
+    assert not MlflowClient().search_registered_models()
+    report = outcome.report()
+    lines = [line for line in report.splitlines() if "no MLflow model" in line]
+    assert len(lines) == 1, report
+    parent, children = _runs(MlflowClient())
+    assert children[0].data.metrics["rows"] > 0  # the function trained on raysweep's data

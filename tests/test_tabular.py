@@ -1,0 +1,305 @@
+"""Real tabular data end to end: CSVs with string targets, string and categorical columns with gaps, multiclass and
+regression targets, through the built-in families and trainer=estimator; the registered champion served by
+``mlflow models serve`` answering raw rows; the test metric on the version; the answer's table itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from conftest import sweep_into, use_store
+from raysweep import analysis, evaluation, predictions, promotion, registry, tabular
+from raysweep.runtime import free_port
+from raysweep.tracking import tags as tag_names
+
+# --- the answer's table -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task", "classes", "prediction", "columns", "labels"),
+    [
+        ("binary", ("No", "Yes"), [0.2, 0.5, 0.9], ["No", "Yes", "label"], ["No", "Yes", "Yes"]),
+        ("binary", (0, 1), [[0.7, 0.3], [0.1, 0.9]], ["0", "1", "label"], [0, 1]),
+        ("binary", (False, True), [[0.7], [0.2]], ["False", "True", "label"], [True, False]),
+        ("multiclass", ("cat", "dog", "eel"), [[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]], ["cat", "dog", "eel", "label"],
+         ["dog", "cat"]),
+        ("multiclass", (1, 2, 3), [[0.1, 0.1, 0.8]], ["1", "2", "3", "label"], [3]),
+        ("regression", (), [1.5, -2.0], ["prediction"], None),
+    ],
+)
+def test_to_frame_names_a_column_per_class_and_labels_rows_with_the_users_labels(task, classes, prediction, columns,
+                                                                               labels):
+    frame = predictions.to_frame(task, classes, prediction)
+    assert list(frame.columns) == columns
+    if labels is not None:
+        assert list(frame["label"]) == labels
+    back = predictions.from_frame(task, classes, frame)
+    expected = np.asarray(prediction, dtype=float)
+    if task == "binary" and (expected.ndim == 1 or expected.shape[1] == 1):
+        expected = np.column_stack([1 - expected.reshape(-1), expected.reshape(-1)])
+    np.testing.assert_allclose(back, expected)
+
+
+def test_a_binary_threshold_moves_labels_never_probabilities():
+    low = predictions.to_frame("binary", ("No", "Yes"), [0.2, 0.4], threshold=0.3)
+    assert list(low["label"]) == ["No", "Yes"] and list(low["Yes"]) == [0.2, 0.4]
+
+
+@pytest.mark.parametrize(
+    ("task", "classes", "answer", "fragment"),
+    [
+        ("multiclass", ("a", "b", "c"), np.zeros((2, 2)), "an (n, 3) probability matrix"),
+        ("regression", (), np.zeros((2, 2)), "is (n,) values"),
+        ("binary", ("No", "Yes"), pd.DataFrame({"x": ["a", "b"]}), "expected ['No', 'Yes', 'label']"),
+    ],
+)
+def test_answers_that_do_not_fit_the_task_are_refused(task, classes, answer, fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        predictions.from_frame(task, classes, answer)
+
+
+@pytest.mark.parametrize("classes", [("label", "other"), (1, "1")])
+def test_labels_that_would_clash_as_column_names_are_refused(classes):
+    with pytest.raises(ValueError, match="must print distinctly and none may be 'label'"):
+        predictions.to_frame("binary", classes, [0.5])
+
+
+def test_a_model_answer_without_raysweeps_columns_is_read_as_a_matrix():
+    # A model logged by a user's own code (trainer=function) answering predict_proba's matrix, or its frame.
+    np.testing.assert_allclose(predictions.from_frame("binary", (0, 1), np.array([[0.3, 0.7]])), [[0.3, 0.7]])
+    np.testing.assert_allclose(predictions.from_frame("binary", (0, 1), pd.DataFrame({"p": [0.7]})), [[0.3, 0.7]])
+
+
+# --- the torch kind of a tabular model --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("task", "classes", "outputs"),
+                         [("binary", ("No", "Yes"), 1), ("multiclass", ("a", "b", "c"), 3), ("regression", (), 1)])
+def test_preprocessing_and_a_torchscript_network_answer_the_same_table(task, classes, outputs):
+    import torch
+
+    from raysweep import preprocess
+
+    X = pd.DataFrame({"x": [1.0, None, 3.0, 4.0], "colour": ["red", None, "blue", "red"]})
+    fitted = preprocess.build(X).fit(X)
+    torch.manual_seed(0)
+    network = torch.jit.script(torch.nn.Linear(fitted.transform(X).shape[1], outputs))
+    with mlflow.start_run():
+        info = tabular.log_model(task=task, classes=classes, example=X.head(2), preprocess=fitted, network=network,
+                                 requirements=("torch",))
+    answer = mlflow.pyfunc.load_model(info.model_uri).predict(X)
+    with torch.no_grad():
+        raw = network(torch.as_tensor(fitted.transform(X), dtype=torch.float32)).double()
+    expected = {"binary": lambda: torch.sigmoid(raw[:, 0]), "multiclass": lambda: torch.softmax(raw, dim=1),
+                "regression": lambda: raw[:, 0]}[task]().numpy()
+    np.testing.assert_allclose(predictions.from_frame(task, classes, answer),
+                               predictions.from_frame(task, classes, expected), atol=1e-6)
+    assert list(answer.columns) == ([*classes, "label"] if classes else ["prediction"])
+
+
+# --- CSVs through real sweeps -----------------------------------------------------------------------------------
+
+ROWS = 1500
+SMALL = ["sweep.num_samples=2", "trainer.iterations=2", "cluster.verbose=0"]
+FOREST = ["+sweep=fraud", "search_space.n_estimators='range(10, 21, 10)'", "search_space.max_depth='choice(4, 8)'"]
+BOOSTING = ["+sweep=fraud_hgb", "search_space.max_iter='range(10, 21, 10)'"]
+
+
+def _tables(folder: Path) -> dict[str, Path]:
+    """churn.csv (Yes/No target; strings, a category-like column and numbers with gaps; an id to drop),
+    plan.csv (three string classes) and spend.csv (a numeric target)."""
+    rng = np.random.default_rng(7)
+    n = ROWS
+    tenure = rng.integers(1, 72, n).astype(float)
+    charges = rng.normal(70, 20, n)
+    contract = rng.choice(["monthly", "yearly", "two-year"], n, p=[0.5, 0.3, 0.2])
+    region = rng.choice(["north", "south", "east", "west"], n)
+    signal = -0.04 * tenure + 0.03 * (charges - 70) + 1.5 * (contract == "monthly") + 0.3 * (region == "south")
+    frame = pd.DataFrame({
+        "customer_id": [f"c{i:05d}" for i in range(n)],
+        "tenure": np.where(rng.random(n) < 0.1, np.nan, tenure),
+        "charges": charges,
+        "contract": np.where(rng.random(n) < 0.1, None, contract),
+        "region": region,
+    })
+    paths = {}
+    churn = frame.assign(churn=np.where(signal + rng.logistic(size=n) * 0.5 > 0, "Yes", "No"))
+    paths["churn"] = folder / "churn.csv"
+    churn.to_csv(paths["churn"], index=False)
+    plan = frame.assign(plan=np.select([signal < -0.8, signal < 0.6], ["basic", "plus"], "premium"))
+    paths["plan"] = folder / "plan.csv"
+    plan.to_csv(paths["plan"], index=False)
+    spend = frame.assign(spend=20 * signal + rng.normal(size=n) + 100)
+    paths["spend"] = folder / "spend.csv"
+    spend.to_csv(paths["spend"], index=False)
+    return paths
+
+
+@pytest.fixture
+def tracking_uri(module_store, monkeypatch):
+    """Every test of this module reads the same sweeps."""
+    yield from use_store(module_store, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    return _tables(tmp_path_factory.mktemp("tables"))
+
+
+def _csv(path: Path, target: str, model: str) -> list[str]:
+    return ["data=csv", f"data.path={path}", f"data.target={target}", "data.drop=[customer_id]",
+            f"mlflow.registered_model={model}", "mlflow.experiment_name=tabular"]
+
+
+@pytest.fixture(scope="module")
+def churn(ray_address, module_store, tmp_path_factory, tables):
+    """A forest sweep on churn.csv (string target, string columns with gaps), registered as churn-rf."""
+    return sweep_into(module_store, tmp_path_factory.mktemp("ray"), *FOREST, *SMALL,
+                      *_csv(tables["churn"], "churn", "churn-rf"))
+
+
+@pytest.mark.slow
+def test_a_string_target_sweep_registers_a_model_of_the_raw_columns_with_its_test_metric(churn, tables):
+    client = MlflowClient()
+    version = client.get_model_version("churn-rf", churn.registration.version)
+    assert version.tags[tag_names.METRIC_TAG] == "val_auc"
+    assert version.tags[tag_names.TEST_METRIC_TAG] == "test_auc"
+    dataset = analysis.validation_data(client, client.get_run(churn.summary.parent_run_id))
+    assert (dataset.task, dataset.classes) == ("binary", ("No", "Yes")) and len(dataset.y_test) == ROWS * 0.2
+    # The recorded test value is the registered model's score on the test split, recomputed here.
+    recorded = float(version.tags[tag_names.TEST_VALUE_TAG])
+    assert recorded == pytest.approx(registry.evaluate("models:/churn-rf@champion", dataset)["test_auc"], abs=1e-12)
+    assert f"test_auc={recorded:.4f}" in version.description
+    model = mlflow.pyfunc.load_model("models:/churn-rf@champion")
+    assert [s.name for s in model.metadata.get_input_schema().inputs] == ["tenure", "charges", "contract", "region"]
+    # Logging the model added nothing to the trial's params: they are its hyperparameters.
+    assert set(client.get_run(churn.summary.best_run_id).data.params) == set(churn.summary.best_params)
+    assert [s.name for s in model.metadata.get_output_schema().inputs] == ["No", "Yes", "label"]
+
+
+@pytest.mark.slow
+def test_the_champion_served_by_mlflow_answers_raw_rows_with_gaps(churn, tmp_path):
+    rows = pd.DataFrame({"tenure": [2.0, None, 60.0], "charges": [95.0, 70.0, 30.0],
+                         "contract": ["monthly", None, "two-year"], "region": ["south", "west", "mars"]})
+    body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+    answer = _serve("models:/churn-rf@champion", body, tmp_path)
+    local = mlflow.pyfunc.load_model("models:/churn-rf@champion").predict(rows)
+    assert [list(row) for row in answer] == [["No", "Yes", "label"]] * 3
+    assert [row["label"] for row in answer] == list(local["label"])
+    np.testing.assert_allclose([[row["No"], row["Yes"]] for row in answer], local[["No", "Yes"]], atol=1e-12)
+    assert answer[0]["label"] == "Yes" and answer[2]["label"] == "No"  # new month-to-month churns, old contract stays
+
+
+def _serve(uri: str, body: dict, folder: Path) -> list[dict]:
+    """Start ``mlflow models serve`` on a free loopback port, post ``body`` to /invocations, stop it by its PID."""
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", uri, "--env-manager", "local",
+               "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+    with open(folder / "serve.log", "w") as log:
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            started = time.monotonic()
+            while True:
+                assert server.poll() is None, (folder / "serve.log").read_text()[-3000:]
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as reply:
+                        if reply.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert time.monotonic() - started < 120, "server did not answer /ping in 120 s"
+                time.sleep(0.3)
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as reply:
+                    return json.loads(reply.read())["predictions"]
+            except urllib.error.HTTPError as error:
+                pytest.fail(f"/invocations answered {error.code}: {error.read()[:2000]!r}")
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+
+
+@pytest.mark.slow
+def test_promote_scores_challenger_and_champion_on_the_test_split(churn, ray_address, module_store, tmp_path,
+                                                                  tables):
+    client = MlflowClient()
+    weak = sweep_into(module_store, tmp_path / "ray", *FOREST, *SMALL, *_csv(tables["churn"], "churn", "churn-rf"),
+                      "sweep.num_samples=1", "search_space.n_estimators=10", "search_space.max_depth=1")
+    client.set_registered_model_alias("churn-rf", registry.CHAMPION, churn.registration.version)
+    client.set_registered_model_alias("churn-rf", registry.CHALLENGER, weak.registration.version)
+    decision = promotion.gate(client, "churn-rf", by="ci")
+    assert decision.metric == "test_auc" and decision.status == "failed"
+    recorded = {v: float(client.get_model_version("churn-rf", v).tags[tag_names.TEST_VALUE_TAG])
+                for v in (decision.challenger, decision.champion)}
+    assert (decision.challenger_value, decision.champion_value) == (recorded[decision.challenger],
+                                                                    recorded[decision.champion])
+    assert client.get_model_version("churn-rf", weak.registration.version).tags["validation_metric"] == "test_auc"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["forest", "boosting"])
+def test_a_multiclass_csv_through_each_built_in_family(family, ray_address, tmp_path, tables):
+    base = FOREST if family == "forest" else BOOSTING
+    outcome = sweep_into(mlflow.get_tracking_uri(), tmp_path / "ray", *base, *SMALL, "sweep.metric=val_f1_macro",
+                         *_csv(tables["plan"], "plan", f"plan-{family}"))
+    assert set(MlflowClient().get_run(outcome.summary.best_run_id).data.metrics) >= {
+        "val_accuracy", "val_f1_macro", "val_log_loss"}
+    answer = mlflow.pyfunc.load_model(f"models:/plan-{family}@champion").predict(
+        pd.read_csv(tables["plan"]).head(30).drop(columns=["plan", "customer_id"]))
+    assert list(answer.columns) == ["basic", "plus", "premium", "label"]
+    np.testing.assert_allclose(answer[["basic", "plus", "premium"]].sum(axis=1), 1.0, atol=1e-9)
+    version = MlflowClient().get_model_version(f"plan-{family}", "1")
+    assert version.tags[tag_names.TEST_METRIC_TAG] == "test_f1_macro"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["forest", "boosting"])
+def test_a_regression_csv_through_each_built_in_family(family, ray_address, tmp_path, tables):
+    base = [*FOREST, "search_space.criterion=squared_error"] if family == "forest" else BOOSTING
+    outcome = sweep_into(mlflow.get_tracking_uri(), tmp_path / "ray", *base, *SMALL, "sweep.metric=val_rmse",
+                         "sweep.mode=min", *_csv(tables["spend"], "spend", f"spend-{family}"))
+    assert outcome.summary.best_value > 0
+    frame = pd.read_csv(tables["spend"]).head(50)
+    answer = mlflow.pyfunc.load_model(f"models:/spend-{family}@champion").predict(
+        frame.drop(columns=["spend", "customer_id"]))
+    assert list(answer.columns) == ["prediction"]
+    assert np.corrcoef(answer["prediction"], frame["spend"])[0, 1] > 0.5
+    tags = MlflowClient().get_model_version(f"spend-{family}", "1").tags
+    assert tags[tag_names.TEST_METRIC_TAG] == "test_rmse" and float(tags[tag_names.TEST_VALUE_TAG]) > 0
+
+
+@pytest.mark.slow
+def test_trainer_estimator_with_xgboost_on_the_string_csv(ray_address, tmp_path, tables):
+    outcome = sweep_into(mlflow.get_tracking_uri(), tmp_path / "ray", "+sweep=fraud_xgb", *SMALL,
+                         "search_space.n_estimators=20", *_csv(tables["churn"], "churn", "churn-xgb"))
+    client = MlflowClient()
+    best = client.get_run(outcome.summary.best_run_id)
+    assert sorted(m.step for m in client.get_metric_history(best.info.run_id, "val_auc")) == [1, 2]
+    version = client.get_model_version("churn-xgb", outcome.registration.version)
+    requirements = Path(mlflow.artifacts.download_artifacts(f"models:/churn-xgb/{version.version}/requirements.txt"))
+    assert any(line.startswith("xgboost==") for line in requirements.read_text().split())
+    answer = mlflow.pyfunc.load_model("models:/churn-xgb@champion").predict(
+        pd.read_csv(tables["churn"]).head(10).drop(columns=["churn", "customer_id"]))
+    assert list(answer.columns) == ["No", "Yes", "label"]
+    assert evaluation.on_split(version.tags[tag_names.METRIC_TAG], "test") == version.tags[tag_names.TEST_METRIC_TAG]
