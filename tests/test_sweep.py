@@ -68,6 +68,13 @@ def test_sweep_yields_one_finished_child_per_trial_nested_under_the_parent(first
     config_yaml = mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/config.yaml")
     assert "registered_model: fraud-rf" in config_yaml
 
+    # Lineage: the parent and every child record the one dataset the sweep trained on.
+    inputs = [client.get_run(r.info.run_id).inputs.dataset_inputs for r in [parent, *children]]
+    assert all(len(found) == 1 for found in inputs)
+    assert {(i[0].dataset.name, i[0].dataset.digest, i[0].dataset.source_type) for i in inputs} == {
+        ("fraud", inputs[0][0].dataset.digest, "code")}
+    assert {t.key: t.value for t in inputs[0][0].tags}[tag_names.TASK_TAG] == "binary"
+
 
 def test_parent_names_the_best_child_which_tops_search_runs(first_sweep):
     client = MlflowClient()

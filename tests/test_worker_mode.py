@@ -46,6 +46,10 @@ def test_sklearn_in_worker_mode_with_autolog_and_system_metrics(ray_address, mak
         assert any(k.startswith("training_") for k in child.data.metrics), "autolog logged nothing"
         assert any(k.startswith("system/cpu_utilization") for k in child.data.metrics), "no system metrics"
         assert child.data.tags[NODE_TAG]
+        # Lineage, written from the trial's own process: the sweep's data, as on the parent.
+        [data_input] = client.get_run(child.info.run_id).inputs.dataset_inputs
+        [parent_input] = client.get_run(parent.info.run_id).inputs.dataset_inputs
+        assert data_input.dataset.digest == parent_input.dataset.digest
         # Each trial logged its final model from its own process (mlflow.log_models, on in worker mode).
         assert client.get_logged_model(child.data.tags[MODEL_URI_TAG].removeprefix("models:/")).source_run_id == \
             child.info.run_id
