@@ -15,6 +15,7 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from raysweep.errors import RaySweepError
+from raysweep.remote import DEFAULT_TRACKING_URI
 
 
 def _conf_dir() -> Path:
@@ -159,7 +160,7 @@ class TrainerConfig:
 @dataclass
 class MLflowConfig:
     mode: LoggingMode = LoggingMode.driver
-    tracking_uri: str = "sqlite:///mlflow.db"
+    tracking_uri: str = DEFAULT_TRACKING_URI
     registry_uri: Optional[str] = None
     experiment_name: str = MISSING
     registered_model: str = MISSING
