@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -110,3 +117,41 @@ def repo_root() -> Path:
 def cli_env(tracking_uri) -> dict[str, str]:
     """Environment for running the CLI in a subprocess against this test's store."""
     return {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONUNBUFFERED": "1"}
+
+
+def serve_and_post(uri: str, body: dict, folder: Path) -> list[dict]:
+    """Start ``mlflow models serve`` on a free loopback port, post ``body`` to /invocations, stop it by its PID."""
+    from raysweep.runtime import free_port
+
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", uri, "--env-manager", "local",
+               "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+    with open(folder / "serve.log", "w") as log:
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            started = time.monotonic()
+            while True:
+                assert server.poll() is None, (folder / "serve.log").read_text()[-3000:]
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as reply:
+                        if reply.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert time.monotonic() - started < 120, "server did not answer /ping in 120 s"
+                time.sleep(0.3)
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as reply:
+                    return json.loads(reply.read())["predictions"]
+            except urllib.error.HTTPError as error:
+                pytest.fail(f"/invocations answered {error.code}: {error.read()[:2000]!r}")
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()

@@ -11,11 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,10 +22,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SMOKE, STRONG, WEAK, sweep_into, use_store
+from conftest import SMOKE, STRONG, WEAK, serve_and_post, sweep_into, use_store
 from raysweep import analysis, ensemble, packaging, predictions, promotion, registry
 from raysweep.errors import RaySweepError
-from raysweep.runtime import free_port
 from raysweep.tracking import tags as tag_names
 
 pytestmark = pytest.mark.slow
@@ -308,41 +304,11 @@ def test_every_logged_model_carries_pins_and_the_projects_uv_files(models, model
 @pytest.mark.parametrize("model, params", [(RF, None), (MLP, None), (ENSEMBLE, {"threshold": 0.9})])
 def test_served_model_answers_invocations_like_the_loaded_model(models, model, params, tmp_path):
     uri = f"models:/{model}@champion"
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
-    command = [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", uri, "--env-manager", "local",
-               "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
-    log = open(tmp_path / "serve.log", "w")
-    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        started = time.monotonic()
-        while True:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() - started < 120, "server did not answer /ping in 120 s"
-            time.sleep(0.3)
-        print(f"{model}: /ping answered {time.monotonic() - started:.1f} s after start")
-        X = models.X_val.head(20)
-        body = {"dataframe_split": json.loads(X.to_json(orient="split", index=False))}
-        if params:
-            body["params"] = params
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as r:
-            answer = json.loads(r.read())["predictions"]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
+    X = models.X_val.head(20)
+    body = {"dataframe_split": json.loads(X.to_json(orient="split", index=False))}
+    if params:
+        body["params"] = params
+    answer = serve_and_post(uri, body, tmp_path)
     local = mlflow.pyfunc.load_model(uri).predict(X, params=params)
     # Every model answers its table as one record per row: "0", "1" and "label".
     served = pd.DataFrame(answer)

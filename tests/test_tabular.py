@@ -5,14 +5,7 @@ regression targets, through the built-in families and trainer=estimator; the reg
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -21,9 +14,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import sweep_into, use_store
+from conftest import serve_and_post, sweep_into, use_store
 from raysweep import analysis, evaluation, predictions, promotion, registry, tabular
-from raysweep.runtime import free_port
 from raysweep.tracking import tags as tag_names
 
 # --- the answer's table -------------------------------------------------------------------------------------------
@@ -196,48 +188,12 @@ def test_the_champion_served_by_mlflow_answers_raw_rows_with_gaps(churn, tmp_pat
     rows = pd.DataFrame({"tenure": [2.0, None, 60.0], "charges": [95.0, 70.0, 30.0],
                          "contract": ["monthly", None, "two-year"], "region": ["south", "west", "mars"]})
     body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
-    answer = _serve("models:/churn-rf@champion", body, tmp_path)
+    answer = serve_and_post("models:/churn-rf@champion", body, tmp_path)
     local = mlflow.pyfunc.load_model("models:/churn-rf@champion").predict(rows)
     assert [list(row) for row in answer] == [["No", "Yes", "label"]] * 3
     assert [row["label"] for row in answer] == list(local["label"])
     np.testing.assert_allclose([[row["No"], row["Yes"]] for row in answer], local[["No", "Yes"]], atol=1e-12)
     assert answer[0]["label"] == "Yes" and answer[2]["label"] == "No"  # new month-to-month churns, old contract stays
-
-
-def _serve(uri: str, body: dict, folder: Path) -> list[dict]:
-    """Start ``mlflow models serve`` on a free loopback port, post ``body`` to /invocations, stop it by its PID."""
-    port = free_port()
-    command = [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", uri, "--env-manager", "local",
-               "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
-    with open(folder / "serve.log", "w") as log:
-        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            started = time.monotonic()
-            while True:
-                assert server.poll() is None, (folder / "serve.log").read_text()[-3000:]
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as reply:
-                        if reply.status == 200:
-                            break
-                except OSError:
-                    pass
-                assert time.monotonic() - started < 120, "server did not answer /ping in 120 s"
-                time.sleep(0.3)
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
-                                             headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=60) as reply:
-                    return json.loads(reply.read())["predictions"]
-            except urllib.error.HTTPError as error:
-                pytest.fail(f"/invocations answered {error.code}: {error.read()[:2000]!r}")
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
 
 
 @pytest.mark.slow
