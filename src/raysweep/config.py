@@ -120,6 +120,7 @@ class SweepConfig:
     max_failures: int = 0
     stop: StopConfig = field(default_factory=StopConfig)
     register: bool = True
+    warm_start: Optional[str] = None
 
 
 @dataclass
@@ -167,6 +168,8 @@ class MLflowConfig:
     autolog: bool = False
     system_metrics: bool = False
     log_models: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+    save_artifact: bool = False
 
 
 @dataclass
@@ -191,7 +194,9 @@ class ClusterConfig:
     num_cpus: Optional[int] = None
     storage_path: Optional[str] = None
     reuse_actors: bool = True
-    verbose: int = 1
+    verbose: int = 0
+    dashboard_port: Optional[int] = None
+    keep_checkpoints: bool = False
 
 
 @dataclass
@@ -219,7 +224,8 @@ def register_schema() -> None:
 
     schema = OmegaConf.structured(RaySweepConfig)
     # Free-form keyword-argument maps: keys are the user's to add (trainer.params={class_weight: balanced}).
-    for node in (schema.trainer.params, schema.search_alg.params, schema.search_alg.objectives, schema.scheduler.params):
+    for node in (schema.trainer.params, schema.search_alg.params, schema.search_alg.objectives, schema.scheduler.params,
+                 schema.mlflow.tags):
         OmegaConf.set_struct(node, False)
     ConfigStore.instance().store(name="raysweep_schema", node=schema)
 
