@@ -45,6 +45,7 @@ def use_store(uri: str, monkeypatch: pytest.MonkeyPatch):
     """Point MLflow (env and fluent API) at ``uri``; fail the test if it leaves a run active."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     mlflow.set_tracking_uri(uri)
     yield uri

@@ -62,8 +62,8 @@ def test_bad_input_is_one_line_nonzero_exit_and_no_runs(args, fragment, tmp_path
 def test_help_lists_the_config_groups(command, tmp_path, cli_env):
     out = subprocess.run([*command, "--help"], env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    listed = dict(line.split(": ", 1) for line in out.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
-                  .splitlines() if ": " in line and not line.startswith("Compose"))
+    section = out.stdout.split("== Config groups (GROUP=OPTION) ==")[1].split("\n== ")[0]
+    listed = dict(line.split(": ", 1) for line in section.splitlines() if ": " in line and not line.startswith(" "))
     for group in ("sweep: fraud, fraud_hgb, fraud_torch, overhead", "trainer: fixed_cost, hist_gradient_boosting, mlp, random_forest",
                   "data: csv, fraud", "mlflow: driver, worker", "search_alg: custom, grid, optuna, random",
                   "scheduler: asha, fifo, median_stopping, pbt"):

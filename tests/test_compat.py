@@ -170,3 +170,113 @@ def test_detached_active_run_sets_the_callers_run_aside_and_back(tracking_uri):
     client = mlflow.MlflowClient()
     assert client.get_run(outer.info.run_id).info.status == "FINISHED"
     assert client.get_run(inner.info.run_id).info.status == "FINISHED"
+
+
+# --- output: what raysweep silences at its source (progress.py, _workers.py) ------------------------------
+
+
+def test_token_auth_notice_logs_under_the_name_raysweep_quiets():
+    import importlib
+
+    module = importlib.import_module(compat.TOKEN_AUTH_LOGGER)
+    assert module.logger.name == compat.TOKEN_AUTH_LOGGER, _says("Ray's token-auth notice logger moved")
+    assert "Token authentication is enabled" in inspect.getsource(module), _says("Ray's token-auth notice changed")
+    compat.quiet_ray_start()
+    assert not logging.getLogger(compat.TOKEN_AUTH_LOGGER).isEnabledFor(logging.WARNING)
+    assert logging.getLogger(compat.TOKEN_AUTH_LOGGER).isEnabledFor(logging.ERROR)
+
+
+def test_checkpoint_lines_are_logged_at_info_under_the_names_raysweep_quiets():
+    import importlib
+
+    for name in compat.CHECKPOINT_LOGGERS:
+        module = importlib.import_module(name)
+        assert module.logger.name == name, _says(f"the checkpoint logger {name} moved (_workers.setup)")
+        assert 'logger.info(f"Checkpoint successfully created' in inspect.getsource(module), _says(
+            f"{name} no longer logs its checkpoint line at INFO (_workers.setup)")
+    compat.quiet_checkpoint_lines()
+    assert not any(logging.getLogger(n).isEnabledFor(logging.INFO) for n in compat.CHECKPOINT_LOGGERS)
+
+
+def test_train_v2_report_lines_log_under_the_file_named_logger_raysweep_quiets():
+    import importlib
+
+    module = importlib.import_module(compat.TRAIN_REPORT_MODULE)
+    assert module.logger.name == module.__file__, _says("Train V2's worker context logger is no longer named by its file")
+    assert "Reporting training result" in inspect.getsource(module), _says("Train V2 no longer logs each report")
+    compat.quiet_train_reports()
+    assert not logging.getLogger(module.__file__).isEnabledFor(logging.INFO)
+
+
+def test_tunes_legacy_output_engine_is_still_behind_the_switch(monkeypatch):
+    from ray.tune.experimental.output import AirVerbosity, get_air_verbosity
+
+    monkeypatch.delenv(compat.TUNE_NEW_OUTPUT_ENV, raising=False)
+    assert get_air_verbosity(0) == AirVerbosity.SILENT
+    with compat.tune_output(0):
+        assert get_air_verbosity(0) is None, _says(f"{compat.TUNE_NEW_OUTPUT_ENV}=0 no longer selects Tune's legacy "
+                                                   "output engine (silent at verbose=0)")
+    assert compat.TUNE_NEW_OUTPUT_ENV not in os.environ
+    with compat.tune_output(1):
+        assert get_air_verbosity(1) == AirVerbosity.DEFAULT  # Tune's status tables
+    monkeypatch.setenv(compat.TUNE_NEW_OUTPUT_ENV, "1")
+    with compat.tune_output(0):
+        assert os.environ[compat.TUNE_NEW_OUTPUT_ENV] == "0"
+    assert os.environ[compat.TUNE_NEW_OUTPUT_ENV] == "1"
+
+
+def test_a_tuner_tells_the_verbosity_it_was_started_with(tmp_path):
+    from ray import tune
+
+    def trainable(config):
+        tune.report({"x": 1})
+
+    tuner = tune.Tuner(trainable, run_config=tune.RunConfig(name="v", storage_path=str(tmp_path), verbose=0))
+    assert compat.restored_verbosity(tuner) == 0, _says("a Tuner's run config moved (tuning.fit on resume)")
+    assert compat.restored_verbosity(object()) is None
+
+
+def test_ray_prints_workers_lines_without_colour_when_told():
+    from ray._private import ray_constants, worker
+    from ray._private.ray_logging import LogDeduplicator
+
+    assert f'os.getenv("{compat.RAY_COLOR_PREFIX_ENV}") == "0"' in inspect.getsource(worker.print_worker_logs), _says(
+        f"Ray's driver no longer reads {compat.RAY_COLOR_PREFIX_ENV}=0 to print workers' lines without colour")
+    assert compat.RAY_DEDUP_LOGS_ENV in inspect.getsource(ray_constants), _says(
+        f"Ray no longer reads {compat.RAY_DEDUP_LOGS_ENV}")
+    assert "RAY_DEDUP_LOGS" in inspect.getsource(LogDeduplicator.deduplicate), _says(
+        "Ray's log de-duplication no longer checks RAY_DEDUP_LOGS")
+    environ: dict[str, str] = {}
+    compat.plain_worker_logs(environ, terminal=True)
+    assert environ == {}
+    compat.plain_worker_logs(environ, terminal=False)
+    assert environ == {compat.RAY_COLOR_PREFIX_ENV: "0", compat.RAY_DEDUP_LOGS_ENV: "0"}
+    environ = {compat.RAY_DEDUP_LOGS_ENV: "1"}
+    compat.plain_worker_logs(environ, terminal=False)
+    assert environ[compat.RAY_DEDUP_LOGS_ENV] == "1"  # the user's choice wins
+
+
+def test_mlflow_quiets_through_the_variables_and_logger_raysweep_uses(monkeypatch, request):
+    from mlflow import environment_variables
+    from mlflow.utils import environment, logging_utils
+
+    for name in (compat.MLFLOW_LOG_LEVEL_ENV, compat.MLFLOW_PROGRESS_BAR_ENV):
+        assert hasattr(environment_variables, name), _says(f"MLflow no longer reads {name}")
+    assert environment._logger.name == compat.PIP_VERSION_LOGGER, _says("MLflow's pip-version notice logger moved")
+    assert compat.PIP_VERSION_MESSAGE in inspect.getsource(environment), _says("MLflow's pip-version notice changed")
+    environ = {compat.MLFLOW_LOG_LEVEL_ENV: "INFO"}
+    compat.quiet_mlflow(environ)
+    assert environ == {compat.MLFLOW_LOG_LEVEL_ENV: "INFO", compat.MLFLOW_PROGRESS_BAR_ENV: "false"}
+    monkeypatch.setenv(compat.MLFLOW_LOG_LEVEL_ENV, "WARNING")
+    monkeypatch.setenv(compat.MLFLOW_PROGRESS_BAR_ENV, "false")
+    assert logging_utils.get_mlflow_log_level() == "WARNING"
+    mlflow_logger = logging.getLogger("mlflow")
+    request.addfinalizer(lambda level=mlflow_logger.level: mlflow_logger.setLevel(level))  # as other tests had it
+    compat.quiet_mlflow()
+    compat.quiet_mlflow()  # idempotent: one filter
+    pip_logger = logging.getLogger(compat.PIP_VERSION_LOGGER)
+    assert len(pip_logger.filters) == len(set(map(type, pip_logger.filters)))
+    notice = pip_logger.makeRecord(pip_logger.name, logging.WARNING, "f", 1, compat.PIP_VERSION_MESSAGE + ".", (), None)
+    other = pip_logger.makeRecord(pip_logger.name, logging.WARNING, "f", 1, "something else", (), None)
+    assert not pip_logger.filter(notice) and pip_logger.filter(other)
+    assert not logging.getLogger("mlflow").isEnabledFor(logging.INFO)

@@ -9,6 +9,8 @@ from raysweep import compat
 # Under `uv run`, Ray would otherwise package the whole working directory (.venv included) as every
 # worker's runtime environment and start each worker through `uv run`: slow, and not what raysweep ships.
 compat.keep_ray_off_uv_run()
+# Output going to a file or a pipe gets no colour codes from Ray's printing of workers' lines.
+compat.plain_worker_logs()
 
 __version__ = "0.1.0"
 __all__ = ["run", "SweepResult", "RaySweepError"]

@@ -14,13 +14,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from raysweep.compose import PRIMARY, help_overrides, hydra_error_line, hydra_overrides, register
+from raysweep.compose import PRIMARY, hydra_error_line, hydra_overrides, register, split_flags
+from raysweep.usage import completion_line, completion_words, help_page, local_choices, refine_choices, version
 from raysweep.config import search_path
 from raysweep.errors import RaySweepError, SweepInterrupted
 
 register()
 
-__all__ = ["SUBCOMMANDS", "hydra_error_line", "main"]
+__all__ = ["SUBCOMMANDS", "SUBCOMMAND_HELP", "hydra_error_line", "main"]
 
 
 def _task(cfg: DictConfig) -> None:
@@ -58,21 +59,45 @@ SUBCOMMANDS = {
 }
 
 
+#: One line each for ``--help``.
+SUBCOMMAND_HELP = {
+    "submit": "run a sweep as a Ray job on a cluster: raysweep submit [--address URL] +sweep=NAME [overrides]",
+    "analyse": "read a finished (or crashed) sweep back from MLflow, register its best model, print the summary",
+    "promote": "move NAME@champion to NAME@challenger's version when it scores better on held-out data",
+    "rollback": "move NAME@champion back to the version it replaced",
+    "copy": "copy a registered version to another model name or MLflow registry",
+    "ensemble": "register an ensemble of registered models (their mean prediction): raysweep ensemble NAME",
+    "reproduce": "retrain the trial behind a registered version and compare its metrics",
+}
+#: The program name Hydra shows and shell completion is installed for, also under ``python -m raysweep``.
+PROGRAM = "raysweep"
+
+
 def main() -> None:
     """Console entry point: a subcommand, or the Hydra app; known errors become one line and an exit status."""
     if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
         _run_subcommand(sys.argv[1], sys.argv[2:])
     args, config_dir = take_config_dir(sys.argv[1:])
     try:
+        overrides, flags = split_flags(args)
         folders = search_path(config_dir)
     except RaySweepError as e:
         _fail(str(e), 2)
+    # Answered here, not by Hydra: its --version names Hydra, and its help page sees only one config folder.
+    if "--version" in flags:
+        print(f"raysweep {version()}")
+        sys.exit(0)
+    if "--help" in flags or "-h" in flags:
+        print(help_page(folders, SUBCOMMAND_HELP), end="")
+        sys.exit(0)
+    if "--shell-completion" in flags or "-sc" in flags:
+        _complete(overrides, flags, folders)
     # The user's modules (trainer.function=train:train, trainer.name=my_trainer) import from the working
     # directory, also under the `raysweep` console script, whose sys.path starts at its bin/ folder.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    extra = help_overrides(folders) if {"--help", "-h"} & set(args) else []
-    sys.argv = [sys.argv[0], *hydra_overrides(folders, [*extra, *args])]
+    # Hydra's parser takes the overrides only before its flags.
+    sys.argv = [PROGRAM, *hydra_overrides(folders, overrides), *flags]
     # Let Hydra's own errors reach us instead of its multi-line report, so they print as one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
@@ -86,18 +111,76 @@ def main() -> None:
         from omegaconf.errors import OmegaConfBaseException
 
         if isinstance(e, (HydraException, OmegaConfBaseException)):
-            _fail(hydra_error_line(e), 2)
+            _fail(hydra_error_line(e, overrides, folders), 2)
+        if isinstance(e, ValueError) and _raised_by_hydra(e):  # its checks of the flags: --resolve without --cfg
+            _fail(f"{str(e).splitlines()[0]} (see raysweep --help)", 2)
         raise
 
 
-def take_config_dir(args: list[str]) -> tuple[list[str], str | None]:
+def _raised_by_hydra(error: BaseException) -> bool:
+    import traceback
+
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and f"{os.sep}hydra{os.sep}" in frames[-1].filename
+
+
+def _complete(overrides: list[str], flags: list[str], folders: list[Path]) -> None:
+    """``-sc install=bash`` / ``-sc query=bash``: Hydra's shell completion, for the ``raysweep`` command.
+
+    Installs for :data:`PROGRAM` whichever way raysweep was started; a query sees raysweep's search path, offers
+    the subcommands for the first word, leaves a subcommand's arguments to the shell, and hides Hydra's groups.
+    """
+    from contextlib import redirect_stderr, redirect_stdout
+    from io import StringIO
+
+    sys.argv = [PROGRAM, *overrides, *flags]
+    if not any(o.startswith("query=") for o in overrides):
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        try:
+            _app(folders[0])()
+        except ValueError as e:  # no such shell: Hydra names the ones it has
+            _fail(" ".join(str(e).split()), 2)
+        sys.exit(0)
+    program, words, new_word = completion_words(os.environ.get("COMP_LINE", PROGRAM))
+    local = local_choices(words, new_word, SUBCOMMANDS)
+    if local is not None:
+        print(" ".join(local))
+        sys.exit(0)
+    words, config_dir = take_config_dir(words, complete=True)
+    if config_dir is not None:
+        try:
+            folders = search_path(config_dir)
+        except RaySweepError:
+            sys.exit(0)
+    os.environ["COMP_LINE"] = completion_line(program, words, new_word, folders)
+    out = StringIO()
+    with redirect_stdout(out), redirect_stderr(StringIO()):
+        _run_app(folders)
+    print(" ".join(refine_choices(out.getvalue().split(), words, new_word, SUBCOMMANDS)))
+    sys.exit(0)
+
+
+def _run_app(folders: list[Path]) -> None:
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        _app(folders[0])()
+    except (Exception, SystemExit):  # noqa: BLE001 - a completion that fails offers nothing, not a traceback
+        pass
+
+
+def take_config_dir(args: list[str], complete: bool = False) -> tuple[list[str], str | None]:
     """Split ``--config-dir DIR`` / ``--config-dir=DIR`` / ``-cd DIR`` off the arguments (raysweep places the
-    folder itself: before the built-ins, where Hydra would put it after them)."""
+    folder itself: before the built-ins, where Hydra would put it after them).
+
+    ``complete``: a shell completion's partial line, where a trailing flag without its folder yet is dropped.
+    """
     rest, config_dir, i = [], None, 0
     while i < len(args):
         arg = args[i]
         if arg in ("--config-dir", "-cd"):
             if i + 1 >= len(args):
+                if complete:
+                    break
                 _fail(f"{arg} needs a folder: {arg} DIR", 2)
             config_dir, i = args[i + 1], i + 2
             continue

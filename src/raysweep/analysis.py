@@ -186,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     return cli.analyse(sys.argv[1:] if argv is None else argv)
 
 
-def format_summary(summary: SweepSummary, registration=None, look: str | None = None) -> str:
-    """The terminal report of a sweep: best trial, params, registration, and how to look at it."""
+def format_summary(summary: SweepSummary, registration=None, look: str | None = None,
+                   checkpoints: str | None = None) -> str:
+    """The terminal report of a sweep: best trial, params, registration, checkpoints kept, and how to look at it."""
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.status_counts.items()))
     params = " ".join(f"{k}={v}" for k, v in sorted(summary.best_params.items()))
     lines = [
@@ -202,6 +203,8 @@ def format_summary(summary: SweepSummary, registration=None, look: str | None = 
         lines.append(f"pareto      {len(summary.pareto)} trials not beaten on all of {objectives} ({PARETO_ARTIFACT})")
     if registration is not None:
         lines.append(f"registered  {registration}")
+    if checkpoints:
+        lines.append(f"checkpoints {checkpoints}")
     if look:
         lines.append(f"look        {look}")
     return "\n".join(lines)

@@ -29,20 +29,10 @@ def _tracking_uri() -> str:
 
 def _client(tracking_uri: str | None = None):
     """A client of the store (``tracking_uri``, default ``MLFLOW_TRACKING_URI``) and registry, also set globally."""
-    import mlflow
-    from mlflow import MlflowClient
+    from raysweep.tracking.queries import open_store
 
-    from raysweep.remote import absolute_tracking_uri
-
-    tracking = absolute_tracking_uri(tracking_uri or _tracking_uri())
-    if tracking.startswith("sqlite:///") and not os.path.exists(tracking.removeprefix("sqlite:///")):
-        # Opening a missing sqlite store would create an empty one; a typo should not leave files behind.
-        raise RaySweepError(f"no MLflow store at {tracking}; set MLFLOW_TRACKING_URI or run a sweep first")
-    registry_uri = _env_registry_uri()
-    mlflow.set_tracking_uri(tracking)
-    if registry_uri:
-        mlflow.set_registry_uri(registry_uri)
-    return MlflowClient(tracking, registry_uri)
+    # A missing sqlite store is refused: opening it would create an empty one, and a typo should leave no files.
+    return open_store(tracking_uri)
 
 
 def _env_registry_uri() -> str | None:
@@ -76,7 +66,8 @@ def analyse(argv: list[str]) -> int:
     )
     parser.add_argument("--experiment", default=os.environ.get("MLFLOW_EXPERIMENT_NAME") or None,
                         help="experiment whose latest sweep to analyse (default: MLFLOW_EXPERIMENT_NAME, else the "
-                             "newest sweep of any experiment in the store)")
+                             "experiment MLFLOW_EXPERIMENT_ID names, else the newest sweep of any experiment in the "
+                             "store)")
     parser.add_argument("--parent-run-id", help="analyse this sweep (its parent run id) instead of the latest one")
     parser.add_argument("--tracking-uri", default=_tracking_uri(),
                         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or %(default)s)")
@@ -85,9 +76,11 @@ def analyse(argv: list[str]) -> int:
     def action(args) -> int:
         from raysweep import analysis, registry, report
         from raysweep.tracking.parent import end_orphans
+        from raysweep.tracking.queries import env_experiment
 
         client = _client(args.tracking_uri)
-        parent = analysis.find_sweep(client, args.experiment, args.parent_run_id)
+        experiment = args.experiment or (None if args.parent_run_id else env_experiment(client, None))
+        parent = analysis.find_sweep(client, experiment, args.parent_run_id)
         if end_orphans(client, parent):
             print(f"raysweep: sweep {parent.info.run_name!r} had lost its driver; its open runs are now KILLED",
                   file=sys.stderr)

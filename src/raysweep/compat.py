@@ -37,6 +37,21 @@ TUNE_ORIG_WORKING_DIR_ENV = "TUNE_ORIG_WORKING_DIR"
 TUNE_RESULT_FILE = "result.json"
 #: The key under which Ray Train's ``TuneReportCallback`` reports a Train checkpoint's path to Tune.
 TRAIN_CHECKPOINT_KEY = "checkpoint_path"
+#: Ray's logger that announces, at every local ``ray.init``, that token authentication is on by default.
+TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+#: Loggers that say "Checkpoint successfully created at: ..." (INFO) in a trial's process at every checkpoint:
+#: Tune's function trainables and Train V1 (the first), Train V2's workers (the second).
+CHECKPOINT_LOGGERS = ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage")
+#: Train V2's worker context logs "Reporting training result N: ..." (INFO) at every report of every worker, on a
+#: logger named after its file path (``logging.getLogger(__file__)``), out of reach of Train's ``LoggingConfig``.
+TRAIN_REPORT_MODULE = "ray.train.v2._internal.execution.context"
+#: ``0`` selects Tune's legacy output engine, which at ``verbose=0`` prints nothing; the default engine prints
+#: its configuration box, the results folder and a TensorBoard hint at any verbosity.
+TUNE_NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
+#: ``0``: the driver prints workers' lines without the colour codes around their ``(train pid=...)`` prefix.
+RAY_COLOR_PREFIX_ENV = "RAY_COLOR_PREFIX"
+#: ``0``: no log de-duplication, whose "[repeated Nx across cluster]" marker is always coloured (read at import).
+RAY_DEDUP_LOGS_ENV = "RAY_DEDUP_LOGS"
 
 
 def keep_ray_off_uv_run(environ=os.environ) -> None:
@@ -87,7 +102,96 @@ def trial_original_cwd(environ: Mapping[str, str] = os.environ) -> str:
     return environ.get(TUNE_ORIG_WORKING_DIR_ENV, os.getcwd())
 
 
+def plain_worker_logs(environ=os.environ, terminal: bool | None = None) -> None:
+    """Unless both stdout and stderr are terminals, make Ray print workers' lines without colour codes.
+
+    Must run before Ray is imported (Ray reads the de-duplication switch then); raysweep's package ``__init__``
+    calls it. A variable the user set wins.
+    """
+    import sys
+
+    if terminal is None:
+        terminal = all(getattr(s, "isatty", lambda: False)() for s in (sys.stdout, sys.stderr))
+    if not terminal:
+        environ.setdefault(RAY_COLOR_PREFIX_ENV, "0")
+        environ.setdefault(RAY_DEDUP_LOGS_ENV, "0")
+
+
+def quiet_ray_start() -> None:
+    """Silence Ray's "token authentication is enabled" notice at a local ``ray.init`` (real errors still show)."""
+    logging.getLogger(TOKEN_AUTH_LOGGER).setLevel(logging.ERROR)
+
+
+def quiet_checkpoint_lines() -> None:
+    """Silence the "Checkpoint successfully created" line a trial's process logs at every checkpoint."""
+    for name in CHECKPOINT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def quiet_train_reports() -> None:
+    """Silence the "Reporting training result" line every Train V2 worker logs at every report."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(TRAIN_REPORT_MODULE)  # its file path names the logger; no need to import it
+    if spec is not None and spec.origin:
+        logging.getLogger(spec.origin).setLevel(logging.WARNING)
+
+
+def restored_verbosity(tuner) -> int | None:
+    """The ``verbose`` a restored ``Tuner`` runs with: its first run's, from the sweep's saved run config."""
+    local = getattr(tuner, "_local_tuner", None)  # None under Ray Client, which raysweep does not use
+    return None if local is None else local.get_run_config().verbose
+
+
+@contextmanager
+def tune_output(verbose: int | None) -> Iterator[None]:
+    """While this is open, ``Tuner.fit`` prints nothing of its own at ``verbose=0`` (the legacy engine, which
+    Ray keeps behind ``RAY_AIR_NEW_OUTPUT=0``); at 1 and 2 Tune's default engine prints its tables."""
+    previous = os.environ.get(TUNE_NEW_OUTPUT_ENV)
+    if verbose == 0:
+        os.environ[TUNE_NEW_OUTPUT_ENV] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(TUNE_NEW_OUTPUT_ENV, None)
+        else:
+            os.environ[TUNE_NEW_OUTPUT_ENV] = previous
+
+
 # --- MLflow ----------------------------------------------------------------------------------------------
+
+#: MLflow's level for its own loggers, read when ``mlflow`` is imported (its INFO: "Creating initial MLflow
+#: database tables", "Validating input example", "View run ... at: ..." for every run of a server store).
+MLFLOW_LOG_LEVEL_ENV = "MLFLOW_LOGGING_LEVEL"
+#: ``false``: no tqdm bar on every artifact download and upload (a model logged is several).
+MLFLOW_PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+#: The logger and message with which MLflow notes, at every model logged, that pip is not installed (uv's
+#: environments have none): the model's conda.yaml then names pip without a version, which nothing here uses.
+PIP_VERSION_LOGGER = "mlflow.utils.environment"
+PIP_VERSION_MESSAGE = "Failed to resolve installed pip version"
+
+
+class _DropPipVersionNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(PIP_VERSION_MESSAGE)
+
+
+def quiet_mlflow(environ=os.environ) -> None:
+    """MLflow's warnings and errors only: no INFO lines, no artifact progress bars, no pip-version notice.
+
+    Works before and after ``mlflow`` is imported; variables the user set win (``MLFLOW_LOGGING_LEVEL=INFO``
+    brings MLflow's INFO lines back).
+    """
+    import sys
+
+    environ.setdefault(MLFLOW_LOG_LEVEL_ENV, "WARNING")
+    environ.setdefault(MLFLOW_PROGRESS_BAR_ENV, "false")
+    if "mlflow" in sys.modules:  # it configured its loggers at import, from the variable as it was then
+        logging.getLogger("mlflow").setLevel(environ[MLFLOW_LOG_LEVEL_ENV].upper())
+    pip_logger = logging.getLogger(PIP_VERSION_LOGGER)
+    if not any(isinstance(f, _DropPipVersionNotice) for f in pip_logger.filters):
+        pip_logger.addFilter(_DropPipVersionNotice())
 
 
 def system_metrics_monitor(run_id: str, tracking_uri: str, interval_s: float = 1.0):

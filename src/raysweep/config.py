@@ -7,6 +7,7 @@ dataclasses: an unknown key or an ill-typed value stops composition with a messa
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -236,6 +237,39 @@ def available_sweeps(folders: list[Path] | None = None) -> list[str]:
                    for p in (folder / "sweep").glob("*.yaml")})
 
 
+def config_keys() -> list[str]:
+    """Every key of raysweep's typed config, dotted (``sweep.num_samples``); free-form maps are one key each."""
+    # The schema's free-form maps (trainer.params, search_space) are empty: only typed nodes have keys below.
+    return dotted_keys(OmegaConf.to_container(OmegaConf.structured(RaySweepConfig), resolve=False))
+
+
+def dotted_keys(tree: Mapping, prefix: str = "") -> list[str]:
+    """Every key of a nested mapping, dotted, parents before their children."""
+    keys = []
+    for key, value in tree.items():
+        keys.append(f"{prefix}{key}")
+        if isinstance(value, Mapping):
+            keys += dotted_keys(value, f"{prefix}{key}.")
+    return keys
+
+
+def did_you_mean(key: str, keys: Sequence[str] | None = None) -> list[str]:
+    """The real keys closest to a misspelled dotted ``key`` (``sweep.num_sample`` -> ``["sweep.num_samples"]``).
+
+    The last part is compared with its real siblings (the keys under the same parent); at most three, closest
+    first, and only those about as close as the closest. Default ``keys``: :func:`config_keys`.
+    """
+    import difflib
+
+    keys = config_keys() if keys is None else list(keys)
+    parent, _, leaf = key.rpartition(".")
+    siblings = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == parent]
+    scored = sorted(((difflib.SequenceMatcher(None, leaf, s).ratio(), s) for s in set(siblings)), reverse=True)
+    # Only the near-best: search_space for serch_space, not search_alg as well.
+    close = [s for ratio, s in scored[:3] if ratio >= 0.7 and ratio >= scored[0][0] - 0.1] if scored else []
+    return [f"{parent}.{s}" if parent else s for s in close]
+
+
 def _check_schema(cfg: DictConfig) -> None:
     # Hydra lets `+key=value` add keys even to typed nodes; merging onto the schema again catches those.
     from omegaconf.errors import OmegaConfBaseException
@@ -245,7 +279,9 @@ def _check_schema(cfg: DictConfig) -> None:
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
         reason = str(e).splitlines()[0]
-        raise RaySweepError(f"config key {key}: {reason}; remove or fix it (see --cfg job)") from None
+        close = did_you_mean(key) if "not in" in reason else []
+        fix = f"did you mean {' or '.join(close)}?" if close else "remove or fix it"
+        raise RaySweepError(f"config key {key}: {reason}; {fix} (see --cfg job)") from None
 
 
 def validate(cfg: DictConfig) -> None:
@@ -318,12 +354,28 @@ def _validate_strategy(cfg: DictConfig) -> None:
         raise RaySweepError("search_alg.objectives (multi-objective) needs search_alg=optuna")
     if cfg.sweep.metric in search_alg.objectives:
         raise RaySweepError(f"search_alg.objectives repeats sweep.metric {cfg.sweep.metric!r}; list only the others")
+    if cfg.sweep.warm_start:
+        _validate_warm_start(cfg)
     if scheduler.name not in SCHEDULERS:
         raise RaySweepError(f"scheduler.name={scheduler.name!r} is not known; use scheduler={'|'.join(SCHEDULERS)}")
     if cfg.sweep.max_failures < -1:
         raise RaySweepError("sweep.max_failures must be >= 0 (retries per trial), or -1 to retry forever")
     if stop.time_budget_s is not None and stop.time_budget_s <= 0:
         raise RaySweepError(f"sweep.stop.time_budget_s={stop.time_budget_s}; it must be > 0, or null for no limit")
+
+
+def _validate_warm_start(cfg: DictConfig) -> None:
+    # Ray's OptunaSearch takes earlier trials as completed points with one reward each (evaluated_rewards).
+    search_alg = cfg.search_alg
+    if search_alg.name != "optuna":
+        raise RaySweepError(f"sweep.warm_start seeds Optuna with an earlier sweep's trials, not search_alg="
+                            f"{search_alg.name}; add search_alg=optuna or drop sweep.warm_start")
+    if search_alg.objectives:
+        raise RaySweepError("sweep.warm_start cannot seed a multi-objective search (Ray's OptunaSearch takes one "
+                            "reward per earlier trial); drop search_alg.objectives or sweep.warm_start")
+    given = sorted({"points_to_evaluate", "evaluated_rewards"} & set(search_alg.params or {}))
+    if given:
+        raise RaySweepError(f"sweep.warm_start and search_alg.params.{given[0]} both seed the search; use one")
 
 
 def validate_trainer(cfg: DictConfig) -> None:

@@ -17,6 +17,12 @@ log = logging.getLogger(__name__)
 
 #: The split a gate and a registration score on: no trial saw it, nothing was ranked on it.
 TEST = "test"
+#: The split the best trial's classifier plots show: the one trials were ranked on.
+VALIDATION = "val"
+#: Artifact folder of the best trial's run holding its classifier plots.
+PLOTS_DIR = "validation"
+#: The classifier plots, by artifact file name.
+CONFUSION_MATRIX, ROC_CURVE, PR_CURVE = "confusion_matrix.png", "roc_curve.png", "precision_recall_curve.png"
 
 
 def prefix(split: str) -> str:
@@ -120,3 +126,84 @@ def test_tags(model_uri: str, dataset, metric: str) -> dict[str, str]:
     if name in scores:
         tags.update({TEST_METRIC_TAG: name, TEST_VALUE_TAG: repr(scores[name])})
     return tags
+
+
+def classifier_figures(classes, y_true, proba, split: str = "validation") -> dict:
+    """A classifier's confusion matrix, ROC curve and precision-recall curve on one split.
+
+    Binary: the curves of the second (positive) class, labels at 0.5. Multiclass: one one-vs-rest curve per class
+    that the split holds, labels the most probable class.
+
+    Args:
+        classes: The user's labels in class-code order (:attr:`raysweep.data.Dataset.classes`).
+        y_true: Class codes ``0..k-1``.
+        proba: ``(n, k)`` class probabilities.
+        split: The split's name, for the titles.
+
+    Returns:
+        ``{file name: matplotlib Figure}`` (:data:`CONFUSION_MATRIX`, :data:`ROC_CURVE`, :data:`PR_CURVE`).
+    """
+    import numpy as np
+    from matplotlib.figure import Figure
+    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
+
+    from raysweep.predictions import DEFAULT_THRESHOLD
+
+    y_true, proba = np.asarray(y_true, dtype="int64"), np.asarray(proba, dtype="float64")
+    names = [str(c) for c in classes]
+    binary = len(names) == 2
+    picked = (proba[:, 1] >= DEFAULT_THRESHOLD).astype("int64") if binary else proba.argmax(axis=1)
+    figures = {name: Figure(figsize=(6, 5), layout="constrained") for name in (CONFUSION_MATRIX, ROC_CURVE, PR_CURVE)}
+    ConfusionMatrixDisplay.from_predictions(y_true, picked, labels=list(range(len(names))), display_labels=names,
+                                            ax=figures[CONFUSION_MATRIX].subplots(), colorbar=False)
+    # Binary: the positive class only; multiclass: each class against the rest, where the split has it.
+    curves = [1] if binary else [k for k in range(len(names)) if np.any(y_true == k)]
+    for name, display, axes in ((ROC_CURVE, RocCurveDisplay, ("False positive rate", "True positive rate")),
+                                (PR_CURVE, PrecisionRecallDisplay, ("Recall", "Precision"))):
+        ax = figures[name].subplots()
+        for k in curves:
+            display.from_predictions((y_true == k).astype("int64"), proba[:, k], pos_label=1, name=names[k], ax=ax)
+        ax.set(xlabel=axes[0], ylabel=axes[1])  # not sklearn's "(Positive label: 1)": the legend names the class
+    rest = "" if binary else " (one vs rest)"
+    titles = {CONFUSION_MATRIX: "confusion matrix", ROC_CURVE: f"ROC curve{rest}", PR_CURVE: f"precision-recall{rest}"}
+    for name, title in titles.items():
+        figures[name].axes[0].set_title(f"{title}, {split} split")
+    return figures
+
+
+def log_classifier_plots(client, run_id: str, model_uri: str, dataset, split: str = VALIDATION) -> list[str]:
+    """Draw a classifier's :func:`classifier_figures` on one split of its data onto a run, under :data:`PLOTS_DIR`.
+
+    Nothing for regression, without data, or on an empty split. Drawing must never fail what called it (a
+    registration): a failure is logged as a warning and nothing is stored.
+
+    Args:
+        client: Client bound to the run's tracking store.
+        run_id: The run to store the figures on (the best trial's).
+        model_uri: The model to predict with (any URI pyfunc loads).
+        dataset: The :class:`raysweep.data.Dataset`, or ``None``.
+        split: ``val`` (default), ``test`` or ``train``.
+
+    Returns:
+        The stored artifact paths.
+    """
+    from raysweep import predictions
+
+    if dataset is None or dataset.task not in predictions.CLASSIFICATION or not len(dataset.xy(split)[1]):
+        return []
+    try:
+        import mlflow.pyfunc
+
+        from raysweep.tabular import servable
+
+        X, y = dataset.xy(split)
+        answer = mlflow.pyfunc.load_model(model_uri).predict(servable(X))
+        proba = predictions.from_frame(dataset.task, dataset.classes, answer)
+        stored = []
+        for name, figure in classifier_figures(dataset.classes, y, proba, split).items():
+            client.log_figure(run_id, figure, f"{PLOTS_DIR}/{name}")
+            stored.append(f"{PLOTS_DIR}/{name}")
+        return stored
+    except Exception as error:  # noqa: BLE001 - plots are a convenience; the model is registered all the same
+        log.warning("no classifier plots stored on run %s: %s: %s", run_id, type(error).__name__, error)
+        return []

@@ -37,6 +37,7 @@ class SweepPlan:
     scheduler: str
     max_failures: int
     resume: bool
+    warm_start: Any = None  # warm_start.Seed: an earlier sweep's trials that seed Optuna (sweep.warm_start)
 
     @property
     def run_dir(self) -> str:
@@ -47,20 +48,26 @@ class SweepPlan:
 def make_plan(cfg: DictConfig) -> SweepPlan:
     """Validate the config and derive the sweep's plan; starts nothing.
 
+    With ``MLFLOW_EXPERIMENT_ID`` set, the experiment's name is read from the tracking store
+    (:func:`raysweep.tracking.queries.env_experiment`), so an unknown id fails here, before Ray starts.
+
     Args:
         cfg: The composed raysweep config.
 
     Raises:
         RaySweepError: A config value is missing, malformed or inconsistent.
     """
+    from raysweep.tracking.metadata import user_tags
+
     config_mod.validate(cfg)
+    user_tags(cfg.mlflow.get("tags"))  # reserved tag names refused before anything starts
     parsed = search_space.parse(OmegaConf.to_container(cfg.search_space, resolve=True))
     config_mod.validate_trainer(cfg)
     storage = cfg.cluster.storage_path or str(Path("~/ray_results").expanduser())
     num_trials = search_space.grid_size(parsed) if cfg.search_alg.name == "grid" else cfg.sweep.num_samples
     return SweepPlan(
         run_name=cfg.sweep.run_name,
-        experiment_name=cfg.mlflow.experiment_name,
+        experiment_name=_experiment_name(cfg),
         tracking_uri=absolute_tracking_uri(cfg.mlflow.tracking_uri),
         registry_uri=cfg.mlflow.registry_uri or None,
         metric=cfg.sweep.metric,
@@ -75,7 +82,43 @@ def make_plan(cfg: DictConfig) -> SweepPlan:
         scheduler=cfg.scheduler.name,
         max_failures=cfg.sweep.max_failures,
         resume=cfg.resume,
+        warm_start=_warm_start(cfg, parsed),
     )
+
+
+def _warm_start(cfg: DictConfig, parsed: dict[str, Any]):
+    """The earlier sweep's trials ``sweep.warm_start`` names: only then is the store read (before Ray starts).
+
+    A resumed sweep restores its searcher, seeded points included, from its Tune state.
+    """
+    if not cfg.sweep.warm_start or cfg.resume:
+        return None
+    from raysweep import warm_start
+
+    return warm_start.find(
+        cfg.sweep.warm_start,
+        tracking_uri=absolute_tracking_uri(cfg.mlflow.tracking_uri),
+        experiment_name=_experiment_name(cfg),
+        sweep_name=cfg.sweep.name,
+        metric=cfg.sweep.metric,
+        parsed=parsed,
+    )
+
+
+def _experiment_name(cfg: DictConfig) -> str:
+    """``mlflow.experiment_name``, or the experiment ``MLFLOW_EXPERIMENT_ID`` names: only then is the store read."""
+    import os
+
+    if not os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return cfg.mlflow.experiment_name
+    from mlflow import MlflowClient
+
+    from raysweep.remote import check_server
+    from raysweep.tracking.queries import env_experiment
+
+    tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
+    check_server(tracking_uri)  # a server that does not answer fails in one line, not after MLflow's retries
+    return env_experiment(MlflowClient(tracking_uri, cfg.mlflow.registry_uri or None), cfg.mlflow.experiment_name)
 
 
 def check_strategy(cfg: DictConfig, plan: SweepPlan) -> None:
@@ -86,5 +129,5 @@ def check_strategy(cfg: DictConfig, plan: SweepPlan) -> None:
     """
     from raysweep import strategy
 
-    strategy.searcher(cfg.search_alg, plan.search_space, plan.metric, plan.mode, None)
+    strategy.searcher(cfg.search_alg, plan.search_space, plan.metric, plan.mode, None, warm=plan.warm_start)
     strategy.scheduler(cfg.scheduler, plan.search_space, cfg.trainer.iterations)

@@ -16,7 +16,8 @@ from mlflow import MlflowClient
 from mlflow.entities import RunTag
 
 from raysweep.errors import NoModelError, RaySweepError
-from raysweep.evaluation import compare, evaluate, test_tags  # noqa: F401 - compare, evaluate: the registry's API
+from raysweep.evaluation import compare, evaluate  # noqa: F401 - the registry's API
+from raysweep.evaluation import log_classifier_plots, test_tags
 from raysweep.ranking import is_better
 from raysweep.tracking.tags import (
     CHECKPOINT_TAG,
@@ -82,7 +83,9 @@ def register_best(client: MlflowClient, parent, summary: SweepSummary, dataset=N
     Idempotent per sweep: a second call finds the version registered from the same parent run and
     creates nothing new. The new version always becomes ``@challenger``; it becomes ``@champion`` too when
     the model has no champion or beats the champion's recorded metric in the sweep's mode. Given the sweep's
-    data, the new version also records its score on the test split (:func:`raysweep.evaluation.test_tags`).
+    data, the new version also records its score on the test split (:func:`raysweep.evaluation.test_tags`) and,
+    for a classifier, the best trial's run gets its confusion matrix, ROC and precision-recall curves on the
+    validation split (:func:`raysweep.evaluation.log_classifier_plots`).
 
     Args:
         client: Client bound to the tracking and registry stores.
@@ -103,6 +106,8 @@ def register_best(client: MlflowClient, parent, summary: SweepSummary, dataset=N
         except NoModelError as error:
             return NotRegistered(name, str(error))
         version = _register(client, name, model_uri, summary, test_tags(model_uri, dataset, summary.metric))
+        # Classifiers: confusion matrix, ROC and PR curves of the validation split on the best trial's run.
+        log_classifier_plots(client, summary.best_run_id, model_uri, dataset)
     _move_aliases(client, name, version, summary)
     current = client.get_model_version(name, version)
     return Registration(name, version, tuple(sorted(current.aliases)), created)
@@ -368,7 +373,10 @@ def versions(client: MlflowClient, name: str):
         }
         for mv in client.search_model_versions(f"name = '{name}'")
     ]
-    return pd.DataFrame(rows).sort_values("version", ascending=False, ignore_index=True)
+    columns = ["version", "aliases", "run_id", "metric", "value", "test_metric", "test_value", "sweep", "promoted_by",
+               "promotion_reason"]
+    # A model with no version yet is an empty table, not a KeyError.
+    return pd.DataFrame(rows, columns=columns).sort_values("version", ascending=False, ignore_index=True)
 
 
 def beats(summary: SweepSummary, champion_tags: dict[str, str]) -> bool:

@@ -27,6 +27,7 @@ FORWARDED_ENV = (
     "MLFLOW_TRACKING_SERVER_CERT_PATH",
     "MLFLOW_REGISTRY_URI",
     "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_EXPERIMENT_ID",
     "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING",
 )
 #: Seconds a tracking server gets to answer before the sweep stops.

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from raysweep.tracking.tags import RUN_NAME
+from raysweep.tracking.tags import RUN_NAME, STOPPED_EARLY_TAG
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 REPORT_DIR = "report"
 #: The ``search_runs`` column of a trial's run name.
 _RUN_NAME_COLUMN = f"tags.{RUN_NAME}"
+#: The ``search_runs`` column that says what stopped a trial early (empty for trials that ran to the end).
+_STOPPED_COLUMN = f"tags.{STOPPED_EARLY_TAG}"
+#: Hyperparameters the stored summary lists by importance.
+TOP_IMPORTANCES = 5
 
 
 def _figure(width: float = 8.0, height: float = 4.5):
@@ -110,15 +114,132 @@ def metric_histories(client: MlflowClient, trials: pd.DataFrame, metric: str) ->
     return pd.DataFrame(rows, columns=["run_id", "run_name", "step", "value"]).sort_values(["run_id", "step"])
 
 
-def learning_curves(histories: pd.DataFrame, metric: str) -> Figure:
-    """The metric of every trial over its iterations."""
+def stopped_early(trials: pd.DataFrame) -> set[str]:
+    """Run ids of the trials a scheduler (or a sweep stop criterion) ended before their last iteration.
+
+    Read from the ``raysweep.stopped_early`` tag, which the sweep writes on such a trial's run once Tune is done.
+    """
+    if _STOPPED_COLUMN not in trials:
+        return set()
+    marked = trials[_STOPPED_COLUMN].fillna("").astype(str).str.len() > 0
+    return set(trials.loc[marked, "run_id"])
+
+
+def learning_curves(histories: pd.DataFrame, metric: str, stopped: set[str] | None = None) -> Figure:
+    """The metric of every trial over its iterations; an ``x`` ends the curves of trials that were stopped early.
+
+    Args:
+        histories: What :func:`metric_histories` returns.
+        metric: The metric drawn (the axis label).
+        stopped: Run ids to mark as stopped early (:func:`stopped_early`).
+    """
+    stopped = stopped or set()
     fig = _figure()
     ax = fig.subplots()
-    for _, curve in histories.groupby("run_id"):
+    marked = False
+    for run_id, curve in histories.groupby("run_id"):
         ax.plot(curve["step"], curve["value"], marker=".", alpha=0.7)
+        if run_id in stopped and len(curve):
+            ax.plot(curve["step"].iloc[-1], curve["value"].iloc[-1], marker="x", markersize=10, markeredgewidth=2,
+                    linestyle="none", color="black", label=None if marked else "stopped early")
+            marked = True
     ax.set_xlabel("iteration")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per trial over iterations")
+    if marked:
+        ax.legend()
+    return fig
+
+
+def importance(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+    """How much each hyperparameter explains the metric across the finished trials (Optuna's fANOVA).
+
+    The trials become an in-memory Optuna study: a hyperparameter whose values are all numbers is a float
+    range over the values seen, any other one (``None`` included) a set of categories. Hyperparameters with a
+    single value are left out; fewer than two finished trials, or a metric that is the same in all of them,
+    give an empty table.
+
+    Args:
+        trials: The sweep's trials (``search_runs`` columns: ``status``, ``params.*``, ``metrics.<metric>``).
+        metric: The sweep's metric.
+        mode: ``max`` or ``min``.
+
+    Returns:
+        Columns ``param`` and ``importance`` (summing to 1), most important first.
+    """
+    import pandas as pd
+
+    empty = pd.DataFrame({"param": pd.Series(dtype=str), "importance": pd.Series(dtype=float)})
+    column = f"metrics.{metric}"
+    if column not in trials:
+        return empty
+    finished = trials[trials["status"] == "FINISHED"] if "status" in trials else trials
+    finished = finished[np.isfinite(pd.to_numeric(finished[column], errors="coerce").astype(float))]
+    params = param_columns(finished)
+    if len(finished) < 2 or not params or finished[column].astype(float).nunique() < 2:
+        return empty  # nothing to compare, or a metric that never moved (fANOVA divides by its variance)
+    study = _study(finished, params, column, mode)
+    if not study.trials[0].distributions:
+        return empty
+    import optuna
+
+    scores = optuna.importance.get_param_importances(
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+    )
+    frame = pd.DataFrame({"param": list(scores), "importance": [float(v) for v in scores.values()]})
+    return frame.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _study(finished: pd.DataFrame, params: list[str], column: str, mode: str):
+    """An in-memory Optuna study holding one completed trial per row (Optuna's own log lines kept quiet)."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    distributions, values = {}, {}
+    for name in params:
+        key = name.removeprefix("params.")
+        texts = finished[name].fillna("None").astype(str)  # a trial without the param: its own "None"
+        as_number, labels = _numeric(texts)
+        if labels is None:
+            if as_number.min() == as_number.max():  # "10" and "10.0": one value, nothing to explain
+                continue
+            distributions[key] = FloatDistribution(float(as_number.min()), float(as_number.max()))
+            values[key] = as_number.tolist()
+        else:
+            distributions[key] = CategoricalDistribution(sorted(texts.unique()))
+            values[key] = texts.tolist()
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory ..."
+    try:
+        study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    scores = finished[column].astype(float).tolist()
+    for i, score in enumerate(scores):
+        study.add_trial(optuna.trial.create_trial(
+            params={k: v[i] for k, v in values.items()}, distributions=distributions, value=score,
+        ))
+    return study
+
+
+def importance_plot(trials: pd.DataFrame, metric: str, mode: str) -> Figure:
+    """Hyperparameter importance (:func:`importance`) as horizontal bars, the most important on top."""
+    return _importance_figure(importance(trials, metric, mode), metric)
+
+
+def _importance_figure(table: pd.DataFrame, metric: str) -> Figure:
+    fig = _figure(7.0, 0.5 * max(len(table), 2) + 1.5)
+    ax = fig.subplots()
+    if table.empty:
+        ax.text(0.5, 0.5, "importance needs two finished trials and a hyperparameter that varies",
+                ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    else:
+        ordered = table.iloc[::-1]
+        ax.barh(ordered["param"], ordered["importance"], color="C0")
+        ax.set_xlabel("importance (fANOVA, sums to 1)")
+        ax.set_xlim(0, 1)
+    ax.set_title(f"hyperparameter importance for {metric}")
     return fig
 
 
@@ -138,8 +259,8 @@ def best_so_far(trials: pd.DataFrame, metric: str, mode: str) -> Figure:
     return fig
 
 
-def summary_markdown(summary: SweepSummary, registration=None) -> str:
-    """A short Markdown summary: trials, best trial and params, top five, registration."""
+def summary_markdown(summary: SweepSummary, registration=None, importances: pd.DataFrame | None = None) -> str:
+    """A short Markdown summary: trials, best trial and params, top five, registration, top importances."""
     metric = summary.metric
     lines = [
         f"# Sweep {summary.sweep_run_name}",
@@ -153,24 +274,31 @@ def summary_markdown(summary: SweepSummary, registration=None) -> str:
     top = summary.trials.dropna(subset=[f"metrics.{metric}"]).head(5)
     lines += ["", f"| trial | {metric} |", "|---|---|"]
     lines += [f"| {n} | {v:.4f} |" for n, v in zip(top.get(_RUN_NAME_COLUMN, top["run_id"]), top[f"metrics.{metric}"])]
+    if importances is not None and not importances.empty:
+        lines += ["", f"| hyperparameter | importance for {metric} |", "|---|---|"]
+        lines += [f"| {p} | {v:.3f} |" for p, v in importances.head(TOP_IMPORTANCES).itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
 def log_report(client: MlflowClient, summary: SweepSummary, registration=None) -> list[str]:
     """Store the sweep's plots and summary as artifacts of its parent run; returns their artifact paths."""
     finished = summary.trials[summary.trials["status"] == "FINISHED"].dropna(subset=[f"metrics.{summary.metric}"])
+    drawn = finished.head(LEARNING_CURVES)
     figures = {
         "parallel_coordinates.png": parallel_coordinates(finished, summary.metric),
         "metric_vs_params.png": metric_vs_params(finished, summary.metric),
         # The best trials' curves: readable, and one history query per drawn trial, not per trial of the sweep.
         "learning_curves.png": learning_curves(
-            metric_histories(client, finished.head(LEARNING_CURVES), summary.metric), summary.metric
+            metric_histories(client, drawn, summary.metric), summary.metric, stopped=stopped_early(drawn)
         ),
         "best_so_far.png": best_so_far(finished, summary.metric, summary.mode),
     }
+    importances = importance(finished, summary.metric, summary.mode)
+    if not importances.empty:  # one trial, or nothing varied: no picture rather than an empty one
+        figures["importance.png"] = _importance_figure(importances, summary.metric)
     with tempfile.TemporaryDirectory() as tmp:
         for name, fig in figures.items():
             fig.savefig(Path(tmp) / name, dpi=100)
-        (Path(tmp) / "summary.md").write_text(summary_markdown(summary, registration))
+        (Path(tmp) / "summary.md").write_text(summary_markdown(summary, registration, importances))
         client.log_artifacts(summary.parent_run_id, tmp, REPORT_DIR)
     return [f"{REPORT_DIR}/{name}" for name in [*figures, "summary.md"]]

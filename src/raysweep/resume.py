@@ -14,7 +14,7 @@ def resume_target(cfg: DictConfig, plan: SweepPlan) -> tuple[DictConfig, str]:
 
     The sweep run is the one named ``sweep.run_name`` if it exists, else the latest run of this sweep. Its
     recorded config is used as it was (a resumed sweep trains what it started with); only the connection
-    settings (``mlflow.*``, ``cluster.*``) come from this invocation.
+    settings (``mlflow.*``, ``cluster.*``) come from this invocation (``mlflow.tags`` too, when it gives any).
 
     Returns:
         ``(config to run, parent run id to reopen)``.
@@ -52,7 +52,11 @@ def resume_target(cfg: DictConfig, plan: SweepPlan) -> tuple[DictConfig, str]:
             "pass the cluster.storage_path the sweep was started with"
         )
     recorded = queries.parent_config(client, parent.info.run_id)
+    # A resume command that repeats only the connection settings keeps the tags the sweep started with.
+    started_tags = recorded.mlflow.get("tags") or {}
     recorded.mlflow = cfg.mlflow
+    if not cfg.mlflow.tags and started_tags:
+        recorded.mlflow.tags = started_tags
     recorded.cluster = cfg.cluster
     recorded.sweep.run_name = name
     recorded.resume = True

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from raysweep import compat
-from raysweep.errors import SweepInterrupted
+from raysweep.errors import RaySweepError, SweepInterrupted
 
 
 def free_port() -> int:
@@ -27,8 +27,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def check_dashboard_port(port: int) -> None:
+    """Refuse, before Ray starts, a dashboard port that is out of range or that something already listens on.
+
+    Raises:
+        RaySweepError: The port cannot be the dashboard's.
+    """
+    import socket
+
+    if not 0 < port < 65536:
+        raise RaySweepError(f"cluster.dashboard_port={port} is not a TCP port; pick one in 1-65535, or null for none")
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise RaySweepError(
+                f"cluster.dashboard_port={port} is in use; pick a free port, or null for no dashboard"
+            ) from None
+
+
 def start(address: str | None = None, num_cpus: int | None = None, *, logging_level: int = logging.WARNING,
-          forward_mlflow_env: bool = True) -> None:
+          forward_mlflow_env: bool = True, dashboard_port: int | None = None) -> None:
     """Start a local Ray (``num_cpus``; all when ``None``) or connect to the cluster at ``address``.
 
     Trials import the user's modules (``trainer.function=train:train``) from the working directory: Ray puts
@@ -43,18 +62,34 @@ def start(address: str | None = None, num_cpus: int | None = None, *, logging_le
         forward_mlflow_env: Hand MLflow's variables to every worker (workers on other nodes see none of this
             process's environment). A long-lived Ray shared by commands with different stores (the test
             suite) must not pin them.
+        dashboard_port: Start a local Ray's dashboard on this loopback port and print its address; ``None``
+            starts none (and Ray's dashboard port is then a free one, away from Ray's default).
+
+    Raises:
+        RaySweepError: A dashboard port with ``address`` (a cluster has its own dashboard), or one in use.
     """
     import ray
 
     from raysweep import remote
     from raysweep._workers import SETUP_HOOK
 
+    compat.quiet_ray_start()
     runtime_env: dict[str, Any] = {"worker_process_setup_hook": SETUP_HOOK}
     if forward_mlflow_env:
         runtime_env.update(remote.ray_runtime_env(connecting=bool(address)))
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging_level, "runtime_env": runtime_env}
     if address:
+        if dashboard_port is not None:
+            raise RaySweepError(
+                f"cluster.dashboard_port starts the dashboard of a local Ray, but this sweep joins {address}; "
+                "open that cluster's own dashboard and leave cluster.dashboard_port null"
+            )
         ray.init(address=address, **kwargs)
+    elif dashboard_port is not None:
+        check_dashboard_port(dashboard_port)
+        kwargs["include_dashboard"] = True
+        context = ray.init(num_cpus=num_cpus, dashboard_host="127.0.0.1", dashboard_port=dashboard_port, **kwargs)
+        print(f"raysweep: Ray dashboard at http://{context.dashboard_url or f'127.0.0.1:{dashboard_port}'}", flush=True)
     else:
         # Away from Ray's default port, where another Ray on this machine may already be.
         ray.init(num_cpus=num_cpus, dashboard_port=free_port(), **kwargs)
@@ -65,14 +100,20 @@ def session(cluster_cfg) -> Iterator[None]:
     """Use the Ray instance already running in this process, or start/connect one and stop it after.
 
     Args:
-        cluster_cfg: The ``cluster`` config node (``address``, ``num_cpus``); ``RAY_ADDRESS`` names a cluster too.
+        cluster_cfg: The ``cluster`` config node (``address``, ``num_cpus``, ``dashboard_port``); ``RAY_ADDRESS``
+            names a cluster too.
     """
     import ray
 
+    dashboard_port = cluster_cfg.get("dashboard_port")
     if ray.is_initialized():
+        if dashboard_port is not None:
+            logging.getLogger(__name__).warning(
+                "cluster.dashboard_port=%s not used: this process already runs Ray (started without it)", dashboard_port
+            )
         yield
         return
-    start(cluster_cfg.address or os.environ.get("RAY_ADDRESS"), cluster_cfg.num_cpus)
+    start(cluster_cfg.address or os.environ.get("RAY_ADDRESS"), cluster_cfg.num_cpus, dashboard_port=dashboard_port)
     try:
         yield
     finally:

@@ -5,15 +5,23 @@ reported before anything heavy is imported; :meth:`Dimension.to_tune` builds the
 
 The grammar is the one Hydra's Optuna sweeper reads, parsed by Hydra's own override parser:
 
-==============================  ===================================================
-``choice(a, b, c)``             ``tune.choice([a, b, c])``
-``range(lo, hi[, step])``       ``tune.choice(list(range(lo, hi, step)))`` (hi excluded, like Python)
-``interval(lo, hi)``            ``tune.uniform(lo, hi)``
-``tag(log, interval(lo, hi))``  ``tune.loguniform(lo, hi)``
-``tag(int, interval(lo, hi))``  ``tune.randint(lo, hi + 1)`` (hi included, like Optuna's IntDistribution)
-``tag(log, int, interval(..))`` ``tune.lograndint(lo, hi + 1)``
-anything else                   a fixed value, passed to every trial unchanged
-==============================  ===================================================
+===================================  ===================================================
+``choice(a, b, c)``                  ``tune.choice([a, b, c])``
+``range(lo, hi[, step])``            ``tune.choice(list(range(lo, hi, step)))`` (hi excluded, like Python)
+``interval(lo, hi)``                 ``tune.uniform(lo, hi)``
+``tag(log, interval(lo, hi))``       ``tune.loguniform(lo, hi)``
+``int(interval(lo, hi))``            ``tune.randint(lo, hi + 1)`` (hi included, like Optuna's IntDistribution)
+``tag(int, interval(lo, hi))``       the same
+``tag(log, int(interval(lo, hi)))``  ``tune.lograndint(lo, hi + 1)``
+``tag(log, int, interval(..))``      the same
+anything else                        a fixed value, passed to every trial unchanged
+===================================  ===================================================
+
+``int(...)``, ``float(...)``, ``str(...)`` and ``bool(...)`` are Hydra's cast functions: its parser applies them
+to the sweep (``int(interval(1, 32))`` is an interval with int bounds, which is what makes it an integer one;
+``float(range(1, 4))`` a range of floats). The one place hydra-optuna-sweeper reads a form differently is
+``range``: it turns ``range(1, 4)`` into Optuna's ``IntDistribution(1, 4)``, which includes 4; raysweep keeps
+Hydra's meaning (Python's ``range``: 1, 2, 3).
 
 Hydra rejects ``null`` inside ``choice(...)``, so the bare word ``none`` (any case) stands for Python's
 ``None``, both inside ``choice``/``range`` and as a fixed value: ``max_depth: choice(8, 16, none)``.
@@ -30,7 +38,11 @@ from typing import Any
 from raysweep.errors import RaySweepError
 
 _SWEEP_FUNCTIONS = ("choice", "range", "interval", "tag", "shuffle", "sort", "glob")
-_LOOKS_LIKE_SWEEP = re.compile(r"^\s*(%s)\s*\(" % "|".join(_SWEEP_FUNCTIONS))
+#: Hydra's cast functions; wrapped around a sweep they cast its values (``int(interval(1, 32))``).
+_CAST_FUNCTIONS = ("int", "float", "str", "bool")
+_LOOKS_LIKE_SWEEP = re.compile(
+    r"^\s*(?:(?:%s)\s*\(\s*)*(?:%s)\s*\(" % ("|".join(_CAST_FUNCTIONS), "|".join(_SWEEP_FUNCTIONS))
+)
 _KNOWN_TAGS = {"log", "int"}
 _NONE_WORD = "none"
 
@@ -89,7 +101,7 @@ def parse_dimension(name: str, value: Any) -> Any:
         reason = str(e).splitlines()[0].strip()
         raise RaySweepError(
             f"search_space.{name}: cannot parse {value!r} ({reason}); "
-            "write choice(a,b), range(lo,hi[,step]), interval(lo,hi) or tag(log|int, interval(lo,hi))"
+            "write choice(a,b), range(lo,hi[,step]), interval(lo,hi), int(interval(lo,hi)) or tag(log, interval(lo,hi))"
         ) from None
 
     sweep = override.value()
@@ -123,7 +135,9 @@ def parse_dimension(name: str, value: Any) -> Any:
             raise RaySweepError(f"search_space.{name}: {value!r} is empty; interval(lo, hi) needs lo < hi")
         if "log" in tags and lo <= 0:
             raise RaySweepError(f"search_space.{name}: {value!r} is log-scaled, so lo must be > 0")
-        if "int" in tags:
+        # Hydra's plain interval always has float bounds; int bounds come from the int(...) cast (the Optuna
+        # sweeper's spelling), tag(int, ...) is raysweep's own.
+        if "int" in tags or _is_int(lo) and _is_int(hi):
             lo_i, hi_i = int(lo), int(hi)
             if lo_i != lo or hi_i != hi:
                 raise RaySweepError(f"search_space.{name}: tag(int, ...) needs whole-number bounds, got {value!r}")
@@ -134,6 +148,10 @@ def parse_dimension(name: str, value: Any) -> Any:
         f"search_space.{name}: {value!r} is not a searchable dimension; "
         "use choice(...), range(...) or interval(...)"
     )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _range_values(start, stop, step) -> list:

@@ -27,7 +27,8 @@ _SCHEDULERS = {
 _ITERATION = "training_iteration"
 
 
-def searcher(search_alg_cfg, parsed: Mapping[str, Any], metric: str, mode: str, max_concurrent: int | None):
+def searcher(search_alg_cfg, parsed: Mapping[str, Any], metric: str, mode: str, max_concurrent: int | None,
+             warm=None):
     """Build the Tune search algorithm and the ``param_space`` that goes with it.
 
     Args:
@@ -36,6 +37,7 @@ def searcher(search_alg_cfg, parsed: Mapping[str, Any], metric: str, mode: str, 
         metric: The sweep metric; with ``search_alg.objectives`` the first of several.
         mode: ``max`` or ``min`` for ``metric``.
         max_concurrent: Cap on trials running at once, or ``None``.
+        warm: A :class:`raysweep.warm_start.Seed`: earlier trials Optuna's study starts with (not run again).
 
     Returns:
         ``(search_alg, param_space)`` for ``tune.TuneConfig`` and ``tune.Tuner``.
@@ -46,6 +48,8 @@ def searcher(search_alg_cfg, parsed: Mapping[str, Any], metric: str, mode: str, 
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 
     name = search_alg_cfg.name
+    if warm is not None and name != "optuna":
+        raise RaySweepError(f"sweep.warm_start seeds Optuna, not search_alg={name}; add search_alg=optuna")
     if name in ("random", "grid"):
         generator = BasicVariantGenerator(random_state=search_alg_cfg.seed, max_concurrent=max_concurrent or 0)
         return generator, search_space.to_param_space(parsed, grid=name == "grid")
@@ -54,6 +58,10 @@ def searcher(search_alg_cfg, parsed: Mapping[str, Any], metric: str, mode: str, 
         from ray.tune.search.optuna import OptunaSearch
 
         objectives = {metric: mode, **{k: _mode(v) for k, v in search_alg_cfg.objectives.items()}}
+        # Ray adds the earlier trials to the study as completed ones (Optuna checks each value against the space).
+        seeded = {}
+        if warm is not None:
+            seeded = {"points_to_evaluate": list(warm.points), "evaluated_rewards": list(warm.rewards)}
         multi = len(objectives) > 1
         # The searcher gets its own copy of the space so that it can take a list of metrics; the
         # Tuner then only carries the fixed values.
@@ -64,6 +72,7 @@ def searcher(search_alg_cfg, parsed: Mapping[str, Any], metric: str, mode: str, 
             metric=list(objectives) if multi else metric,
             mode=list(objectives.values()) if multi else mode,
             seed=search_alg_cfg.seed,
+            **seeded,
             **_instantiate(params, "search_alg.params"),
         )
         param_space = search_space.fixed_values(parsed)

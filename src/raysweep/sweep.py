@@ -28,13 +28,16 @@ class SweepOutcome:
     summary: Any
     registration: Any
     seconds: float
+    checkpoints: Any = None  # raysweep.retention.Retention: what was kept and removed after registration
 
     def report(self) -> str:
         """Terminal summary: best trial and params, registered version and aliases, how to look."""
         from raysweep.analysis import format_summary
 
         head = f"raysweep: sweep finished in {self.seconds:.1f} s"
-        return head + "\n" + format_summary(self.summary, self.registration, look_command(self.plan.tracking_uri))
+        kept = self.checkpoints.line() if self.checkpoints is not None else None
+        return head + "\n" + format_summary(self.summary, self.registration, look_command(self.plan.tracking_uri),
+                                             checkpoints=kept)
 
 
 def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
@@ -51,9 +54,10 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
         RaySweepError: Bad input (before Ray starts), or a sweep in which no trial finished.
         SweepInterrupted: Ctrl-C or SIGTERM; the parent run and open children end KILLED.
     """
-    from raysweep import data, remote, trainables
+    from raysweep import compat, data, remote, trainables
 
     started = time.perf_counter()
+    compat.quiet_mlflow()  # its INFO lines, artifact progress bars and pip notice; warnings still show
     plan = make_plan(cfg)
     # Before anything waits on MLflow's own retries (minutes) or starts Ray.
     for uri in {plan.tracking_uri, plan.registry_uri or plan.tracking_uri}:
@@ -120,7 +124,13 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
             analysis.record_best(client, summary)
             registration = registry.register_best(client, parent, summary, dataset) if plan.register else None
             _log_report(client, summary, registration)
-    return SweepOutcome(plan, summary, registration, time.perf_counter() - started)
+            checkpoints = None
+            if isinstance(registration, registry.Registration):  # only now: a resume needs them until here
+                from raysweep import retention
+
+                checkpoints = retention.after_registration(client, summary, results, plan.run_dir,
+                                                           cfg.cluster.keep_checkpoints)
+    return SweepOutcome(plan, summary, registration, time.perf_counter() - started, checkpoints)
 
 
 def _log_report(client, summary, registration) -> None:

@@ -31,10 +31,13 @@ def trial_context(plan: SweepPlan, cfg: DictConfig, fit, experiment_id: str, par
     Returns:
         The :class:`raysweep.trainables.TrialContext`.
     """
+    from raysweep.tracking.metadata import user_tags
     from raysweep.tracking.worker import WorkerLogging
     from raysweep.trainables import TrialContext
 
-    child_tags = {WORLD_SIZE_TAG: str(fit.num_workers)} if fit.num_workers else {}
+    child_tags = user_tags(cfg.mlflow.get("tags"))  # the user's mlflow.tags, on every trial's run in both modes
+    if fit.num_workers:
+        child_tags[WORLD_SIZE_TAG] = str(fit.num_workers)
     logging_spec = None
     if cfg.mlflow.mode == LoggingMode.worker:
         logging_spec = WorkerLogging(
@@ -85,8 +88,19 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
         # callback and stopper kept only masked store URIs: the full ones are known to this process.
         remote.remember_uri(plan.tracking_uri)
         remote.remember_uri(plan.registry_uri)
-        return tune.Tuner.restore(plan.run_dir, trainable=trainable, resume_unfinished=True).fit()
-    callbacks = []
+        tuner = tune.Tuner.restore(plan.run_dir, trainable=trainable, resume_unfinished=True)
+        # The restored run config keeps the first run's verbosity (and terminal progress callback).
+        with compat.tune_output(compat.restored_verbosity(tuner)):
+            return tuner.fit()
+    from raysweep.tracking.progress import SweepProgressCallback
+
+    # Both logging modes: trials ended / planned and the best so far on the parent run, as trials end.
+    callbacks = [SweepProgressCallback(tracking_uri=plan.tracking_uri, parent_run_id=parent_id, metric=plan.metric,
+                                       mode=plan.mode, planned=plan.num_trials)]
+    if cfg.cluster.verbose == 0:  # raysweep's one line per trial; Tune's own tables at 1 and 2
+        from raysweep.progress import TrialProgress
+
+        callbacks.append(TrialProgress.for_plan(plan))
     if context.logging is None:
         from raysweep.tracking.driver import SweepLoggerCallback
 
@@ -103,10 +117,24 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
                 track_config=plan.scheduler == "pbt",
                 dataset=dataset,
                 all_metrics=not metrics,  # only the trials know what they report (trainer=function)
+                save_artifact=cfg.mlflow.save_artifact,
             )
         )
+    elif cfg.mlflow.save_artifact:
+        from raysweep.tracking.driver import TrialFolderCallback
+
+        # Worker mode: trials write their own runs, but Tune's driver writes each trial's folder.
+        callbacks.append(TrialFolderCallback(tracking_uri=plan.tracking_uri, registry_uri=plan.registry_uri,
+                                             experiment_id=experiment_id, parent_run_id=parent_id))
+    if plan.warm_start is not None:  # the parent records which sweep it started from, and with how many trials
+        from mlflow import MlflowClient
+        from mlflow.entities import RunTag
+
+        tags = [RunTag(key, value) for key, value in plan.warm_start.tags().items()]
+        MlflowClient(plan.tracking_uri).log_batch(parent_id, tags=tags)
     search_alg, param_space = strategy.searcher(
-        cfg.search_alg, plan.search_space, plan.metric, plan.mode, resources.max_concurrent_trials
+        cfg.search_alg, plan.search_space, plan.metric, plan.mode, resources.max_concurrent_trials,
+        warm=plan.warm_start,
     )
     stop = cfg.sweep.stop
     user_error, stopper = strategy.with_first_user_error(strategy.stopper(
@@ -138,7 +166,8 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
             verbose=cfg.cluster.verbose,
         ),
     )
-    results = tuner.fit()
+    with compat.tune_output(cfg.cluster.verbose):
+        results = tuner.fit()
     if user_error.error:
         raise RaySweepError(user_error.error)
     return results

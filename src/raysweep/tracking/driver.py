@@ -12,11 +12,13 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.tune.logger import LoggerCallback
 from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS, DONE, TRAINING_ITERATION
 
 from raysweep import remote
 from raysweep.metrics import PROGRESS
-from raysweep.tracking.lifecycle import TrialRuns
+from raysweep.tracking import queries
+from raysweep.tracking.lifecycle import TrialRuns, save_folder
 from raysweep.tracking.lineage import DatasetRecord
 from raysweep.tracking.tags import NODE_TAG, PARENT_RUN_ID, ROLE_TAG, TRIAL_ROLE
 from raysweep.tracking.worker import numeric_values
@@ -51,6 +53,7 @@ class SweepLoggerCallback(MLflowLoggerCallback):
         track_config: bool = False,
         dataset: DatasetRecord | None = None,
         all_metrics: bool = False,
+        save_artifact: bool = False,
     ):
         super().__init__(
             # Tune pickles its callbacks into the sweep's tuner.pkl: only the masked URIs go there.
@@ -58,6 +61,7 @@ class SweepLoggerCallback(MLflowLoggerCallback):
             registry_uri=remote.remember_uri(registry_uri),
             experiment_name=experiment_name,
             tags={PARENT_RUN_ID: parent_run_id, ROLE_TAG: TRIAL_ROLE, **(child_tags or {})},
+            save_artifact=save_artifact,  # kept as should_save_artifact; log_trial_end uploads the trial's folder
         )
         self._experiment_id = experiment_id
         self._parent_run_id = parent_run_id
@@ -121,12 +125,51 @@ class SweepLoggerCallback(MLflowLoggerCallback):
 
     def log_trial_end(self, trial, failed: bool = False):
         error = _error_summary(trial.error_file) if failed and trial.error_file else None
+        if self.should_save_artifact:
+            self._writer.submit(self._runs.save_folder, trial.trial_id, trial.local_path)
         self._writer.submit(self._runs.end, trial.trial_id, "FAILED" if failed else "FINISHED", error)
 
     def on_experiment_end(self, trials, **info):
         # Trials still running when Tune stops (an interrupt) never reach log_trial_end.
         self._writer.submit(self._runs.close)
         self._writer.close()  # waits for every queued write; raises the first one that failed
+
+
+class TrialFolderCallback(LoggerCallback):
+    """``mlflow.save_artifact`` in worker mode: each trial's Tune folder uploaded to its run when the trial ends.
+
+    The trial's process writes its run, but the folder (``result.json``, ``params.json``, ``progress.csv``) is
+    written by Tune's driver: this callback finds the run by its trial id tag and uploads the folder from a
+    background thread, as :class:`SweepLoggerCallback` does in driver mode.
+    """
+
+    def __init__(self, *, tracking_uri: str, registry_uri: str | None, experiment_id: str, parent_run_id: str):
+        # Pickled with the Tuner into tuner.pkl: only the masked URIs go there (see SweepLoggerCallback).
+        self._tracking = remote.remember_uri(tracking_uri)
+        self._registry = remote.remember_uri(registry_uri)
+        self._experiment_id = experiment_id
+        self._parent_run_id = parent_run_id
+        self._client: MlflowClient | None = None
+        self._writer: _Writer | None = None
+
+    def setup(self, *args, **kwargs):
+        self._client = MlflowClient(remote.full_uri(self._tracking), remote.full_uri(self._registry))
+        self._writer = _Writer()
+
+    def __getstate__(self):
+        return {**self.__dict__, "_client": None, "_writer": None}
+
+    def log_trial_end(self, trial, failed: bool = False):
+        self._writer.submit(self._save, trial.trial_id, trial.local_path)
+
+    def on_experiment_end(self, trials, **info):
+        self._writer.close()
+
+    def _save(self, trial_id: str, folder: str) -> None:
+        # The trial's process ended its run before the trial ended; a trial that failed before it started has none.
+        run_id = queries.trial_run_id(self._client, self._experiment_id, self._parent_run_id, trial_id)
+        if run_id is not None:
+            save_folder(self._client, run_id, folder)
 
 
 class _Writer:

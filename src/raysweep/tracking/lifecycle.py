@@ -156,6 +156,11 @@ class TrialRuns:
         self._buffer.add(self._runs[trial_id], values, step)
         return True
 
+    def save_folder(self, trial_id: str, folder: str | None) -> None:
+        """Upload the trial's Tune folder as its run's artifacts (``mlflow.save_artifact``; see :func:`save_folder`)."""
+        if trial_id in self._runs and folder:
+            save_folder(self.client, self._runs[trial_id], folder)
+
     def tags(self, trial_id: str, values: Mapping[str, str]) -> None:
         """Set tags on the trial's run."""
         if trial_id not in self._runs:
@@ -205,6 +210,28 @@ class TrialRuns:
         monitor = self._monitors.pop(run_id, None)
         if monitor is not None:
             monitor.finish()
+
+
+def save_folder(client: MlflowClient, run_id: str, folder: str) -> list[str]:
+    """Upload a trial's Tune folder (``result.json``, ``params.json``, ``progress.csv``, ...) to the root of its
+    run's artifacts, as Ray's ``MLflowLoggerCallback(save_artifact=True)`` does; returns the uploaded names.
+
+    The folder is the one Tune's driver writes (``trial.local_path``). Checkpoint folders, should one be there,
+    stay out: checkpoints live in Tune's storage and the best trial's model is logged on its own.
+    """
+    path = Path(folder)
+    if not path.is_dir():
+        return []
+    uploaded = []
+    for entry in sorted(path.iterdir()):
+        if entry.is_dir() and entry.name.startswith("checkpoint_"):
+            continue
+        if entry.is_dir():
+            client.log_artifacts(run_id, str(entry), entry.name)
+        else:
+            client.log_artifact(run_id, str(entry))
+        uploaded.append(entry.name)
+    return uploaded
 
 
 def _last_step(client: MlflowClient, run_id: str, metric: str) -> int:

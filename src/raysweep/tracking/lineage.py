@@ -47,9 +47,12 @@ def record(dataset: Any) -> DatasetRecord | None:
         return None
     from mlflow.models import infer_signature
 
+    from raysweep.tabular import integer_columns_hint_off
+
     info = dataset.info
     is_file = "://" in info.source or info.source.startswith("/") or info.source.endswith((".csv", ".parquet", ".pq"))
-    signature = infer_signature(dataset.X_train.head(20), dataset.y_train[:20])
+    with integer_columns_hint_off():  # the schema records the data's own types; integer columns are no mistake
+        signature = infer_signature(dataset.X_train.head(20), dataset.y_train[:20])
     splits = {"train": len(dataset.y_train), "validation": len(dataset.y_val),
               "test": len(getattr(dataset, "y_test", ()))}
     return DatasetRecord(

@@ -12,10 +12,23 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from raysweep.tracking.tags import GIT_COMMIT, NOTE, OVERRIDES_TAG, SWEEP_TAG, VERSION_TAG_PREFIX
+from raysweep.errors import RaySweepError
+from raysweep.tracking.tags import (
+    CONFIG_PREFIX,
+    GIT_COMMIT,
+    NOTE,
+    OVERRIDES_TAG,
+    SWEEP_TAG,
+    TRIAL_NAME_TAG,
+    VERSION_TAG_PREFIX,
+)
 
 #: Config sections logged as params on the parent run (credentials live in mlflow.* and cluster.*).
 _PARAM_SECTIONS = ("sweep", "data", "trainer", "search_alg", "scheduler", "search_space")
+#: Tag names a user's ``mlflow.tags`` may not take: MLflow's own (``mlflow.*``, e.g. the parent link and the run
+#: name) and raysweep's (``raysweep.*``, ``config.*`` of PBT, ``trial_name``), which analysis and resume read back.
+RESERVED_TAG_PREFIXES = ("mlflow.", "raysweep.", CONFIG_PREFIX)
+RESERVED_TAGS = (TRIAL_NAME_TAG,)
 #: Packages whose installed versions the parent run records.
 _VERSIONED_PACKAGES = ("raysweep", "ray", "mlflow", "hydra-core", "scikit-learn", "numpy", "pandas")
 
@@ -59,8 +72,28 @@ def _flatten(node: Any, prefix: str) -> dict[str, Any]:
     return {prefix: node}
 
 
+def user_tags(tags: Any) -> dict[str, str]:
+    """The user's ``mlflow.tags`` as strings, set on the parent and on every trial's run.
+
+    Args:
+        tags: ``cfg.mlflow.tags`` (a mapping of tag name to value; ``None`` for none).
+
+    Raises:
+        RaySweepError: A key MLflow or raysweep writes itself (see :data:`RESERVED_TAG_PREFIXES`).
+    """
+    out = {str(key): "" if value is None else str(value) for key, value in (tags or {}).items()}
+    reserved = sorted(k for k in out if k.startswith(RESERVED_TAG_PREFIXES) or k in RESERVED_TAGS)
+    if reserved:
+        raise RaySweepError(
+            f"mlflow.tags key {reserved[0]!r} is reserved (MLflow's mlflow.*, raysweep's raysweep.*, config.*, "
+            "trial_name); rename it, e.g. mlflow.tags={team: risk}"
+        )
+    return out
+
+
 def parent_tags(cfg: DictConfig, overrides: Sequence[str], project_dir: Path | None = None) -> dict[str, str]:
-    """The parent run's tags: sweep name, overrides, a one-line note, package versions, git commit.
+    """The parent run's tags: the user's ``mlflow.tags``, sweep name, overrides, a one-line note, package versions,
+    git commit.
 
     Args:
         cfg: The composed config.
@@ -70,6 +103,7 @@ def parent_tags(cfg: DictConfig, overrides: Sequence[str], project_dir: Path | N
     from importlib.metadata import PackageNotFoundError, version
 
     tags = {
+        **user_tags(cfg.mlflow.get("tags")),
         SWEEP_TAG: cfg.sweep.name,
         OVERRIDES_TAG: " ".join(public_overrides(overrides)) or "(none)",
         NOTE: f"raysweep sweep {cfg.sweep.run_name}: {cfg.search_alg.name} search, {cfg.scheduler.name} scheduler, "

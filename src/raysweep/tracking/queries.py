@@ -6,6 +6,7 @@ the analysis, the registry and the CLI.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from raysweep.errors import RaySweepError
@@ -25,6 +26,32 @@ MAX_TRIALS = 100_000
 _PAGE = 50_000
 
 
+def open_store(tracking_uri: str | None = None, registry_uri: str | None = None, *,
+               default: str | None = None) -> MlflowClient:
+    """A client of the store a command or notebook reads, whose URIs are also set as MLflow's process-wide ones.
+
+    The tracking store is ``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else ``default`` (raysweep's
+    ``sqlite:///mlflow.db``); the registry ``registry_uri``, else ``MLFLOW_REGISTRY_URI``, else the store.
+
+    Raises:
+        RaySweepError: A sqlite store whose file does not exist (opening it would create an empty one).
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    from raysweep.remote import DEFAULT_TRACKING_URI, absolute_tracking_uri
+
+    tracking = absolute_tracking_uri(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default
+                                     or DEFAULT_TRACKING_URI)
+    if tracking.startswith("sqlite:///") and not os.path.exists(tracking.removeprefix("sqlite:///")):
+        raise RaySweepError(f"no MLflow store at {tracking}; set MLFLOW_TRACKING_URI or run a sweep first")
+    registry = registry_uri or os.environ.get("MLFLOW_REGISTRY_URI") or None
+    mlflow.set_tracking_uri(tracking)
+    if registry:
+        mlflow.set_registry_uri(registry)
+    return MlflowClient(tracking, registry)
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
     """The id of the active experiment ``name``, created when missing.
 
@@ -37,6 +64,42 @@ def experiment_id(client: MlflowClient, name: str) -> str:
             raise RaySweepError(f"MLflow experiment {name!r} is deleted; restore it or set mlflow.experiment_name")
         return experiment.experiment_id
     return client.create_experiment(name)
+
+
+def env_experiment(client: MlflowClient, configured: str | None) -> str | None:
+    """The experiment name to use: ``configured``, unless ``MLFLOW_EXPERIMENT_ID`` names an experiment.
+
+    MLflow's own precedence (its fluent API's experiment from the environment): ``MLFLOW_EXPERIMENT_NAME``
+    first (raysweep's sweep files read it into ``mlflow.experiment_name``), then ``MLFLOW_EXPERIMENT_ID``. So
+    ``MLFLOW_EXPERIMENT_ID`` alone replaces ``configured``; with both set, the name wins and must not name an
+    existing experiment of another id.
+
+    Args:
+        client: Client bound to the tracking store.
+        configured: The experiment name from the config (``mlflow.experiment_name``) or the command line.
+
+    Raises:
+        RaySweepError: ``MLFLOW_EXPERIMENT_ID`` names no active experiment, or one other than
+            ``MLFLOW_EXPERIMENT_NAME``'s.
+    """
+    wanted = os.environ.get("MLFLOW_EXPERIMENT_ID") or None
+    if wanted is None:
+        return configured
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or None
+    if name is not None:
+        named = client.get_experiment_by_name(name)
+        if named is not None and named.experiment_id != wanted:
+            raise RaySweepError(f"MLFLOW_EXPERIMENT_ID={wanted} but MLFLOW_EXPERIMENT_NAME={name!r} is experiment "
+                                f"{named.experiment_id}; unset one of them")
+        return configured
+    try:
+        experiment = client.get_experiment(wanted)
+    except Exception:  # noqa: BLE001 - MLflow raises several types for an unknown or malformed id
+        experiment = None
+    if experiment is None or experiment.lifecycle_stage != "active":
+        raise RaySweepError(f"MLFLOW_EXPERIMENT_ID={wanted} names no active experiment in this MLflow store; "
+                            "set it to an existing experiment's id or unset it")
+    return experiment.name
 
 
 def children_filter(parent_run_id: str, *, status: str | None = None, trial_id: str | None = None) -> str:

@@ -36,6 +36,9 @@ BEST_RUN_TAG = "raysweep.best_run_id"
 BEST_RUN_NAME_TAG = "raysweep.best_run_name"
 #: Run ids of the trials on the Pareto front (multi-objective sweeps).
 PARETO_TAG = "raysweep.pareto_front"
+#: Live progress, updated as trials end: trials ended of those planned (``5/16``), and the planned number.
+PROGRESS_TAG = "raysweep.progress"
+TRIALS_PLANNED_TAG = "raysweep.trials_planned"
 #: Prefix of the installed versions of the packages a sweep ran with (``raysweep.version.ray``).
 VERSION_TAG_PREFIX = "raysweep.version."
 

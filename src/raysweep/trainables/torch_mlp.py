@@ -147,7 +147,7 @@ def make_trainable(trainer_cfg, dataset, context):
 def run_trial(config: dict[str, Any], data, settings: dict[str, Any]) -> None:
     """Tune function trainable: one distributed Ray Train run with this trial's hyperparameters."""
     from ray import tune
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -176,6 +176,8 @@ def run_trial(config: dict[str, Any], data, settings: dict[str, Any]) -> None:
                 checkpoint_score_attribute=settings["metric"],
                 checkpoint_score_order=settings["mode"],
             ),
+            # Train's own INFO lines (resources, worker group, every checkpoint and report) stay in its log files.
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
     trainer.fit()

@@ -1,0 +1,191 @@
+"""What a sweep prints while it runs (``cluster.verbose=0``): one line per finished trial, a live bar on a terminal.
+
+A line names the trial, its hyperparameters, its metric, the best so far and how many trials are left::
+
+    trial 3/16  train_34f55_00002  n_estimators=150 max_depth=None  val_auc=0.9483  best=0.9489 (train_34f55_00000)  left=13
+
+The bar (tqdm) is drawn only when stdout is a terminal, so a redirected sweep's output holds plain lines and no
+escape codes. :class:`TrialProgress` is the Tune callback; the formatting is pure functions.
+"""
+
+from __future__ import annotations
+
+import numbers
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from ray.tune import Callback
+
+from raysweep import ranking
+
+# Tune's trial states (ray.tune.experiment.Trial.TERMINATED / .ERROR).
+_TERMINATED, _ERROR = "TERMINATED", "ERROR"
+
+
+def format_value(value: Any) -> str:
+    """A hyperparameter or metric value, short: floats to 4 significant digits, everything else as ``str``."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float) or type(value).__name__.startswith("float"):  # numpy floats too
+        return f"{float(value):.4g}"
+    return str(value)
+
+
+def format_params(config: Mapping[str, Any], names: Sequence[str] = ()) -> str:
+    """``name=value`` pairs of a trial's config: only ``names`` (the search space's dimensions) when given."""
+    keys = [n for n in names if n in config] if names else list(config)
+    return " ".join(f"{key}={format_value(config[key])}" for key in keys)
+
+
+def trial_line(*, done: int, planned: int, name: str, params: str, metric: str, value: float | None,
+               best: tuple[str, float] | None, failed: str | None = None) -> str:
+    """The line printed when a trial ends.
+
+    Args:
+        done: Trials ended so far, this one included.
+        planned: Trials the sweep plans.
+        name: The trial's name (Tune's, also its MLflow run's).
+        params: Its :func:`format_params`.
+        metric: The sweep's metric.
+        value: The trial's last value of ``metric`` (``None``: it reported none).
+        best: ``(trial name, value)`` of the best trial so far, or ``None``.
+        failed: For a trial that errored: its error in one line (``""`` when unknown), else ``None``.
+    """
+    parts = [f"trial {done}/{planned}", name]
+    if params:
+        parts.append(params)
+    if failed is not None:
+        parts.append(f"FAILED {failed}" if failed else "FAILED")
+    else:
+        parts.append(f"{metric}={'-' if value is None else format_value(value)}")
+    if best is not None:
+        parts.append(f"best={format_value(best[1])} ({best[0]})")
+    parts.append(f"left={max(planned - done, 0)}")
+    return "  ".join(parts)
+
+
+def best_trial(values: Iterable[tuple[str, float | None]], mode: str) -> tuple[str, float] | None:
+    """The best ``(name, value)`` by the sweep's mode (the first of equals); ``None`` when no value is a number."""
+    scored = [(name, float(value)) for name, value in values
+              if isinstance(value, numbers.Real) and not isinstance(value, bool)]
+    index = ranking.best_index((value for _, value in scored), mode)
+    return None if index is None else scored[index]
+
+
+def error_line(error_file: str | None) -> str:
+    """The last line of a trial's error file (``ValueError: ...``); Tune has logged the traceback above."""
+    try:
+        with open(error_file, encoding="utf-8", errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except (OSError, TypeError):
+        return ""
+    return lines[-1] if lines else ""
+
+
+def bar_postfix(running: int, metric: str, best: tuple[str, float] | None) -> str:
+    """The live bar's right-hand text: trials running and the best value so far."""
+    text = f"running={running}"
+    return f"{text} best {metric}={format_value(best[1])}" if best is not None else text
+
+
+class TrialProgress(Callback):
+    """Tune callback printing :func:`trial_line` for every trial that ends, and a live bar when stdout is a terminal.
+
+    Tune pickles its callbacks into the sweep's state and restores them on ``resume=true``: this object holds no
+    stream, bar or thread when pickled, and counts the trials a restored sweep had already ended from their states.
+
+    Args:
+        planned: Trials the sweep plans (``SweepPlan.num_trials``).
+        metric: The sweep's metric.
+        mode: ``max`` or ``min``.
+        params: The search space's dimensions, shown for each trial (empty: its whole config).
+    """
+
+    def __init__(self, planned: int, metric: str, mode: str, params: Sequence[str] = ()):
+        self.planned = planned
+        self.metric = metric
+        self.mode = mode
+        self.params = list(params)
+        self._completed: set[str] = set()
+        self._failed: set[str] = set()
+        self._bar = None
+        self._last_draw = 0.0
+
+    @classmethod
+    def for_plan(cls, plan) -> TrialProgress:
+        """The callback for a :class:`raysweep.plan.SweepPlan`: its planned trials, metric and searched names."""
+        from raysweep.search_space import fixed_values
+
+        fixed = fixed_values(plan.search_space)
+        return cls(plan.num_trials, plan.metric, plan.mode, [n for n in plan.search_space if n not in fixed])
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_bar"] = None  # a live bar holds the terminal's stream
+        return state
+
+    # --- Tune's hooks -----------------------------------------------------------------------------------
+
+    def setup(self, **info) -> None:
+        if sys.stdout.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.planned, desc="trials", unit="trial", file=sys.stdout, leave=False,
+                             dynamic_ncols=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._completed.add(trial.trial_id)
+        self._report(trials, trial, failed=None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._failed.add(trial.trial_id)
+        self._report(trials, trial, failed=error_line(getattr(trial, "error_file", None)))
+
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        # The bar's clock and running count move between trial ends too; at most one redraw a second.
+        if self._bar is not None and time.monotonic() - self._last_draw >= 1.0:
+            self._draw(trials)
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    # --- helpers ----------------------------------------------------------------------------------------
+
+    def _ended(self, trials: list) -> tuple[list, set[str]]:
+        """Completed trials (this run's and, after a resume, those the restored state had) and all ended ids."""
+        completed = [t for t in trials if t.trial_id in self._completed or t.status == _TERMINATED]
+        ended = {t.trial_id for t in completed} | self._failed | {t.trial_id for t in trials if t.status == _ERROR}
+        return completed, ended
+
+    def _best(self, completed: list) -> tuple[str, float] | None:
+        return best_trial(((str(t), (t.last_result or {}).get(self.metric)) for t in completed), self.mode)
+
+    def _report(self, trials: list, trial, failed: str | None) -> None:
+        completed, ended = self._ended(trials)
+        line = trial_line(
+            done=len(ended),
+            planned=self.planned,
+            name=str(trial),
+            params=format_params(trial.config or {}, self.params),
+            metric=self.metric,
+            value=(trial.last_result or {}).get(self.metric),
+            best=self._best(completed),
+            failed=failed,
+        )
+        if self._bar is not None:
+            self._bar.write(line, file=sys.stdout)
+            self._draw(trials)
+        else:
+            print(line, flush=True)
+
+    def _draw(self, trials: list) -> None:
+        completed, ended = self._ended(trials)
+        running = sum(1 for t in trials if t.status == "RUNNING" and t.trial_id not in ended)
+        self._bar.n = min(len(ended), self.planned)
+        self._bar.set_postfix_str(bar_postfix(running, self.metric, self._best(completed)), refresh=False)
+        self._bar.refresh()
+        self._last_draw = time.monotonic()

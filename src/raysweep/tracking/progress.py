@@ -1,0 +1,156 @@
+"""Live progress on the sweep's parent run: trials ended of those planned and the best value so far.
+
+A Tune callback on the driver, so it works whichever process logs the trials (``mlflow=driver`` or ``worker``).
+Each time a trial ends it writes, in one batch, to the parent run:
+
+- metric ``sweep_trials_finished`` (step = that count; a chart in the MLflow UI), ``sweep_trials_failed``,
+- metric ``sweep_best_<metric>`` (same step), once a trial has reported the metric,
+- tag ``raysweep.progress`` (``5/16``: visible as a column in the runs table) and ``raysweep.trials_planned``.
+
+Counts come from Tune's own trial list, which a resumed sweep restores with its finished trials, so a resume
+continues the count instead of starting again at 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import queue
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ray.tune import Callback
+
+from raysweep import ranking, remote
+from raysweep.tracking.tags import PROGRESS_TAG, TRIALS_PLANNED_TAG
+
+log = logging.getLogger(__name__)
+
+#: Parent-run metrics: trials ended (including failed ones), trials failed, and the best value so far.
+FINISHED_METRIC = "sweep_trials_finished"
+FAILED_METRIC = "sweep_trials_failed"
+BEST_METRIC_PREFIX = "sweep_best_"
+#: Seconds the end of the sweep waits for progress writes still queued (a slow server must not hold it up).
+_FLUSH_TIMEOUT_S = 30.0
+_ENDED = ("TERMINATED", "ERROR")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a sweep stands: trials ended and failed, of those planned, and the best value so far (or NaN)."""
+
+    finished: int
+    failed: int
+    planned: int
+    best: float
+
+    @property
+    def text(self) -> str:
+        """The parent run's progress tag: ``5/16``, with failures when there are any (``5/16, 1 failed``)."""
+        return f"{self.finished}/{self.planned}" + (f", {self.failed} failed" if self.failed else "")
+
+
+def progress(outcomes: Iterable[tuple[str, float | None]], planned: int, mode: str) -> Progress:
+    """Count ended trials and pick the best value among those that finished without an error.
+
+    Args:
+        outcomes: ``(status, value)`` per trial: Tune's status (``TERMINATED``, ``ERROR``, ``RUNNING`` ...)
+            and its last value of the sweep metric (``None`` when it reported none).
+        planned: Trials the sweep plans.
+        mode: ``max`` or ``min``.
+    """
+    finished = failed = 0
+    values = []
+    for status, value in outcomes:
+        if status not in _ENDED:
+            continue
+        finished += 1
+        if status == "ERROR":
+            failed += 1
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+            values.append(float(value))
+    best = ranking.best_index(values, mode)
+    return Progress(finished, failed, planned, math.nan if best is None else values[best])
+
+
+class SweepProgressCallback(Callback):
+    """Update the parent run as trials end (see the module docstring); never fails the sweep.
+
+    Writes go through a background thread, so a slow or unreachable tracking server holds up neither Tune's
+    event loop nor the trials; a write that fails is reported once and the next one carries the newer counts.
+    Tune pickles its callbacks into the sweep's state: only the masked tracking URI is kept
+    (:func:`raysweep.remote.remember_uri`), and the client and thread are made again in :meth:`setup`.
+    """
+
+    def __init__(self, *, tracking_uri: str, parent_run_id: str, metric: str, mode: str, planned: int):
+        self._tracking_uri = remote.remember_uri(tracking_uri)
+        self._parent_run_id = parent_run_id
+        self._metric = metric
+        self._mode = mode
+        self._planned = int(planned)
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+        self._warned = False
+
+    def __getstate__(self):
+        return {**self.__dict__, "_queue": None, "_thread": None, "_warned": False}
+
+    def setup(self, **info):
+        from mlflow import MlflowClient
+
+        client = MlflowClient(remote.full_uri(self._tracking_uri))
+        self._queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, args=(client,), name="raysweep-progress", daemon=True)
+        self._thread.start()
+        self._queue.put(({}, {TRIALS_PLANNED_TAG: str(self._planned)}, None))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._update(trials, trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._update(trials, trial)
+
+    def on_experiment_end(self, trials, **info):
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join(_FLUSH_TIMEOUT_S)
+
+    def _update(self, trials, ended) -> None:
+        if self._queue is None:
+            return
+        state = progress(
+            ((_status(t, ended), (t.last_result or {}).get(self._metric)) for t in trials), self._planned, self._mode
+        )
+        metrics = {FINISHED_METRIC: float(state.finished), FAILED_METRIC: float(state.failed)}
+        if not math.isnan(state.best):
+            metrics[BEST_METRIC_PREFIX + self._metric] = state.best
+        self._queue.put((metrics, {PROGRESS_TAG: state.text}, state.finished))
+
+    def _run(self, client) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        while (item := self._queue.get()) is not None:
+            metrics, tags, step = item
+            now = int(time.time() * 1000)
+            try:
+                client.log_batch(
+                    self._parent_run_id,
+                    metrics=[Metric(k, v, now, step) for k, v in metrics.items()],
+                    tags=[RunTag(k, v) for k, v in tags.items()],
+                )
+            except Exception as error:  # noqa: BLE001 - progress is a view; the sweep goes on without it
+                if not self._warned:
+                    self._warned = True
+                    log.warning("sweep progress not written to the parent run (the sweep goes on): %s: %s",
+                                type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+
+
+def _status(trial, ended) -> str:
+    """A trial's status, with the trial that just ended counted as ended (Tune marks it only after the hook)."""
+    if trial is ended and trial.status not in _ENDED:
+        return "TERMINATED"
+    return trial.status
