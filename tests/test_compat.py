@@ -202,7 +202,7 @@ def test_train_v2_report_lines_log_under_the_file_named_logger_raysweep_quiets()
     import importlib
 
     module = importlib.import_module(compat.TRAIN_REPORT_MODULE)
-    assert module.logger.name == module.__file__, _says("Train V2's worker context logger is no longer named by its file")
+    assert module.logger.name == module.__file__, _says("Train V2's worker context logger is not named by its file")
     assert "Reporting training result" in inspect.getsource(module), _says("Train V2 no longer logs each report")
     compat.quiet_train_reports()
     assert not logging.getLogger(module.__file__).isEnabledFor(logging.INFO)

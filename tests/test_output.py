@@ -87,7 +87,8 @@ def test_best_trial(values, mode, best):
     assert best_trial(values, mode) == best
 
 
-@pytest.mark.parametrize("text, line", [("Failure # 1\nTraceback\nKeyError: 'x'\n", "KeyError: 'x'"), ("", ""), (None, "")])
+@pytest.mark.parametrize("text, line", [("Failure # 1\nTraceback\nKeyError: 'x'\n", "KeyError: 'x'"), ("", ""),
+                                        (None, "")])
 def test_error_line(tmp_path, text, line):
     path = None
     if text is not None:
@@ -152,7 +153,8 @@ def test_a_restored_callback_counts_the_trials_the_sweep_had_already_ended(capsy
     restored = pickle.loads(pickle.dumps(callback))  # as Tune keeps it in the sweep's state
     trials = _trials((0, "TERMINATED", 0.95), (1, "ERROR"), (2, "RUNNING", 0.9))
     restored.on_trial_complete(1, trials, trials[2])
-    assert capsys.readouterr().out == "trial 3/4  train_ab_00002  n=2  val_auc=0.9  best=0.95 (train_ab_00000)  left=1\n"
+    line = "trial 3/4  train_ab_00002  n=2  val_auc=0.9  best=0.95 (train_ab_00000)  left=1"
+    assert capsys.readouterr().out == line + "\n"
 
 
 def test_a_bar_only_on_a_terminal_and_never_in_the_pickled_state(monkeypatch):
@@ -177,7 +179,8 @@ def test_a_bar_only_on_a_terminal_and_never_in_the_pickled_state(monkeypatch):
     callback.on_step_end(2, trials)
     callback.on_experiment_end(trials)
     assert callback._bar is None
-    assert plain.getvalue() == "trial 1/2  train_ab_00000  n=0 fixed=1  val_auc=0.7  best=0.7 (train_ab_00000)  left=1\n"
+    line = "trial 1/2  train_ab_00000  n=0 fixed=1  val_auc=0.7  best=0.7 (train_ab_00000)  left=1"
+    assert plain.getvalue() == line + "\n"
 
 
 # --- a real sweep, as a user runs it, stdout and stderr in one file ---------------------------------------

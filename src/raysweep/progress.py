@@ -1,8 +1,10 @@
 """What a sweep prints while it runs (``cluster.verbose=0``): one line per finished trial, a live bar on a terminal.
 
-A line names the trial, its hyperparameters, its metric, the best so far and how many trials are left::
+A line names the trial, its hyperparameters, its metric, the best so far and how many trials are left (one line,
+wrapped here)::
 
-    trial 3/16  train_34f55_00002  n_estimators=150 max_depth=None  val_auc=0.9483  best=0.9489 (train_34f55_00000)  left=13
+    trial 3/16  train_34f55_00002  n_estimators=150 max_depth=None  val_auc=0.9483  best=0.9489 (train_34f55_00000)
+      left=13
 
 The bar (tqdm) is drawn only when stdout is a terminal, so a redirected sweep's output holds plain lines and no
 escape codes. :class:`TrialProgress` is the Tune callback; the formatting is pure functions.

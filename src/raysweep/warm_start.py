@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from raysweep.errors import RaySweepError
 from raysweep.search_space import Dimension
+from raysweep.tracking.tags import WARM_START_POINTS_TAG, WARM_START_TAG
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,10 +32,6 @@ log = logging.getLogger(__name__)
 
 #: ``sweep.warm_start`` value that picks the newest finished sweep of the same name.
 LATEST = "latest"
-#: On the parent run: the parent run id of the sweep this one was warm-started from.
-WARM_START_TAG = "raysweep.warm_start"
-#: On the parent run: how many of that sweep's trials seeded the search.
-WARM_START_POINTS_TAG = "raysweep.warm_start.points"
 
 _OUTSIDE = object()
 

@@ -92,6 +92,10 @@ MEMBERS_TAG = "raysweep.members"
 COPIED_FROM_TAG = "raysweep.copied_from"
 COPIED_FROM_REGISTRY_TAG = "raysweep.copied_from_registry"
 SOURCE_RUN_TAG = "raysweep.source_run_id"
+#: On a parent run: the parent run id of the sweep this one was warm-started from (``sweep.warm_start``).
+WARM_START_TAG = "raysweep.warm_start"
+#: On a parent run: how many of that sweep's trials seeded the search.
+WARM_START_POINTS_TAG = "raysweep.warm_start.points"
 #: Gate decision tags on a challenger (``validation_status`` = passed | failed | forced, and the values compared).
 VALIDATION_PREFIX = "validation_"
 VALIDATION_STATUS_TAG = "validation_status"

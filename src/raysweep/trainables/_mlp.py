@@ -141,7 +141,8 @@ def predict(model: nn.Module, features: np.ndarray, device: torch.device, batch_
     core.eval()
     out = []
     for start in range(0, len(features), batch_size):
-        x = torch.as_tensor(features[start:start + batch_size], dtype=torch.float32, device=device)
+        # A copy: the features may be a read-only view, which torch.as_tensor warns about.
+        x = torch.tensor(features[start:start + batch_size], dtype=torch.float32, device=device)
         raw = _squeezed(core(x)).float()
         if task == "binary":
             raw = torch.sigmoid(raw)
