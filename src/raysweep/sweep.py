@@ -102,7 +102,9 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
             client,
             experiment_id,
             plan.run_name,
-            tags={**metadata.parent_tags(cfg, overrides), **driver_tags()},
+            # A warm-started sweep records which sweep it started from, and with how many of its trials.
+            tags={**metadata.parent_tags(cfg, overrides), **driver_tags(),
+                  **(plan.warm_start.tags() if plan.warm_start is not None else {})},
             params=metadata.parent_params(cfg),
             config_yaml=metadata.config_yaml(cfg),
             resume_run_id=resume_from,

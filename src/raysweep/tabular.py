@@ -14,6 +14,7 @@ an MLflow model from code, with:
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -101,8 +102,9 @@ def log_model(*, task: str, classes: Sequence[Any], example, pipeline=None, prep
         artifacts = {PREDICTIONS: predictions.__file__, CONFIG: write_json(config, Path(tmp) / "config.json")}
         key = PIPELINE if pipeline is not None else PREPROCESS
         artifacts[key] = str(Path(tmp) / key)
-        mlflow.sklearn.save_model(fitted, artifacts[key], skops_trusted_types=trusted_types(fitted),
-                                  pip_requirements=pins)
+        with _preprocessor_flavor_note_off(pipeline is None):
+            mlflow.sklearn.save_model(fitted, artifacts[key], skops_trusted_types=trusted_types(fitted),
+                                      pip_requirements=pins)
         if network is not None:
             artifacts[NETWORK] = _network_file(network, Path(tmp))
         model = TabularModel().setup(config, fitted, predictions.to_frame, _load_network(network))
@@ -138,6 +140,29 @@ def integer_columns_hint_off():
         yield
 
 
+@contextmanager
+def torchscript_deprecation_off():
+    """Silence torch's deprecation of ``torch.jit.save``/``load``, said at every call: the network stays
+    TorchScript, which serves without the user's Python code."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.(save|load)` is deprecated", category=FutureWarning)
+        yield
+
+
+@contextmanager
+def _preprocessor_flavor_note_off(preprocessor: bool):
+    # A preprocessor alone has no predict, so MLflow warns that it logs no python_function flavor for it; none is
+    # wanted: the TabularModel around it serves.
+    logger = logging.getLogger("mlflow.sklearn")
+    level = logger.level
+    if preprocessor:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def signature(example, answer, params: dict[str, Any] | None = None):
     """The model signature: ``example``'s raw columns in, ``answer``'s table out.
 
@@ -161,7 +186,8 @@ def _network_file(network, folder: Path) -> str:
     import torch
 
     path = folder / "network.pt"
-    torch.jit.save(network, str(path))
+    with torchscript_deprecation_off():
+        torch.jit.save(network, str(path))
     return str(path)
 
 
@@ -170,7 +196,8 @@ def _load_network(network):
         return network
     import torch
 
-    return torch.jit.load(str(network), map_location="cpu").eval()
+    with torchscript_deprecation_off():
+        return torch.jit.load(str(network), map_location="cpu").eval()
 
 
 def _plain(value):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import runpy
+import warnings
 
 import mlflow
 import numpy as np
@@ -52,7 +53,9 @@ class TabularModel(PythonModel):
         if NETWORK in context.artifacts:
             import torch
 
-            network = torch.jit.load(context.artifacts[NETWORK], map_location="cpu").eval()
+            with warnings.catch_warnings():  # torch deprecates TorchScript at every load; the network is one
+                warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=FutureWarning)
+                network = torch.jit.load(context.artifacts[NETWORK], map_location="cpu").eval()
             fitted = mlflow.sklearn.load_model(context.artifacts[PREPROCESS])
         else:
             fitted = mlflow.sklearn.load_model(context.artifacts[PIPELINE])

@@ -126,12 +126,6 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
         # Worker mode: trials write their own runs, but Tune's driver writes each trial's folder.
         callbacks.append(TrialFolderCallback(tracking_uri=plan.tracking_uri, registry_uri=plan.registry_uri,
                                              experiment_id=experiment_id, parent_run_id=parent_id))
-    if plan.warm_start is not None:  # the parent records which sweep it started from, and with how many trials
-        from mlflow import MlflowClient
-        from mlflow.entities import RunTag
-
-        tags = [RunTag(key, value) for key, value in plan.warm_start.tags().items()]
-        MlflowClient(plan.tracking_uri).log_batch(parent_id, tags=tags)
     search_alg, param_space = strategy.searcher(
         cfg.search_alg, plan.search_space, plan.metric, plan.mode, resources.max_concurrent_trials,
         warm=plan.warm_start,

@@ -138,12 +138,14 @@ def save(model, data: TorchData, folder: Path, y_scale: tuple[float, float] | No
     import joblib
     import torch
 
+    from raysweep.tabular import torchscript_deprecation_off
     from raysweep.trainables import _mlp
 
     # A CPU copy: serving needs no GPU, and tracing feeds it the CPU example rows.
     network = copy.deepcopy(model).to("cpu")
     network = network if y_scale is None else _mlp.Rescaled(network, *y_scale)
-    torch.jit.save(_mlp.export(network, data.X_val[:5]), str(folder / NETWORK_FILE))
+    with torchscript_deprecation_off():
+        torch.jit.save(_mlp.export(network, data.X_val[:5]), str(folder / NETWORK_FILE))
     joblib.dump(data.preprocess, folder / PREPROCESS_FILE)
     classes = [c.item() if isinstance(c, np.generic) else c for c in data.classes]
     (folder / META_FILE).write_text(json.dumps({"task": data.task, "classes": classes}))
