@@ -208,6 +208,23 @@ def test_train_v2_report_lines_log_under_the_file_named_logger_raysweep_quiets()
     assert not logging.getLogger(module.__file__).isEnabledFor(logging.INFO)
 
 
+def test_tune_logs_a_failed_trials_traceback_under_the_name_and_message_raysweep_quiets():
+    import importlib
+
+    module = importlib.import_module(compat.TRIAL_FAILED_LOGGER)
+    assert module.logger.name == compat.TRIAL_FAILED_LOGGER, _says("Tune's controller logger moved")
+    assert f'logger.error(f"{compat.TRIAL_FAILED_MESSAGE}' in inspect.getsource(module), _says(
+        "Tune's controller no longer logs a failed trial's traceback with that message")
+    record = logging.LogRecord(compat.TRIAL_FAILED_LOGGER, logging.ERROR, __file__, 1,
+                               f"{compat.TRIAL_FAILED_MESSAGE} train_1", None, None)
+    controller = logging.getLogger(compat.TRIAL_FAILED_LOGGER)
+    with compat.tune_output(0):
+        assert not controller.filter(record)
+    assert controller.filter(record)  # only while a quiet sweep runs
+    with compat.tune_output(1):
+        assert controller.filter(record)
+
+
 def test_tunes_legacy_output_engine_is_still_behind_the_switch(monkeypatch):
     from ray.tune.experimental.output import AirVerbosity, get_air_verbosity
 

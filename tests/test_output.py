@@ -8,6 +8,7 @@ import pickle
 import re
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -87,14 +88,14 @@ def test_best_trial(values, mode, best):
     assert best_trial(values, mode) == best
 
 
-@pytest.mark.parametrize("text, line", [("Failure # 1\nTraceback\nKeyError: 'x'\n", "KeyError: 'x'"), ("", ""),
-                                        (None, "")])
+@pytest.mark.parametrize("text, line", [("Failure # 1\nTraceback\nKeyError: 'x'\n", "KeyError: 'x' (traceback: {path})"),
+                                        ("", ""), (None, "")])
 def test_error_line(tmp_path, text, line):
     path = None
     if text is not None:
         path = tmp_path / "error.txt"
         path.write_text(text)
-    assert progress.error_line(path) == line
+    assert progress.error_line(path) == line.format(path=path)
     assert progress.error_line(tmp_path / "missing.txt") == ""
 
 
@@ -144,7 +145,8 @@ def test_one_line_per_ended_trial_with_the_best_so_far_and_no_escapes(tmp_path, 
     assert capsys.readouterr().out.splitlines() == [
         "trial 1/3  train_ab_00000  n=0  val_auc=0.8  best=0.8 (train_ab_00000)  left=2",
         "trial 2/3  train_ab_00001  n=1  val_auc=0.9  best=0.9 (train_ab_00001)  left=1",
-        "trial 3/3  train_ab_00002  n=2  FAILED ValueError: boom  best=0.9 (train_ab_00001)  left=0",
+        f"trial 3/3  train_ab_00002  n=2  FAILED ValueError: boom (traceback: {trials[2].error_file})  "
+        "best=0.9 (train_ab_00001)  left=0",
     ]
 
 
@@ -250,3 +252,19 @@ def test_verbose_1_brings_back_tunes_status_table(ray_address, tmp_path, trackin
     text = _sweep_output(tmp_path, tracking_uri, "cluster.verbose=1", ray_address=ray_address)
     assert "Trial status:" in text and "Configuration for experiment" in text, text
     assert not any(TRIAL_LINE.match(line) for line in text.splitlines()), text
+
+
+def test_a_failed_trial_is_one_line_naming_its_error_and_traceback_file(ray_address, tmp_path, tracking_uri):
+    # A grid of two: one trial trains, the other's max_features is refused by scikit-learn when it fits.
+    text = _sweep_output(tmp_path, tracking_uri, "search_alg=grid", "search_space.n_estimators=10",
+                         "search_space.max_depth=4", "search_space.min_samples_leaf=1",
+                         "search_space.max_features='choice(sqrt, bogus)'",
+                         ray_address=ray_address)
+    assert len(text.splitlines()) <= MAX_LINES and "\x1b[" not in text, text
+    assert "Traceback (most recent call last)" not in text, text
+    (failed,) = [line for line in text.splitlines() if line.startswith("trial ") and " FAILED " in line]
+    assert "InvalidParameterError" in failed, failed
+    # The whole error stays in the trial's folder of the sweep's storage, after Ray's session folder is gone.
+    kept = Path(failed.split("(traceback: ")[1].split(")")[0])
+    assert kept.name == "error.txt" and kept.is_relative_to(tmp_path / "ray"), failed
+    assert "Got 'bogus' instead" in kept.read_text()

@@ -106,6 +106,8 @@ def test_cli_gate_promotes_a_better_challenger_and_records_the_decision(models):
     assert "gate passed" in out.stdout
 
     assert registry.champion_version(client, RF) == "1"
+    table = registry.versions(client, RF).set_index("version")  # what promotion.ipynb shows
+    assert table.loc[1, "aliases"] == "challenger, champion" and table.loc[2, "aliases"] == ""
     v1 = client.get_model_version(RF, "1")
     tags = v1.tags
     assert tags[tag_names.VALIDATION_STATUS_TAG] == "passed"

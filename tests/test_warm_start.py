@@ -180,6 +180,22 @@ def test_the_plan_reads_the_warm_start_before_ray_starts_and_a_resume_does_not(m
     assert make_plan(make_cfg(*PEAK)).warm_start is None
 
 
+def test_a_warm_start_with_the_earlier_seed_does_not_redraw_the_earlier_configurations():
+    from omegaconf import OmegaConf
+
+    from raysweep import strategy
+
+    # Fewer than TPE's 10 start-up trials: it still draws at random, and with the earlier sweep's seed it would
+    # propose exactly the configurations the earlier sweep already ran.
+    space = parse({"x": "range(0, 10)", "y": "range(0, 10)"})
+    optuna_cfg = OmegaConf.create({"name": "optuna", "seed": 0, "objectives": {}, "_target_": None, "params": {}})
+    earlier, _ = strategy.searcher(optuna_cfg, space, "score", "max", None)
+    drawn = [earlier.suggest(f"earlier_{i}") for i in range(4)]
+    seed = warm_start.Seed("parent", tuple(drawn), (1.0, 2.0, 3.0, 4.0), finished=4)
+    warm, _ = strategy.searcher(optuna_cfg, space, "score", "max", None, warm=seed)
+    assert [warm.suggest(f"warm_{i}") for i in range(4)] != drawn
+
+
 # --- a real sweep -------------------------------------------------------------------------------------------------
 
 @pytest.fixture

@@ -48,6 +48,9 @@ TRAIN_REPORT_MODULE = "ray.train.v2._internal.execution.context"
 #: ``0`` selects Tune's legacy output engine, which at ``verbose=0`` prints nothing; the default engine prints
 #: its configuration box, the results folder and a TensorBoard hint at any verbosity.
 TUNE_NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
+#: Tune's controller logs each failed trial's traceback at ERROR under this logger, starting with this message.
+TRIAL_FAILED_LOGGER = "ray.tune.execution.tune_controller"
+TRIAL_FAILED_MESSAGE = "Trial task failed for trial"
 #: ``0``: the driver prints workers' lines without the colour codes around their ``(train pid=...)`` prefix.
 RAY_COLOR_PREFIX_ENV = "RAY_COLOR_PREFIX"
 #: ``0``: no log de-duplication, whose "[repeated Nx across cluster]" marker is always coloured (read at import).
@@ -143,16 +146,29 @@ def restored_verbosity(tuner) -> int | None:
     return None if local is None else local.get_run_config().verbose
 
 
+class _DropTrialTraceback(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(TRIAL_FAILED_MESSAGE)
+
+
 @contextmanager
 def tune_output(verbose: int | None) -> Iterator[None]:
     """While this is open, ``Tuner.fit`` prints nothing of its own at ``verbose=0`` (the legacy engine, which
-    Ray keeps behind ``RAY_AIR_NEW_OUTPUT=0``); at 1 and 2 Tune's default engine prints its tables."""
+    Ray keeps behind ``RAY_AIR_NEW_OUTPUT=0``); at 1 and 2 Tune's default engine prints its tables.
+
+    At ``verbose=0`` Tune's controller also keeps a failed trial's traceback to itself: raysweep's line for the
+    trial names the error and its ``error.txt``, which holds the traceback (Tune's, some 40 lines a trial, comes
+    with colour codes whatever the output is).
+    """
     previous = os.environ.get(TUNE_NEW_OUTPUT_ENV)
+    controller, quiet = logging.getLogger(TRIAL_FAILED_LOGGER), _DropTrialTraceback()
     if verbose == 0:
         os.environ[TUNE_NEW_OUTPUT_ENV] = "0"
+        controller.addFilter(quiet)
     try:
         yield
     finally:
+        controller.removeFilter(quiet)
         if previous is None:
             os.environ.pop(TUNE_NEW_OUTPUT_ENV, None)
         else:

@@ -16,6 +16,7 @@ import numbers
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -76,14 +77,21 @@ def best_trial(values: Iterable[tuple[str, float | None]], mode: str) -> tuple[s
     return None if index is None else scored[index]
 
 
-def error_line(error_file: str | None) -> str:
-    """The last line of a trial's error file (``ValueError: ...``); Tune has logged the traceback above."""
+def error_line(error_file: str | None, kept_at: str | None = None) -> str:
+    """The last line of a trial's error file and where the whole error is kept (``ValueError: ... (traceback:
+    .../error.txt)``); at ``cluster.verbose=0`` Tune does not print it (:func:`raysweep.compat.tune_output`).
+
+    Args:
+        error_file: The file as Tune's driver wrote it (in Ray's session folder, gone with the session).
+        kept_at: The trial's folder in the sweep's storage, where Tune copies it; default ``error_file``'s folder.
+    """
     try:
         with open(error_file, encoding="utf-8", errors="replace") as f:
             lines = [line.strip() for line in f if line.strip()]
     except (OSError, TypeError):
         return ""
-    return lines[-1] if lines else ""
+    kept = f"{kept_at.rstrip('/')}/{Path(error_file).name}" if kept_at else error_file
+    return f"{lines[-1]} (traceback: {kept})" if lines else ""
 
 
 def bar_postfix(running: int, metric: str, best: tuple[str, float] | None) -> str:
@@ -143,7 +151,7 @@ class TrialProgress(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self._failed.add(trial.trial_id)
-        self._report(trials, trial, failed=error_line(getattr(trial, "error_file", None)))
+        self._report(trials, trial, failed=error_line(getattr(trial, "error_file", None), getattr(trial, "path", None)))
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         # The bar's clock and running count move between trial ends too; at most one redraw a second.

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 from mlflow import MlflowClient
 from mlflow.entities import RunTag
+from mlflow.exceptions import MlflowException
 
 from raysweep.errors import NoModelError, RaySweepError
-from raysweep.evaluation import compare, evaluate  # noqa: F401 - the registry's API
-from raysweep.evaluation import log_classifier_plots, test_tags
+from raysweep.evaluation import compare, evaluate, log_classifier_plots, test_tags  # noqa: F401 - compare, evaluate: API
 from raysweep.ranking import is_better
 from raysweep.tracking.tags import (
     CHECKPOINT_TAG,
@@ -106,7 +106,6 @@ def register_best(client: MlflowClient, parent, summary: SweepSummary, dataset=N
         except NoModelError as error:
             return NotRegistered(name, str(error))
         version = _register(client, name, model_uri, summary, test_tags(model_uri, dataset, summary.metric))
-        # Classifiers: confusion matrix, ROC and PR curves of the validation split on the best trial's run.
         log_classifier_plots(client, summary.best_run_id, model_uri, dataset)
     _move_aliases(client, name, version, summary)
     current = client.get_model_version(name, version)
@@ -219,8 +218,6 @@ def resolve(client: MlflowClient, uri: str):
     Raises:
         RaySweepError: The URI is malformed, or the model, alias or version does not exist.
     """
-    from mlflow.exceptions import MlflowException
-
     name, alias, version = parse_model_uri(uri)
     try:
         return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
@@ -231,8 +228,6 @@ def resolve(client: MlflowClient, uri: str):
 
 def champion_version(client: MlflowClient, name: str) -> str | None:
     """The version holding ``@champion``, or ``None``."""
-    from mlflow.exceptions import MlflowException
-
     try:
         return str(client.get_model_version_by_alias(name, CHAMPION).version)
     except MlflowException:
@@ -312,8 +307,6 @@ def require_aliases(client: MlflowClient, name: str, *aliases: str) -> dict[str,
     """
     import warnings
 
-    from mlflow.exceptions import MlflowException
-
     try:
         model = client.get_registered_model(name)
     except MlflowException:
@@ -358,10 +351,14 @@ def versions(client: MlflowClient, name: str):
     """Every version of a registered model with its aliases, metric and promotion tags, newest first."""
     import pandas as pd
 
+    try:  # search_model_versions answers without aliases: the registered model holds them
+        held = client.get_registered_model(name).aliases
+    except MlflowException:  # no such model: an empty table below
+        held = {}
     rows = [
         {
             "version": int(mv.version),
-            "aliases": ", ".join(sorted(mv.aliases)),
+            "aliases": ", ".join(sorted(alias for alias, v in held.items() if str(v) == str(mv.version))),
             "run_id": mv.run_id,
             "metric": mv.tags.get(METRIC_TAG),
             "value": float(mv.tags[VALUE_TAG]) if VALUE_TAG in mv.tags else None,

@@ -55,13 +55,19 @@ def searcher(search_alg_cfg, parsed: Mapping[str, Any], metric: str, mode: str, 
         return generator, search_space.to_param_space(parsed, grid=name == "grid")
     params = _plain(search_alg_cfg.params)
     if name == "optuna":
+        import optuna
         from ray.tune.search.optuna import OptunaSearch
 
+        # Optuna's INFO line at every study created (the plan builds one to check the searcher, Tune another).
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         objectives = {metric: mode, **{k: _mode(v) for k, v in search_alg_cfg.objectives.items()}}
         # Ray adds the earlier trials to the study as completed ones (Optuna checks each value against the space).
-        seeded = {}
+        seeded, seed = {}, search_alg_cfg.seed
         if warm is not None:
             seeded = {"points_to_evaluate": list(warm.points), "evaluated_rewards": list(warm.rewards)}
+            # TPE draws at random until the study holds 10 trials, seeded ones included; with the earlier sweep's
+            # seed it would redraw that sweep's own first configurations. Shifted by the seeded count, it does not.
+            seed = None if seed is None else seed + len(warm.points)
         multi = len(objectives) > 1
         # The searcher gets its own copy of the space so that it can take a list of metrics; the
         # Tuner then only carries the fixed values.
@@ -71,7 +77,7 @@ def searcher(search_alg_cfg, parsed: Mapping[str, Any], metric: str, mode: str, 
             space=OptunaSearch.convert_search_space(search_space.to_param_space(parsed)),
             metric=list(objectives) if multi else metric,
             mode=list(objectives.values()) if multi else mode,
-            seed=search_alg_cfg.seed,
+            seed=seed,
             **seeded,
             **_instantiate(params, "search_alg.params"),
         )
