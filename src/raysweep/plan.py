@@ -65,9 +65,10 @@ def make_plan(cfg: DictConfig) -> SweepPlan:
     config_mod.validate_trainer(cfg)
     storage = cfg.cluster.storage_path or str(Path("~/ray_results").expanduser())
     num_trials = search_space.grid_size(parsed) if cfg.search_alg.name == "grid" else cfg.sweep.num_samples
+    experiment = _experiment_name(cfg)
     return SweepPlan(
         run_name=cfg.sweep.run_name,
-        experiment_name=_experiment_name(cfg),
+        experiment_name=experiment,
         tracking_uri=absolute_tracking_uri(cfg.mlflow.tracking_uri),
         registry_uri=cfg.mlflow.registry_uri or None,
         metric=cfg.sweep.metric,
@@ -82,11 +83,11 @@ def make_plan(cfg: DictConfig) -> SweepPlan:
         scheduler=cfg.scheduler.name,
         max_failures=cfg.sweep.max_failures,
         resume=cfg.resume,
-        warm_start=_warm_start(cfg, parsed),
+        warm_start=_warm_start(cfg, parsed, experiment),
     )
 
 
-def _warm_start(cfg: DictConfig, parsed: dict[str, Any]):
+def _warm_start(cfg: DictConfig, parsed: dict[str, Any], experiment_name: str):
     """The earlier sweep's trials ``sweep.warm_start`` names: only then is the store read (before Ray starts).
 
     A resumed sweep restores its searcher, seeded points included, from its Tune state.
@@ -98,7 +99,7 @@ def _warm_start(cfg: DictConfig, parsed: dict[str, Any]):
     return warm_start.find(
         cfg.sweep.warm_start,
         tracking_uri=absolute_tracking_uri(cfg.mlflow.tracking_uri),
-        experiment_name=_experiment_name(cfg),
+        experiment_name=experiment_name,
         sweep_name=cfg.sweep.name,
         metric=cfg.sweep.metric,
         parsed=parsed,
