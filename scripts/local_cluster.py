@@ -8,6 +8,9 @@ token file, so jobs, drivers and both nodes authenticate alike.
 
 ``--python`` picks the Python the nodes run (and with it what the cluster has installed): a cluster usually
 has Ray, MLflow and the frameworks, but not raysweep, which each job then brings with it.
+
+For tests: :func:`head_node` starts the head alone (a job server), :func:`two_node_cluster` both nodes, and
+:func:`kill_node` takes the second one down mid-run the way a lost machine goes: every process SIGKILLed.
 """
 
 from __future__ import annotations
@@ -80,6 +83,45 @@ def two_node_cluster(python: str = sys.executable, work: Path | None = None, cpu
         work: Folder for the token, logs and both nodes' temp folders (default: a new temp folder).
         cpus_per_node: CPUs each node offers.
     """
+    with _cluster(python, work, cpus_per_node, nodes=2) as cluster:
+        yield cluster
+
+
+@contextmanager
+def head_node(python: str = sys.executable, work: Path | None = None, cpus: int = 1) -> Iterator[LocalCluster]:
+    """Start the head (127.0.0.2) alone, with its job server and dashboard; stop it on exit.
+
+    Args:
+        python: Interpreter the node (and so every worker and job driver) runs.
+        work: Folder for the token, logs and the node's temp folder (default: a new temp folder).
+        cpus: CPUs the node offers.
+    """
+    with _cluster(python, work, cpus, nodes=1) as cluster:
+        yield cluster
+
+
+def kill_node(cluster: LocalCluster, index: int = 1) -> list[int]:
+    """SIGKILL every process of one node (default: the second), as when its machine is lost; returns their PIDs.
+
+    A node's processes are the ones whose command line names its temp folder (raylet, agents, log monitor) and
+    their descendants (the workers): the other node, the caller and its own Ray stay untouched.
+    """
+    folder = str(cluster.temp_dirs[index])
+    parents = _parents()
+    pids = set()
+    for pid in parents:
+        try:
+            if folder.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.add(pid)
+        except OSError:
+            continue
+    pids = _with_descendants(pids, parents)
+    _signal_all(pids, (signal.SIGKILL,))
+    return sorted(pids)
+
+
+@contextmanager
+def _cluster(python: str, work: Path | None, cpus_per_node: int, nodes: int) -> Iterator[LocalCluster]:
     with ExitStack() as stack:
         if work is None:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="raysweep-ray-")))
@@ -113,14 +155,15 @@ def two_node_cluster(python: str = sys.executable, work: Path | None = None, cpu
              f"--ray-client-server-port={_port()}", f"--temp-dir={head_tmp}", "--disable-usage-stats",
              *_node_ports(base), log=log)
         gcs = f"{HEAD_IP}:{gcs_port}"
-        _ray(python, env, "start", f"--address={gcs}", f"--node-ip-address={WORKER_IP}",
-             f"--num-cpus={cpus_per_node}", "--num-gpus=0", f"--temp-dir={node_tmp}", "--disable-usage-stats",
-             *_node_ports(base + 200), log=log)
+        if nodes > 1:
+            _ray(python, env, "start", f"--address={gcs}", f"--node-ip-address={WORKER_IP}",
+                 f"--num-cpus={cpus_per_node}", "--num-gpus=0", f"--temp-dir={node_tmp}", "--disable-usage-stats",
+                 *_node_ports(base + 200), log=log)
         dashboard = f"http://{HEAD_IP}:{dashboard_port}"
         auth = {"Authorization": f"Bearer {token.read_text()}"}
         wait_for(lambda: http_ok(f"{dashboard}/api/version", auth), "Ray dashboard", 60, log)
         yield LocalCluster(dashboard, gcs, {k: env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")},
-                           (head_tmp, node_tmp))
+                           (head_tmp, node_tmp)[:nodes])
 
 
 def _stop_cluster(token: Path) -> None:
@@ -131,23 +174,43 @@ def _stop_cluster(token: Path) -> None:
     memory (``ray::IDLE``), so those are found as their descendants, before anything is stopped.
     """
     marker = f"RAY_AUTH_TOKEN_PATH={token}".encode()
-    parents: dict[int, int] = {}
+    parents = _parents()
     pids = set()
+    for pid in parents:
+        try:
+            if marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                pids.add(pid)
+        except OSError:
+            continue
+    _signal_all(_with_descendants(pids, parents), (signal.SIGTERM, signal.SIGKILL))
+
+
+def _parents() -> dict[int, int]:
+    """PID -> parent PID of every process but this one."""
+    parents: dict[int, int] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
             parents[int(proc.name)] = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
-            if marker in (proc / "environ").read_bytes().split(b"\0"):
-                pids.add(int(proc.name))
         except (OSError, ValueError, IndexError):
             continue
+    return parents
+
+
+def _with_descendants(pids: set[int], parents: dict[int, int]) -> set[int]:
+    pids = set(pids)
     grew = True
     while grew:
         children = {pid for pid, parent in parents.items() if parent in pids} - pids - {os.getpid()}
         pids |= children
         grew = bool(children)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    return pids
+
+
+def _signal_all(pids: set[int], signals: tuple[signal.Signals, ...]) -> None:
+    """Send each signal to every PID in turn, waiting up to 5 s after each for them to be gone."""
+    for sig in signals:
         for pid in pids:
             try:
                 os.kill(pid, sig)

@@ -1,8 +1,10 @@
 """Start a team MLflow server on this machine, to try raysweep's shared setup (and for its tests).
 
-The real thing, on loopback, in one temp folder: a throwaway PostgreSQL cluster as the backend store, a
-single-node Ceph radosgw as the S3 artifact store (RAM-backed, no disks), and ``mlflow server
---serve-artifacts`` in front of both, so clients need only ``MLFLOW_TRACKING_URI``: no database URL, no S3 keys.
+The real thing, on loopback, in one temp folder: a throwaway PostgreSQL cluster with a password as the backend
+store, a single-node Ceph radosgw as the S3 artifact store (RAM-backed, no disks), and ``mlflow server
+--serve-artifacts --app-name basic-auth`` in front of both, so clients need only ``MLFLOW_TRACKING_URI`` and
+their MLflow user (``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``): no database URL, no S3 keys.
+Every password is made up at start-up and printed once, for you to export.
 
     uv run python scripts/team_server.py            # prints the URI to export; Ctrl-C stops everything
 
@@ -52,12 +54,28 @@ class S3Store:
 
 @dataclass(frozen=True)
 class TeamServer:
-    """A running team server: its URL for clients, and what stands behind it."""
+    """A running team server: its URL and a team member's MLflow user, and what stands behind it."""
 
     url: str
-    backend_store_uri: str
+    backend_store_uri: str  # postgresql://mlflow:PASSWORD@...: only the server has it
     s3: S3Store
     log_dir: Path
+    username: str
+    password: str
+    admin_password: str
+
+    def client_env(self) -> dict[str, str]:
+        """What a team member exports: the server's URL and their MLflow user (basic auth)."""
+        return {"MLFLOW_TRACKING_URI": self.url, "MLFLOW_TRACKING_USERNAME": self.username,
+                "MLFLOW_TRACKING_PASSWORD": self.password}
+
+    def secrets(self) -> dict[str, str]:
+        """Every secret of the stack by what it is, for tests that look for them where they must not be."""
+        from urllib.parse import urlsplit
+
+        return {"MLFLOW_TRACKING_PASSWORD": self.password, "admin password": self.admin_password,
+                "database password": urlsplit(self.backend_store_uri).password or "",
+                "S3 secret key": self.s3.secret_key}
 
 
 def free_port(host: str = HOST) -> int:
@@ -122,8 +140,9 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 
 
 @contextmanager
-def postgres(log_dir: Path) -> Iterator[str]:
-    """A throwaway PostgreSQL cluster on a free loopback port; yields the backend store URI."""
+def postgres(log_dir: Path, password: str) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on a free loopback port whose user ``mlflow`` logs in with ``password``
+    over TCP; yields the backend store URI (password included)."""
     bin_dir = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
     # Its own folder under /tmp: a test's temp folder is private to root, which the postgres user cannot enter.
     data = Path(tempfile.mkdtemp(prefix="raysweep-pg-"))
@@ -132,15 +151,22 @@ def postgres(log_dir: Path) -> Iterator[str]:
     port = free_port()
     log = log_dir / "postgres.log"
     try:
-        subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "mlflow"]),
+        pwfile = data / "pwfile"
+        pwfile.write_text(password + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(pwfile, "postgres", "postgres")
+        # Passwords over TCP, where every client connects; the Unix socket (only pg_ctl's) stays trusted.
+        subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(data / "db"), "--auth-local=trust",
+                                     "--auth-host=scram-sha-256", "--pwfile", str(pwfile), "-U", "mlflow"]),
                        check=True, capture_output=True)
+        pwfile.unlink()
         options = f"-p {port} -k {data} -c listen_addresses={HOST} -c fsync=off"
         subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-o", options,
                                      "-l", str(data / "server.log"), "-w", "start"]), check=True, capture_output=True)
         try:
             subprocess.run([str(bin_dir / "createdb"), "-h", HOST, "-p", str(port), "-U", "mlflow", "mlflow"],
-                           check=True, capture_output=True)
-            yield f"postgresql://mlflow@{HOST}:{port}/mlflow"
+                           check=True, capture_output=True, env={**os.environ, "PGPASSWORD": password})
+            yield f"postgresql://mlflow:{password}@{HOST}:{port}/mlflow"
         finally:
             subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"]),
                            capture_output=True)
@@ -216,10 +242,25 @@ def ceph_s3(work: Path) -> Iterator[S3Store]:
         yield store
 
 
+_AUTH_INI = """\
+[mlflow]
+# Users see each other's experiments and models; only their own (and the admin) may change them.
+default_permission = READ
+database_uri = sqlite:///{db}
+admin_username = admin
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+# A password is checked (PBKDF2) once a minute per user, not at every request: trials log many.
+auth_cache_ttl_seconds = 60
+"""
+
+
 @contextmanager
-def mlflow_server(backend_store_uri: str, s3: S3Store, log_dir: Path) -> Iterator[str]:
-    """``mlflow server --serve-artifacts`` over ``backend_store_uri`` and ``s3``; yields its URL."""
+def mlflow_server(backend_store_uri: str, s3: S3Store, log_dir: Path, admin_password: str) -> Iterator[str]:
+    """``mlflow server --serve-artifacts --app-name basic-auth`` over ``backend_store_uri`` and ``s3``; yields its
+    URL. Every request but ``/health`` needs a user: ``admin`` with ``admin_password`` to start with."""
     port = free_port()
+    auth_ini = log_dir.parent / "basic_auth.ini"
+    auth_ini.write_text(_AUTH_INI.format(db=log_dir.parent / "basic_auth.db"))
     env = {
         **os.environ,
         # Only the server holds storage credentials; clients upload and download through it.
@@ -228,8 +269,13 @@ def mlflow_server(backend_store_uri: str, s3: S3Store, log_dir: Path) -> Iterato
         "AWS_SECRET_ACCESS_KEY": s3.secret_key,
         # No job-execution workers (~2 GiB, slow start-up): this server only tracks and serves artifacts.
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex,  # the auth app's CSRF protection needs one
+        # Its password stays off the command line, which every user of the machine can read (ps).
+        "MLFLOW_BACKEND_STORE_URI": backend_store_uri,
     }
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
+    cmd = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
            "--artifacts-destination", f"s3://{s3.bucket}/artifacts", "--serve-artifacts",
            "--host", HOST, "--port", str(port), "--workers", "1"]
     log = log_dir / "mlflow-server.log"
@@ -239,18 +285,38 @@ def mlflow_server(backend_store_uri: str, s3: S3Store, log_dir: Path) -> Iterato
         yield url
 
 
+def create_user(url: str, admin_password: str, username: str, password: str) -> None:
+    """Add an MLflow user through the basic-auth app's REST API, as the admin."""
+    import base64
+    import json
+    import urllib.request
+
+    basic = base64.b64encode(f"admin:{admin_password}".encode()).decode()
+    request = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/users/create", data=json.dumps({"username": username, "password": password}).encode(),
+        headers={"Authorization": f"Basic {basic}", "Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=30):
+        pass
+
+
 @contextmanager
 def team_server(work: Path | None = None) -> Iterator[TeamServer]:
-    """PostgreSQL + Ceph radosgw + ``mlflow server --serve-artifacts``, all on loopback; stopped on exit."""
+    """PostgreSQL + Ceph radosgw + ``mlflow server --serve-artifacts --app-name basic-auth``, all on loopback,
+    with one team member's user (``raysweep``); stopped on exit."""
+    import secrets
+
     with ExitStack() as stack:
         if work is None:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="raysweep-team-")))
         log_dir = work / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        backend = stack.enter_context(postgres(log_dir))
+        # Made up here, each recognisable by its prefix when a test finds one where it must not be.
+        db_password, admin_password, password = (f"{what}-{secrets.token_hex(8)}" for what in ("pgpw", "adminpw", "userpw"))
+        backend = stack.enter_context(postgres(log_dir, db_password))
         s3 = stack.enter_context(ceph_s3(work / "ceph"))
-        url = stack.enter_context(mlflow_server(backend, s3, log_dir))
-        yield TeamServer(url, backend, s3, log_dir)
+        url = stack.enter_context(mlflow_server(backend, s3, log_dir, admin_password))
+        create_user(url, admin_password, "raysweep", password)
+        yield TeamServer(url, backend, s3, log_dir, "raysweep", password, admin_password)
 
 
 def main() -> None:
@@ -262,9 +328,10 @@ def main() -> None:
     started = time.perf_counter()
     with team_server(args.dir) as server:
         print(f"team server up in {time.perf_counter() - started:.1f} s (logs: {server.log_dir})")
-        print(f"  backend store: {server.backend_store_uri}")
+        print(f"  backend store: {server.backend_store_uri.replace(server.secrets()['database password'], '***')}")
         print(f"  artifacts:     s3://{server.s3.bucket}/artifacts at {server.s3.endpoint} (only the server has keys)")
-        print(f"export MLFLOW_TRACKING_URI={server.url}", flush=True)
+        print(f"  MLflow admin:  admin / {server.admin_password} (manage users at {server.url}/signup)")
+        print("\n".join(f"export {k}={v}" for k, v in server.client_env().items()), flush=True)
         try:
             signal.pause()
         except KeyboardInterrupt:

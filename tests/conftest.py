@@ -108,6 +108,20 @@ def ray_address():
         ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def team():
+    """The team MLflow server (scripts/team_server.py: PostgreSQL with a password, Ceph S3, basic auth), started
+    once for every module that needs one (~25 s) and stopped at the end of the session.
+
+    Clients authenticate with ``team.client_env()``; ``team.secrets()`` are what must never leak.
+    """
+    sys.path.insert(0, str(CONF_DIR.parent / "scripts"))
+    from team_server import team_server
+
+    with team_server() as server:
+        yield server
+
+
 @pytest.fixture
 def repo_root() -> Path:
     """The checkout's root, where README.md and conf/ are."""

@@ -1,4 +1,4 @@
-"""The command line as a user runs it: one smoke sweep, Ctrl-C, and every bad input as one clear line."""
+"""The command line as a user runs it: one smoke sweep, Ctrl-C, --help (bad input: tests/test_bad_input.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import SMOKE
-
-INSPECT = Path(__file__).resolve().parents[2] / "shared" / "tools" / "inspect_sweep.py"
+from sweep_contract import assert_sweep_contract
 
 
 def _cli(args, env, cwd, timeout=300):
@@ -24,38 +23,7 @@ def _cli(args, env, cwd, timeout=300):
     )
 
 
-@pytest.fixture
-def bad_table(tmp_path):
-    """A CSV with an ID column (a different string in every row), for the refused-ID case."""
-    path = tmp_path / "tx.csv"
-    path.write_text("amount,txn_id,label\n" + "\n".join(f"{i},T{i:04d},{i % 2}" for i in range(20)) + "\n")
-    return path
-
-
-@pytest.mark.parametrize(
-    "args, fragment",
-    [
-        ([], "no sweep selected; run with +sweep=NAME"),
-        (["+sweep=nope"], "Could not find 'sweep/nope'"),
-        (["+sweep=fraud", "search_space.max_depth=choice(4,8"], "search_space.max_depth: cannot parse"),
-        (["+sweep=fraud", "search_space.max_depth=choice()"], "empty choice is not legal"),
-        (["+sweep=fraud", "search_space.n_estimators=range(5,5)"], "search_space.n_estimators: 'range(5,5)' is empty"),
-        (["+sweep=fraud", "sweep.metric=accuracy"], "is not reported by trainer 'sklearn'"),
-        (["+sweep=fraud", "data=csv", "data.path=missing.csv", "data.target=label"], "data file"),
-        (["+sweep=fraud", "data=csv", "data.path=BAD", "data.target=nope"], "target column 'nope' not in the data"),
-        (["+sweep=fraud", "data=csv", "data.path=BAD", "data.target=label"], "column 'txn_id' has a different value in every row"),
-        (["+sweep=fraud", "trainer.colour=red"], "Could not override 'trainer.colour'"),
-        (["+sweep=fraud", "sweep.mode=maximise"], "sweep.mode"),
-    ],
-)
-def test_bad_input_is_one_line_nonzero_exit_and_no_runs(args, fragment, tmp_path, cli_env, bad_table):
-    args = [a.replace("BAD", str(bad_table)) for a in args]
-    out = _cli(args, cli_env, tmp_path, timeout=120)
-    lines = out.stderr.strip().splitlines()
-    assert out.returncode == 2, out.stderr
-    assert len(lines) == 1 and lines[0].startswith("raysweep: "), out.stderr
-    assert fragment in lines[0]
-    assert not (tmp_path / "mlflow.db").exists(), "an error left an MLflow store behind"
+# Bad input, every kind in one table: tests/test_bad_input.py.
 
 
 @pytest.mark.parametrize("command", [[sys.executable, "-m", "raysweep"], [str(Path(sys.executable).parent / "raysweep")]])
@@ -86,12 +54,7 @@ def test_smoke_sweep_from_the_command_line(ray_address, tmp_path, cli_env, track
     runs = client.search_runs([client.get_experiment_by_name("fraud-detection").experiment_id])
     assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}
     assert {r.data.params["max_depth"] for r in runs if "max_depth" in r.data.params} <= {"3", "6"}
-    if INSPECT.exists():
-        check = subprocess.run(
-            [sys.executable, str(INSPECT), "fraud-detection", "fraud-rf", "--min-children", "4"],
-            env=env, capture_output=True, text=True, timeout=120,
-        )
-        assert check.returncode == 0, check.stdout + check.stderr
+    assert_sweep_contract(client, "fraud-detection", "fraud-rf", min_children=4)
 
 
 def _running_children(db: Path) -> int:

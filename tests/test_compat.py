@@ -297,3 +297,29 @@ def test_mlflow_quiets_through_the_variables_and_logger_raysweep_uses(monkeypatc
     other = pip_logger.makeRecord(pip_logger.name, logging.WARNING, "f", 1, "something else", (), None)
     assert not pip_logger.filter(notice) and pip_logger.filter(other)
     assert not logging.getLogger("mlflow").isEnabledFor(logging.INFO)
+
+
+def test_a_job_driver_finds_its_submission_id_under_the_key_ray_uses():
+    import json
+
+    from ray.dashboard.modules.job import common
+
+    assert common.JOB_ID_METADATA_KEY == compat.JOB_ID_METADATA_KEY, _says(
+        "Ray's job supervisor no longer puts the submission id under this metadata key (stopping.job_tags)")
+    config = json.dumps({"runtime_env": {}, "metadata": {compat.JOB_ID_METADATA_KEY: "raysweep-1"}})
+    assert compat.job_submission_id({compat.JOB_CONFIG_ENV: config}) == "raysweep-1"
+    assert compat.job_submission_id({}) is None and compat.job_submission_id({compat.JOB_CONFIG_ENV: "{"}) is None
+
+
+def test_no_tune_stop_is_requested_before_tune_listens():
+    """SIGUSR1's default action kills the process: asked only once Tune's handler is installed."""
+    import signal
+
+    previous = signal.signal(compat.TUNE_STOP_SIGNAL, signal.SIG_IGN)
+    try:
+        assert compat.request_tune_stop() is False
+        seen = []
+        signal.signal(compat.TUNE_STOP_SIGNAL, lambda signum, frame: seen.append(signum))
+        assert compat.request_tune_stop() is True and seen == [compat.TUNE_STOP_SIGNAL]
+    finally:
+        signal.signal(compat.TUNE_STOP_SIGNAL, previous)

@@ -27,7 +27,12 @@ from raysweep.errors import RaySweepError
 
 ROOT = CONF_DIR.parent
 UV = os.environ.get("UV") or shutil.which("uv")  # `uv run` names its own binary in UV
-pytestmark = pytest.mark.skipif(UV is None, reason="needs uv (the project's package manager) to build the wheel")
+
+
+def _uv() -> str:
+    """The uv binary. Without it the wheel tests fail, never skip: .ci/run installs uv on a fresh machine."""
+    assert UV, "uv (the project's package manager) builds the wheel here; install it (.ci/run does) and rerun"
+    return UV
 
 #: A sweep in seconds: little data, two trials of two iterations, small forests, no progress table.
 TINY = ["data.n_samples=2000", "trainer.iterations=2", "sweep.num_samples=2", "search_space.n_estimators=10",
@@ -125,7 +130,7 @@ def test_submit_ships_the_package_as_the_wheel_lays_it_out(tmp_path):
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     dist = tmp_path_factory.mktemp("dist")
-    out = subprocess.run([UV, "build", "--wheel", "--out-dir", str(dist)], cwd=ROOT, capture_output=True, text=True,
+    out = subprocess.run([_uv(), "build", "--wheel", "--out-dir", str(dist)], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     (built,) = dist.glob("raysweep-*.whl")
@@ -144,8 +149,8 @@ def test_wheel_carries_every_builtin_config_group_and_nothing_of_the_checkout(wh
 def venv(wheel, tmp_path_factory) -> Path:
     """A fresh virtual environment with raysweep installed from the wheel (not editable); returns its python."""
     folder = tmp_path_factory.mktemp("venv") / "env"
-    for cmd in ([UV, "venv", "--quiet", "--python", sys.executable, str(folder)],
-                [UV, "pip", "install", "--quiet", "--offline", "--no-deps", "--python", str(folder / "bin" / "python"),
+    for cmd in ([_uv(), "venv", "--quiet", "--python", sys.executable, str(folder)],
+                [_uv(), "pip", "install", "--quiet", "--offline", "--no-deps", "--python", str(folder / "bin" / "python"),
                  str(wheel)]):
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]

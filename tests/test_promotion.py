@@ -155,6 +155,26 @@ def test_an_equal_challenger_is_not_better_and_a_margin_is_required(models):
     assert registry.champion_version(client, RF) == "1"
 
 
+def test_gate_never_replaces_a_champion_a_sweep_moved_while_it_scored(models, monkeypatch):
+    from raysweep import evaluation
+
+    client = MlflowClient()
+    _aliases(client, champion="2", challenger="1")
+    before = client.get_model_version(RF, "1").description
+    score = evaluation.evaluate
+
+    def scored_while_a_sweep_registers(*args, **kwargs):
+        # A sweep finishing now moves @champion: MLflow has no compare-and-set that could stop it.
+        client.set_registered_model_alias(RF, registry.CHAMPION, "1")
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate", scored_while_a_sweep_registers)
+    with pytest.raises(RaySweepError, match="moved from v2 to v1 while the gate scored the models; run promote again"):
+        promotion.gate(client, RF, models, force=True, by="ci")
+    assert registry.champion_version(client, RF) == "1"
+    assert client.get_model_version(RF, "1").description == before  # no decision written
+
+
 def test_force_promotes_a_worse_challenger_and_rollback_restores_the_champion(models):
     client = MlflowClient()
     _aliases(client, champion="1", challenger="2")
@@ -293,9 +313,12 @@ def test_every_logged_model_carries_pins_and_the_projects_uv_files(models, model
     for pkg in pins:
         assert f"{pkg}=={version(pkg)}" in requirements
     assert not any(r.startswith(("ray", "hydra", "raysweep")) for r in requirements)
-    if model == RF and shutil.which("uv"):
+    if model == RF:
         # The files alone are a consistent uv project: `uv sync --frozen --no-install-project` can restore it.
-        check = subprocess.run(["uv", "lock", "--check", "--offline"], cwd=folder, capture_output=True, text=True,
+        # uv is required, never skipped over (.ci/run installs it).
+        uv = os.environ.get("UV") or shutil.which("uv")
+        assert uv, "uv is needed to check the logged uv project; install it (.ci/run does)"
+        check = subprocess.run([uv, "lock", "--check", "--offline"], cwd=folder, capture_output=True, text=True,
                                timeout=120)
         assert check.returncode == 0, check.stderr[-2000:]
 

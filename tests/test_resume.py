@@ -58,12 +58,45 @@ def _sweep_runs(client):
     return parents, [r for r in runs if r not in parents]
 
 
+def _resume_and_analyse_midway(args, env, cwd, client, parent_id) -> subprocess.CompletedProcess:
+    """Resume in the background; once its driver holds the sweep, analyse it (which must leave it running)."""
+    from raysweep.tracking.lease import read
+
+    resumed = subprocess.Popen([sys.executable, "-m", "raysweep", *args, "resume=true"], env=env, cwd=cwd,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            run = client.get_run(parent_id)
+            lease = read(run)
+            if run.info.status == "RUNNING" and lease is not None and lease.pid == resumed.pid:
+                break
+            assert resumed.poll() is None, resumed.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the resumed driver never took the sweep's lease"
+            time.sleep(0.3)
+        analysed = _cli(["analyse", "--no-register", "--parent-run-id", parent_id], env, cwd)
+        assert analysed.returncode == 0, analysed.stderr[-3000:]
+        assert "lost its driver" not in analysed.stderr
+        run = client.get_run(parent_id)
+        assert run.info.status == "RUNNING" and ENDED_BY_TAG not in run.data.tags
+        out, err = resumed.communicate(timeout=240)
+        return subprocess.CompletedProcess(resumed.args, resumed.returncode, out, err)
+    finally:
+        if resumed.poll() is None:
+            resumed.kill()
+            resumed.wait()
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("signum, interrupted_status", [(signal.SIGINT, "KILLED"), (signal.SIGKILL, "RUNNING")])
-def test_interrupted_sweep_resumes_into_the_same_runs(signum, interrupted_status, ray_address, cli_env, tmp_path,
-                                                      tracking_uri):
+@pytest.mark.parametrize("signum, mode, interrupted_status", [
+    (signal.SIGINT, "driver", "KILLED"),
+    (signal.SIGKILL, "driver", "RUNNING"),
+    (signal.SIGKILL, "worker", "RUNNING"),
+])
+def test_interrupted_sweep_resumes_into_the_same_runs(signum, mode, interrupted_status, ray_address, cli_env,
+                                                      tmp_path, tracking_uri):
     env = {**cli_env, "RAY_ADDRESS": ray_address}
-    args = [*SWEEP, f"cluster.storage_path={tmp_path / 'ray'}"]
+    args = [*SWEEP, f"mlflow={mode}", f"cluster.storage_path={tmp_path / 'ray'}"]
     code = _interrupt_midway(args, env, tmp_path, tmp_path / "mlflow.db", signum)
     assert code == (130 if signum == signal.SIGINT else -signal.SIGKILL)
 
@@ -72,7 +105,12 @@ def test_interrupted_sweep_resumes_into_the_same_runs(signum, interrupted_status
     assert parent.info.status == interrupted_status
     assert 2 <= len(children) < 6 or any(c.info.status != "FINISHED" for c in children)
 
-    out = _cli([*args, "resume=true"], env, tmp_path)
+    if signum == signal.SIGKILL:
+        # The killed driver's process is gone: its lease does not hold the sweep, and analysis, run while the
+        # resumed driver trains, must see that driver alive.
+        out = _resume_and_analyse_midway(args, env, tmp_path, client, parent.info.run_id)
+    else:
+        out = _cli([*args, "resume=true"], env, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
 
     (resumed,), children = _sweep_runs(client)
@@ -143,3 +181,84 @@ def test_results_tune_recorded_fill_what_a_killed_driver_never_wrote(lines, afte
     got = recorded_results(str(tmp_path), ["val_auc"], after)
     assert [(step, values["val_auc"]) for step, values in got] == expected
     assert recorded_results(str(tmp_path / "missing"), ["val_auc"], 0) == []
+
+
+def _recorded_sweep(client, name: str, status: str, cfg, **tags: str) -> str:
+    """A parent run of sweep ``fraud`` as a driver records it (config.yaml included), ended ``status``."""
+    from raysweep.tracking import metadata
+    from raysweep.tracking.queries import CONFIG_ARTIFACT, experiment_id
+    from raysweep.tracking.tags import SWEEP_TAG
+
+    run = client.create_run(experiment_id(client, "fraud-detection"), run_name=name,
+                            tags={ROLE_TAG: PARENT_ROLE, SWEEP_TAG: "fraud", **tags})
+    client.log_text(run.info.run_id, metadata.config_yaml(cfg), CONFIG_ARTIFACT)
+    if status != "RUNNING":
+        client.set_terminated(run.info.run_id, status)
+    time.sleep(0.01)  # distinct start times: "latest" is by start time
+    return run.info.run_id
+
+
+def test_resume_takes_the_latest_unfinished_run_and_refuses_one_another_driver_holds(make_cfg, tracking_uri):
+    from raysweep import plan as plan_mod
+    from raysweep.errors import RaySweepError
+    from raysweep.resume import resume_target
+    from raysweep.tracking.tags import LEASE_HEARTBEAT_TAG, LEASE_HOLDER_TAG
+
+    client = MlflowClient(tracking_uri)
+    cfg = make_cfg("+sweep=fraud", "resume=true")
+    plan = plan_mod.make_plan(cfg)
+    _recorded_sweep(client, "killed-first", "KILLED", cfg)
+    _recorded_sweep(client, "finished-later", "FINISHED", cfg)
+    # Not the newest run, which finished: the newest one still to finish (whose Tune state is missing here).
+    with pytest.raises(RaySweepError, match=r"^resume=true: no Tune state for sweep run 'killed-first' at "):
+        resume_target(cfg, plan)
+    # A driver on another host that still beats holds the sweep: resume refuses, naming it.
+    beat = str(int(time.time() * 1000))
+    _recorded_sweep(client, "held", "RUNNING", cfg, **{LEASE_HOLDER_TAG: "gpu-box-7:4242:1", LEASE_HEARTBEAT_TAG: beat})
+    with pytest.raises(RaySweepError, match=r"^resume=true: sweep run 'held' is still running \(driver pid 4242 on "
+                                            r"gpu-box-7, heartbeat \d+ s ago\); stop it first"):
+        resume_target(cfg, plan)
+
+
+def test_resume_names_the_overrides_it_ignores(make_cfg, tracking_uri, tmp_path, caplog):
+    from raysweep import plan as plan_mod
+    from raysweep.resume import resume_target
+
+    client = MlflowClient(tracking_uri)
+    started = make_cfg("+sweep=fraud", "data.n_samples=4000", "sweep.run_name=first")
+    parent_id = _recorded_sweep(client, "first", "KILLED", started)
+    (tmp_path / "ray" / "first").mkdir(parents=True)
+    (tmp_path / "ray" / "first" / "tuner.pkl").write_bytes(b"")
+    overrides = ["+sweep=fraud", "resume=true", "data.n_samples=4000", "sweep.num_samples=99", "search_alg.seed=7",
+                 "cluster.verbose=1", "sweep.run_name=first"]
+    cfg = make_cfg(*overrides)
+    with caplog.at_level("WARNING", logger="raysweep.resume"):
+        merged, resumed = resume_target(cfg, plan_mod.make_plan(cfg), overrides)
+    assert resumed == parent_id
+    assert merged.sweep.num_samples == started.sweep.num_samples and merged.search_alg.seed == started.search_alg.seed
+    assert merged.cluster.verbose == 1  # connection and cluster settings come from this command
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "raysweep.resume"]
+    assert warning.startswith("resume=true ignores sweep.num_samples=99 search_alg.seed=7: sweep run 'first' resumes "
+                              "with the config it started with"), warning
+
+
+def test_resume_takes_masked_secrets_from_the_command_line_only(make_cfg, tracking_uri, tmp_path, caplog):
+    from raysweep import plan as plan_mod
+    from raysweep.errors import RaySweepError
+    from raysweep.resume import resume_target
+
+    client = MlflowClient(tracking_uri)
+    secret = "search_alg.params.storage=postgresql://optuna:hunter22@db:5432/optuna"
+    started = make_cfg("+sweep=fraud", "search_alg=optuna", secret, "sweep.run_name=secretive")
+    _recorded_sweep(client, "secretive", "KILLED", started)
+    (tmp_path / "ray" / "secretive").mkdir(parents=True)
+    (tmp_path / "ray" / "secretive" / "tuner.pkl").write_bytes(b"")
+    again = make_cfg("+sweep=fraud", "search_alg=optuna", secret, "sweep.run_name=secretive", "resume=true")
+    overrides = ["+sweep=fraud", "search_alg=optuna", secret, "sweep.run_name=secretive", "resume=true"]
+    merged, _ = resume_target(again, plan_mod.make_plan(again), overrides)
+    assert merged.search_alg.params.storage == "postgresql://optuna:hunter22@db:5432/optuna"
+    assert "hunter22" not in caplog.text
+    bare = make_cfg("+sweep=fraud", "search_alg=optuna", "sweep.run_name=secretive", "resume=true")
+    with pytest.raises(RaySweepError, match=r"^resume=true: the stored config hides a secret in "
+                                            r"search_alg.params.storage \('postgresql://\*\*\*@db:5432/optuna'\)"):
+        resume_target(bare, plan_mod.make_plan(bare))

@@ -37,7 +37,7 @@ def _steps(client, run, metric="val_auc"):
         (["search_alg=optuna", "search_alg.objectives={val_auc: max}"], "repeats sweep.metric"),
         (["search_alg=optuna", "search_alg.objectives={speed: max}"], "search_alg.objectives.speed is not reported"),
         (["scheduler=asha", "scheduler.params.grace_period=9"], "exceeds trainer.iterations"),
-        (["scheduler=pbt", "+sweep=fraud_torch"], "scheduler=pbt moves checkpoints between trials"),
+        (["scheduler=pbt", "+sweep=overhead"], "scheduler=pbt moves checkpoints between trials"),
         (["scheduler=median_stopping", "+scheduler.params.colour=red"], "MedianStoppingRule("),
         (["sweep.stop.time_budget_s=0"], "sweep.stop.time_budget_s=0"),
         (["resume=true"], "no sweep 'fraud' in experiment 'fraud-detection' to resume"),

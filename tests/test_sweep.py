@@ -79,13 +79,16 @@ def test_sweep_yields_one_finished_child_per_trial_nested_under_the_parent(first
 def test_parent_names_the_best_child_which_tops_search_runs(first_sweep):
     client = MlflowClient()
     parent = client.get_run(first_sweep.summary.parent_run_id)
-    top = mlflow.search_runs(
+    trials = mlflow.search_runs(
         experiment_names=[EXPERIMENT],
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
         order_by=["metrics.val_auc DESC"],
-    ).iloc[0]
+    )
+    # Each trial counts with its registered checkpoint's value (raysweep.model_value), not the metric's last one.
+    values = analysis.model_values(trials, "val_auc")
+    top = trials.loc[values.idxmax()]
     assert parent.data.tags[tag_names.BEST_RUN_TAG] == top["run_id"]
-    assert parent.data.metrics["best_val_auc"] == pytest.approx(top["metrics.val_auc"])
+    assert parent.data.metrics["best_val_auc"] == pytest.approx(values.max())
     assert parent.data.params["best.max_depth"] == top["params.max_depth"]
 
 

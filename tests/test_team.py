@@ -1,5 +1,6 @@
 """A team setup, for real, on loopback: sweeps submitted as Ray jobs to a two-node cluster, tracked on a shared
-MLflow server (PostgreSQL backend store, Ceph radosgw S3 artifact store, ``--serve-artifacts``).
+MLflow server (PostgreSQL backend store with a password, Ceph radosgw S3 artifact store, ``--serve-artifacts``,
+``--app-name basic-auth``: the server checks every client's MLFLOW_TRACKING_USERNAME/PASSWORD).
 
 The cluster's Python has the dependencies but not raysweep: every job brings the submitted code with it.
 Run alone with ``uv run pytest -m team``.
@@ -13,8 +14,6 @@ import subprocess
 import sys
 import sysconfig
 import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,9 @@ from raysweep.config import CONF_DIR
 ROOT = CONF_DIR.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from local_cluster import HEAD_IP, WORKER_IP, two_node_cluster  # noqa: E402
-from team_server import team_server  # noqa: E402
 
 pytestmark = [pytest.mark.team, pytest.mark.slow]
 
-#: A credential the clients send (the test server does not check it): it must never land in MLflow or logs.
-TOKEN = "raysweep-test-token-5f1c2a"
 # Two trials of one CPU on two nodes of one CPU each: they run at the same time, one on each node.
 SWEEP = ["+sweep=fraud", "data.n_samples=4000", "trainer.iterations=2", "sweep.num_samples=2",
          "search_space.n_estimators='range(10, 31, 10)'", "cluster.verbose=0"]
@@ -38,22 +34,10 @@ MODES = ("driver", "worker")
 
 
 @pytest.fixture(scope="module")
-def stack(cluster_python, tmp_path_factory):
-    """The team server and the two-node cluster, started side by side (each takes ~20-30 s), stopped after."""
-    with ExitStack() as running, ThreadPoolExecutor(2) as pool:
-        server = pool.submit(running.enter_context, team_server())
-        nodes = pool.submit(running.enter_context, two_node_cluster(cluster_python, tmp_path_factory.mktemp("cluster")))
-        yield server.result(), nodes.result()
-
-
-@pytest.fixture(scope="module")
-def team(stack):
-    return stack[0]
-
-
-@pytest.fixture(scope="module")
-def cluster(stack):
-    return stack[1]
+def cluster(cluster_python, tmp_path_factory):
+    """The two-node cluster (~20 s), beside the session's team server (tests/conftest.py), stopped after."""
+    with two_node_cluster(cluster_python, tmp_path_factory.mktemp("cluster")) as nodes:
+        yield nodes
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +53,20 @@ def cluster_python(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def client_env(team, cluster) -> dict[str, str]:
-    """What a team member's shell has: the server URL, a token, the cluster's address and auth. No S3 keys."""
+    """What a team member's shell has: the server URL, their MLflow user, the cluster's address and auth.
+    No S3 keys, no database password."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "RAY_"))}
-    return {**env, **cluster.env, "MLFLOW_TRACKING_URI": team.url, "MLFLOW_TRACKING_TOKEN": TOKEN,
-            "RAY_ADDRESS": cluster.dashboard_url, "PYTHONUNBUFFERED": "1"}
+    return {**env, **cluster.env, **team.client_env(), "RAY_ADDRESS": cluster.dashboard_url, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def study_uri(team) -> str:
+    """An Optuna study storage in the team's PostgreSQL, its password in the URI (a searcher's storage)."""
+    import psycopg
+
+    with psycopg.connect(team.backend_store_uri, autocommit=True) as db:
+        db.execute("CREATE DATABASE optuna_team")  # Optuna's tables beside MLflow's would clash (alembic)
+    return team.backend_store_uri.rsplit("/", 1)[0] + "/optuna_team"
 
 
 def _names(mode: str) -> list[str]:
@@ -80,17 +74,24 @@ def _names(mode: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def jobs(client_env, tmp_path_factory):
-    """Both logging modes, submitted the two documented ways: ``raysweep submit`` and plain ``ray job submit``."""
-    storage = tmp_path_factory.mktemp("ray-results")  # one machine: both nodes see it, as on NFS
+def storage(tmp_path_factory) -> Path:
+    """Tune's storage for both jobs: one machine, so both nodes see it, as on NFS."""
+    return tmp_path_factory.mktemp("ray-results")
+
+
+@pytest.fixture(scope="module")
+def jobs(client_env, storage, study_uri):
+    """Both logging modes, submitted the two documented ways: ``raysweep submit`` (its Optuna study in the team's
+    PostgreSQL, password in the override) and plain ``ray job submit``."""
     done = {}
     for mode in MODES:
         overrides = [*SWEEP, *_names(mode), f"cluster.storage_path={storage}"]
         if mode == "driver":
-            cmd = [sys.executable, "-m", "raysweep", "submit", *overrides]
+            overrides += ["search_alg=optuna", f"+search_alg.params.storage={study_uri}"]
+            cmd = [sys.executable, "-m", "raysweep", "submit", f"--submission-id=team-{mode}", *overrides]
         else:
             runtime_env = {"py_modules": ["src/raysweep"], "env_vars": {
-                "MLFLOW_TRACKING_URI": client_env["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_TOKEN": TOKEN}}
+                k: client_env[k] for k in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}}
             cmd = [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--working-dir", ".",
                    "--runtime-env-json", json.dumps(runtime_env), "--entrypoint-num-cpus", "0", "--",
                    "python", "-m", "raysweep", *overrides, "cluster=remote"]
@@ -102,10 +103,11 @@ def jobs(client_env, tmp_path_factory):
 
 @pytest.fixture
 def tracking_uri(team, monkeypatch):
-    """This module's store is the team server (overrides the per-test sqlite store)."""
+    """This module's store is the team server (overrides the per-test sqlite store), as the team's user."""
     import mlflow
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", team.url)
+    for key, value in team.client_env().items():
+        monkeypatch.setenv(key, value)
     mlflow.set_tracking_uri(team.url)
     yield team.url
 
@@ -143,12 +145,12 @@ def test_job_succeeds_with_one_parent_and_finished_children_on_both_nodes(jobs, 
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_champion_loads_in_a_fresh_process_with_only_the_tracking_uri(jobs, team, mode, tmp_path):
+def test_champion_loads_in_a_fresh_process_with_only_the_tracking_uri_and_user(jobs, team, mode, tmp_path):
     client, parents, _ = _sweep_runs(team, mode)
     champion = client.get_model_version_by_alias(f"fraud-team-{mode}", "champion")
     assert champion.run_id == parents[0].data.tags["raysweep.best_run_id"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
-    env["MLFLOW_TRACKING_URI"] = team.url
+    env.update(team.client_env())  # the URL and the user: no storage keys
     code = (
         "import mlflow, pandas as pd, sys\n"
         f"m = mlflow.pyfunc.load_model('models:/fraud-team-{mode}@champion')\n"
@@ -177,18 +179,37 @@ def test_worker_mode_models_reach_s3_from_both_nodes_through_the_proxy(jobs, tea
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_no_credential_anywhere_in_mlflow_or_the_job_log(jobs, team, mode):
+def test_no_credential_anywhere_in_mlflow_the_job_or_tune_storage(jobs, team, client_env, storage, mode):
     proc, _ = jobs[mode]
-    assert TOKEN not in proc.stdout + proc.stderr
+    secrets = {what: value for what, value in team.secrets().items() if value}
+    found = []
+
+    def look(place: str, blob: str | bytes) -> None:
+        blob = blob.encode() if isinstance(blob, str) else blob
+        found.extend(f"{what} in {place}" for what, value in secrets.items() if value.encode() in blob)
+
+    look("the submitting terminal", proc.stdout + proc.stderr)
     client, parents, children = _sweep_runs(team, mode)
     for run in [*parents, *children]:
-        assert TOKEN not in json.dumps({"params": run.data.params, "tags": run.data.tags})
+        look(f"run {run.info.run_name}", json.dumps({"params": run.data.params, "tags": run.data.tags}))
     import mlflow
 
-    config = mlflow.artifacts.load_text(f"runs:/{parents[0].info.run_id}/config.yaml")
-    assert TOKEN not in config and team.s3.secret_key not in config
+    look("config.yaml", mlflow.artifacts.load_text(f"runs:/{parents[0].info.run_id}/config.yaml"))
     for mv in client.search_model_versions(f"name = 'fraud-team-{mode}'"):
-        assert TOKEN not in json.dumps({"tags": mv.tags, "description": mv.description})
+        look(f"version {mv.version}", json.dumps({"tags": mv.tags, "description": mv.description}))
+    # Tune's state of this job (pickles included): the Optuna study's URL is masked in the searcher's pickles.
+    for path in storage.rglob("*"):
+        if path.is_file():
+            look(str(path), path.read_bytes())
+    if mode == "driver":  # `ray job list` shows every job's entrypoint to whoever reaches the dashboard
+        code = ("import os; from ray.job_submission import JobSubmissionClient as C; "
+                "print(C(os.environ['RAY_ADDRESS']).get_job_info('team-driver').entrypoint)")
+        # A process of its own: Ray reads its token settings (the cluster's) once per process.
+        entrypoint = subprocess.run([sys.executable, "-c", code], env=client_env, capture_output=True, text=True,
+                                    timeout=60, check=True).stdout
+        look("the job's entrypoint", entrypoint)
+        assert "${oc.env:RAYSWEEP_SECRET_0}" in entrypoint
+    assert found == []
 
 
 def test_server_down_stops_the_sweep_before_ray_in_seconds(client_env, tmp_path):

@@ -59,7 +59,7 @@ def test_the_protocol_says_what_is_required_and_what_is_optional():
         "METRICS", "validate", "resource_needs", "make_trainable", "best_checkpoint", "log_model"
     )
     assert OPTIONAL_MEMBERS == {"MAKES_MODELS": True, "NEEDS_DATA": True, "RESTORES_CHECKPOINTS": False,
-                                "retrain": None, "metrics": None}
+                                "structural_params": None, "retrain": None, "metrics": None}
     # A loaded trainer carries every member under the protocol's name.
     assert {f.name for f in fields(LoadedTrainer)} == {"name", "source", *REQUIRED_MEMBERS, *OPTIONAL_MEMBERS}
 
@@ -69,7 +69,7 @@ def test_the_protocol_says_what_is_required_and_what_is_optional():
     [
         ("sklearn", "raysweep.trainables.sklearn", True, True, True, True),
         ("estimator", "raysweep.trainables.estimator", True, True, True, True),
-        ("torch", "raysweep.trainables.torch_mlp", True, True, False, False),
+        ("torch", "raysweep.trainables.torch_mlp", True, True, True, False),
         ("fixed_cost", "raysweep.trainables.fixed_cost", False, False, False, False),
     ],
 )
@@ -154,7 +154,7 @@ def test_a_top_level_module_loads_by_its_bare_name(tmp_path, monkeypatch):
          "def best_checkpoint(r, m, o): return None\n", "",
          "is missing make_trainable, log_model; a trainer provides METRICS, validate, resource_needs, "
          "make_trainable, best_checkpoint, log_model and may provide metrics, MAKES_MODELS, NEEDS_DATA, "
-         "RESTORES_CHECKPOINTS, retrain (see raysweep.trainables.Trainer)"),
+         "RESTORES_CHECKPOINTS, structural_params, retrain (see raysweep.trainables.Trainer)"),
         ("", "", "is missing METRICS, validate, resource_needs, make_trainable, best_checkpoint, log_model;"),
         (COMPLETE + "validate = 3\nretrain = 'no'\n", "", "has validate, retrain not callable;"),
         (COMPLETE + 'METRICS = ("loss")\n', "", "has METRICS that is not a tuple of metric names;"),

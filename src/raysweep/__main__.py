@@ -34,9 +34,10 @@ def _task(cfg: DictConfig) -> None:
     try:
         outcome = sweep.run(cfg, overrides=HydraConfig.get().overrides.task)
     except RaySweepError as e:
-        _fail(str(e), 2)
+        _fail(str(e), e.exit_code)  # 2 for bad input; 1 for a fault (errors.TrackingOutage)
     except SweepInterrupted as e:
-        _fail(f"interrupted by {signal.Signals(e.signum).name}; the sweep's MLflow runs were ended KILLED", e.exit_code)
+        _fail(f"interrupted by {signal.Signals(e.signum).name}; the sweep's open MLflow runs were ended KILLED, none "
+              "is left RUNNING", e.exit_code)
     print(outcome.report(), flush=True)
 
 
@@ -56,6 +57,7 @@ SUBCOMMANDS = {
     "copy": "raysweep.cli:copy",
     "ensemble": "raysweep.cli:ensemble",
     "reproduce": "raysweep.cli:reproduce",
+    "stop": "raysweep.cli:stop",
 }
 
 
@@ -68,15 +70,22 @@ SUBCOMMAND_HELP = {
     "copy": "copy a registered version to another model name or MLflow registry",
     "ensemble": "register an ensemble of registered models (their mean prediction): raysweep ensemble NAME",
     "reproduce": "retrain the trial behind a registered version and compare its metrics",
+    "stop": "stop a submitted sweep, letting its driver end every MLflow run KILLED first: raysweep stop JOB_ID",
 }
 #: The program name Hydra shows and shell completion is installed for, also under ``python -m raysweep``.
 PROGRAM = "raysweep"
+
+
+def _terminated(signum, frame) -> None:
+    raise SweepInterrupted(signum)
 
 
 def main() -> None:
     """Console entry point: a subcommand, or the Hydra app; known errors become one line and an exit status."""
     if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
         _run_subcommand(sys.argv[1], sys.argv[2:])
+    # A sweep: SIGTERM exits 143 with one line from the start, as Ctrl-C exits 130 (sweep.run adds its own).
+    signal.signal(signal.SIGTERM, _terminated)
     args, config_dir = take_config_dir(sys.argv[1:])
     try:
         overrides, flags = split_flags(args)
@@ -104,8 +113,8 @@ def main() -> None:
         _app(folders[0])()
     except RaySweepError as e:
         _fail(str(e), 2)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
+    except KeyboardInterrupt as e:
+        _fail(f"interrupted by {signal.Signals(getattr(e, 'signum', signal.SIGINT)).name}", getattr(e, "exit_code", 130))
     except Exception as e:
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
@@ -204,7 +213,10 @@ def _run_subcommand(name: str, argv: list[str]) -> None:
 
 
 def _fail(message: str, status: int) -> None:
-    print(f"raysweep: {message}", file=sys.stderr, flush=True)
+    from raysweep.secrets import scrub
+
+    # Errors quote what they were given (a URI, MLflow's or Ray's own message): never a password or token.
+    print(f"raysweep: {scrub(message)}", file=sys.stderr, flush=True)
     sys.exit(status)
 
 

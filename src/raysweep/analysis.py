@@ -22,7 +22,15 @@ from mlflow.entities import Metric, Param, RunTag
 from raysweep.errors import RaySweepError
 from raysweep.tracking import queries
 from raysweep.tracking.queries import find_sweep  # noqa: F401 - part of the analysis API (notebooks, CLI)
-from raysweep.tracking.tags import BEST_RUN_NAME_TAG, BEST_RUN_TAG, ERROR_TAG, PARETO_TAG, RUN_NAME
+from raysweep.ranking import best_index
+from raysweep.tracking.tags import (
+    BEST_RUN_NAME_TAG,
+    BEST_RUN_TAG,
+    ERROR_TAG,
+    MODEL_VALUE_TAG,
+    PARETO_TAG,
+    RUN_NAME,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,6 +83,10 @@ class SweepSummary:
 def summarize(client: MlflowClient, parent) -> SweepSummary:
     """Pick the best FINISHED child of a sweep by the sweep's metric and mode.
 
+    A trial counts with its model's value (``raysweep.model_value``: the checkpoint registration would take),
+    not the metric's last logged value, so the best trial, the parent's ``best_<metric>`` and the registered
+    version's recorded metric are one number; a sweep recorded before that tag existed counts the last value.
+
     Args:
         client: Client bound to the sweep's tracking store.
         parent: The sweep's parent run (see :func:`find_sweep`).
@@ -86,15 +98,20 @@ def summarize(client: MlflowClient, parent) -> SweepSummary:
     metric, mode = params["sweep.metric"], params["sweep.mode"]
     frame = queries.children_frame(parent.info.experiment_id, parent.info.run_id, metric, mode)
     column = f"metrics.{metric}"
+    if column in frame:  # best first by each trial's one number (a stable sort keeps search_runs' order of ties)
+        frame = frame.reset_index(drop=True)
+        order = model_values(frame, metric).sort_values(ascending=mode == "min", kind="stable", na_position="last")
+        frame = frame.iloc[order.index].reset_index(drop=True)
     finished = frame[frame["status"] == "FINISHED"] if len(frame) else frame
-    if column in finished:
-        finished = finished[finished[column].notna()]
-    if len(finished) == 0 or column not in finished:
+    values = model_values(finished, metric) if column in finished else None
+    best = best_index(values, mode) if values is not None else None
+    if best is None:
         raise RaySweepError(
             f"sweep {parent.info.run_name!r} has no finished trial reporting {metric!r} "
             f"({len(frame)} trial runs); see the failed child runs' {ERROR_TAG} tag"
         )
-    best = finished.iloc[0]
+    best_value = float(values.iloc[best])
+    best = finished.iloc[best]
     best_params = {c[len("params."):]: best[c] for c in frame.columns if c.startswith("params.") and isinstance(best[c], str)}
     return SweepSummary(
         experiment_id=parent.info.experiment_id,
@@ -104,11 +121,23 @@ def summarize(client: MlflowClient, parent) -> SweepSummary:
         mode=mode,
         best_run_id=best["run_id"],
         best_run_name=best.get(_RUN_NAME_COLUMN, best["run_id"]),
-        best_value=float(best[column]),
+        best_value=best_value,
         best_params=best_params,
         trials=frame,
         extra_objectives={k[len(_OBJECTIVE_PARAM):]: v for k, v in params.items() if k.startswith(_OBJECTIVE_PARAM)},
     )
+
+
+def model_values(trials: pd.DataFrame, metric: str) -> pd.Series:
+    """Each trial's one number: its model's value (``raysweep.model_value``), else the metric's last value."""
+    import pandas as pd
+
+    last = trials[f"metrics.{metric}"].astype(float)
+    tag = f"tags.{MODEL_VALUE_TAG}"
+    if tag not in trials:
+        return last
+    recorded = trials[tag]
+    return pd.to_numeric(recorded, errors="coerce").where(recorded.notna(), last)
 
 
 def pareto_front(frame: pd.DataFrame, objectives: dict[str, str]) -> pd.DataFrame:

@@ -28,9 +28,23 @@ def _tracking_uri() -> str:
 
 
 def _client(tracking_uri: str | None = None):
-    """A client of the store (``tracking_uri``, default ``MLFLOW_TRACKING_URI``) and registry, also set globally."""
+    """A client of the store (``tracking_uri``, default ``MLFLOW_TRACKING_URI``) and registry, also set globally.
+
+    Raises:
+        RaySweepError: A folder store or unknown scheme; a server that does not answer within
+            ``RAYSWEEP_SERVER_TIMEOUT_S`` (default 10 s; MLflow's own retries would take minutes); a missing sqlite file.
+    """
+    from raysweep import checks, compat
+    from raysweep.remote import check_server
     from raysweep.tracking.queries import open_store
 
+    compat.quiet_mlflow()  # no INFO lines or download progress bars: a failing command's stderr stays one line
+    tracking, registry = tracking_uri or _tracking_uri(), _env_registry_uri()
+    checks.store_uri(tracking, "MLFLOW_TRACKING_URI")
+    checks.store_uri(registry, "MLFLOW_REGISTRY_URI")
+    check_server(tracking)
+    if registry and registry != tracking:
+        check_server(registry, variable="MLFLOW_REGISTRY_URI")
     # A missing sqlite store is refused: opening it would create an empty one, and a typo should leave no files.
     return open_store(tracking_uri)
 
@@ -72,19 +86,25 @@ def analyse(argv: list[str]) -> int:
     parser.add_argument("--tracking-uri", default=_tracking_uri(),
                         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or %(default)s)")
     parser.add_argument("--no-register", action="store_true", help="only record and print the best trial")
+    parser.add_argument("--end-orphans", action="store_true",
+                        help="also end KILLED a RUNNING sweep whose driver ran on another host and whose lease "
+                             "expired (no heartbeat); a dead driver on this host is always ended, a live one never")
 
     def action(args) -> int:
         from raysweep import analysis, registry, report
-        from raysweep.tracking.parent import end_orphans
+        from raysweep.tracking.parent import driver_alive, end_orphans
         from raysweep.tracking.queries import env_experiment
 
         client = _client(args.tracking_uri)
         experiment = args.experiment or (None if args.parent_run_id else env_experiment(client, None))
         parent = analysis.find_sweep(client, experiment, args.parent_run_id)
-        if end_orphans(client, parent):
-            print(f"raysweep: sweep {parent.info.run_name!r} had lost its driver; its open runs are now KILLED",
-                  file=sys.stderr)
+        if end_orphans(client, parent, other_hosts=args.end_orphans):
+            print(f"raysweep: sweep {parent.info.run_name!r} had lost its driver; its open runs are now "
+                  f"{client.get_run(parent.info.run_id).info.status}", file=sys.stderr)
             parent = client.get_run(parent.info.run_id)
+        elif parent.info.status == "RUNNING" and driver_alive(parent) is None:
+            print(f"raysweep: sweep {parent.info.run_name!r} is RUNNING but its driver, on another host, has gone "
+                  "silent; if it is gone, end its runs with --end-orphans", file=sys.stderr)
         summary = analysis.summarize(client, parent)
         analysis.record_best(client, summary)
         registration = None if args.no_register else registry.register_best(client, parent, summary)
@@ -114,8 +134,9 @@ def promote(argv: list[str]) -> int:
                         help="held-out data as a data config (keys of conf/data/fraud.yaml or conf/data/csv.yaml)")
 
     def action(args) -> int:
-        from raysweep import promotion
+        from raysweep import checks, promotion
 
+        checks.model_name(args.name, "NAME")
         data_cfg = _data_config(args.data) if args.data else None
         decision = promotion.gate(_client(), args.name, margin=args.margin, force=args.force, by=args.by,
                                   reason=args.reason, data_cfg=data_cfg)
@@ -148,8 +169,9 @@ def rollback(argv: list[str]) -> int:
     parser.add_argument("--reason", default="", help="why, recorded on the restored version")
 
     def action(args) -> int:
-        from raysweep import registry
+        from raysweep import checks, registry
 
+        checks.model_name(args.name, "NAME")
         client = _client()
         current = registry.champion_version(client, args.name)
         restored = registry.rollback(client, args.name, by=args.by, reason=args.reason)
@@ -173,9 +195,15 @@ def copy(argv: list[str]) -> int:
                                                "e.g. sqlite:////srv/prod/mlflow.db; default: this registry")
 
     def action(args) -> int:
-        from raysweep import promotion
-        from raysweep.remote import absolute_tracking_uri, redact
+        from raysweep import checks
 
+        checks.model_name(args.dest_name, "DEST_NAME")  # before any store is opened: a typo creates nothing
+        from raysweep import promotion
+        from raysweep.remote import absolute_tracking_uri, check_server, redact
+
+        if args.registry_uri:
+            checks.store_uri(args.registry_uri, "--registry-uri")
+            check_server(args.registry_uri, variable="--registry-uri")
         client = _client()
         dst = absolute_tracking_uri(args.registry_uri) if args.registry_uri else None
         # The source registry as this command resolved it, recorded on a copy in another store.
@@ -240,14 +268,51 @@ def reproduce(argv: list[str]) -> int:
     parser.add_argument("uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE, help="largest difference that matches "
                                                                            "(default: %(default)g)")
+    parser.add_argument("overrides", nargs="*", metavar="OVERRIDE",
+                        help="config overrides the sweep ran with that name code (e.g. trainer.function=MODULE:FUNC): "
+                             "the recorded config's code is used only when +sweep=NAME and these compose the same")
 
     def action(args) -> int:
         from raysweep.registry import parse_model_uri
         from raysweep.reproduce import reproduce as run
 
         parse_model_uri(args.uri)  # a malformed URI fails before the store is opened
-        result = run(_client(), args.uri, tolerance=args.tolerance)
+        result = run(_client(), args.uri, tolerance=args.tolerance, overrides=args.overrides)
         print(result)
         return 0 if result.matches else MISMATCH
+
+    return _run(parser, argv, action)
+
+
+def stop(argv: list[str]) -> int:
+    """``raysweep stop JOB_ID``: stop a submitted sweep, its driver ending every MLflow run first."""
+    from raysweep.stopping import POLL_S, TIMEOUT_S
+
+    parser = argparse.ArgumentParser(
+        prog="raysweep stop",
+        description="Stop a sweep submitted as a Ray job (raysweep submit, ray job submit). The job's driver is "
+                    "asked through the tracking store (MLFLOW_TRACKING_URI) to stop as on SIGTERM: Tune stops its "
+                    "trials and saves its state, every open MLflow run ends KILLED; this waits for that, then lets "
+                    "Ray stop the job. `ray job stop` alone kills the driver 3 s after SIGTERM, which can leave "
+                    "runs RUNNING. Exit 0 once the job is stopped and none of its runs is RUNNING.",
+    )
+    parser.add_argument("job_id", help="the job's submission id (printed by raysweep submit; `ray job list`)")
+    parser.add_argument("--address", default=None,
+                        help="Ray dashboard address, e.g. http://head:8265 (default: RAY_ADDRESS)")
+    parser.add_argument("--tracking-uri", default=_tracking_uri(),
+                        help="the sweep's MLflow tracking URI (default: MLFLOW_TRACKING_URI or %(default)s)")
+    parser.add_argument("--timeout", type=float, default=TIMEOUT_S,
+                        help="seconds the driver may take to stop before Ray stops it (default: %(default)g)")
+    parser.add_argument("--poll", type=float, default=POLL_S, help=argparse.SUPPRESS)
+
+    def action(args) -> int:
+        from raysweep import stopping
+        from raysweep.submit import _client as job_client
+
+        stopped = stopping.stop(job_client(args.address), _client(args.tracking_uri), args.job_id,
+                                timeout_s=args.timeout, poll_s=args.poll,
+                                say=lambda line: print(f"raysweep: {line}", file=sys.stderr, flush=True))
+        print(stopped)
+        return 0
 
     return _run(parser, argv, action)

@@ -70,14 +70,38 @@ def job_config_json(environ: Mapping[str, str]) -> str | None:
     return environ.get(JOB_CONFIG_ENV)
 
 
+#: The key under which Ray's job supervisor puts the job's submission id into the metadata of the job config it
+#: hands the driver (``ray.dashboard.modules.job.common.JOB_ID_METADATA_KEY``).
+JOB_ID_METADATA_KEY = "job_submission_id"
+
+
+def job_submission_id(environ: Mapping[str, str]) -> str | None:
+    """The submission id (what ``ray job stop`` takes) of the Ray job this process is the driver of, else ``None``."""
+    import json
+
+    raw = job_config_json(environ)
+    try:
+        metadata = json.loads(raw).get("metadata") or {} if raw else {}
+    except (ValueError, AttributeError):
+        return None
+    return metadata.get(JOB_ID_METADATA_KEY) or None
+
+
 def quiet_train_placement_group_cleaner() -> None:
     """Silence Train V2's "cannot reach the State API" warning, which floods the log when the dashboard is off."""
     logging.getLogger(TRAIN_PG_CLEANER_LOGGER).setLevel(logging.ERROR)
 
 
-def request_tune_stop() -> None:
-    """Ask the running ``Tuner.fit`` in this process to stop gracefully (trials stop, state is saved)."""
+def request_tune_stop() -> bool:
+    """Ask the running ``Tuner.fit`` in this process to stop gracefully (trials stop, state is saved).
+
+    Returns False, asking nothing, while no handler of Tune's is installed (default or ignored: ``fit`` has not
+    reached its loop yet), where the signal would kill the process or be lost.
+    """
+    if signal.getsignal(TUNE_STOP_SIGNAL) in (signal.SIG_DFL, signal.SIG_IGN, None):
+        return False
     os.kill(os.getpid(), TUNE_STOP_SIGNAL)
+    return True
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from raysweep import checks
 from raysweep.errors import RaySweepError
 from raysweep.remote import DEFAULT_TRACKING_URI
 
@@ -171,6 +172,7 @@ class MLflowConfig:
     log_models: bool = False
     tags: dict[str, str] = field(default_factory=dict)
     save_artifact: bool = False
+    max_outage_s: float = 300.0
 
 
 @dataclass
@@ -229,6 +231,9 @@ def register_schema() -> None:
                  schema.mlflow.tags):
         OmegaConf.set_struct(node, False)
     ConfigStore.instance().store(name="raysweep_schema", node=schema)
+    # sweep.run_name's suffix: a clock alone gives sweeps started in the same second one name and one Tune
+    # folder. Cached, so one composed config keeps one value however often it is read.
+    OmegaConf.register_new_resolver("raysweep.unique", lambda: os.urandom(3).hex(), use_cache=True, replace=True)
 
 
 def available_sweeps(folders: list[Path] | None = None) -> list[str]:
@@ -299,6 +304,7 @@ def validate(cfg: DictConfig) -> None:
     for key in ("experiment_name", "registered_model"):
         if OmegaConf.is_missing(cfg.mlflow, key) or not cfg.mlflow[key]:
             raise RaySweepError(f"mlflow.{key} is not set; set it in the sweep file or with mlflow.{key}=...")
+    checks.places(cfg)  # store URIs, run and model names, local CPUs
     if cfg.sweep.num_samples < 1:
         raise RaySweepError(f"sweep.num_samples={cfg.sweep.num_samples}; it must be at least 1")
     if cfg.sweep.max_concurrent_trials is not None and cfg.sweep.max_concurrent_trials < 1:
@@ -333,12 +339,15 @@ def _validate_trainer_fit(cfg: DictConfig) -> None:
     name = cfg.trainer.name
     task = None if cfg.data.get("task", "auto") == "auto" else getattr(cfg.data.task, "value", str(cfg.data.task))
     trainables.check_metrics(trainer, cfg, task)
+    if cfg.trainer.use_gpu and not trainer.resource_needs(cfg.trainer).get("use_gpu"):
+        raise RaySweepError(f"trainer.use_gpu=true, but trainer {name!r} has no GPU path (its trials ask Ray for CPUs "
+                            "only); set trainer.use_gpu=false, or use a trainer that trains on GPUs (trainer=mlp)")
     if cfg.sweep.register and not trainer.MAKES_MODELS:
         raise RaySweepError(f"trainer {name!r} makes no model to register; add sweep.register=false")
     if cfg.scheduler.name == "pbt" and not trainer.RESTORES_CHECKPOINTS:
         raise RaySweepError(
             f"scheduler=pbt moves checkpoints between trials, which trainer {name!r} cannot restore; "
-            "use scheduler=asha or a trainer that restores (sklearn)"
+            "use scheduler=asha or a trainer that restores (sklearn, torch)"
         )
 
 

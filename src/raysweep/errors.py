@@ -8,12 +8,25 @@ class RaySweepError(Exception):
     is created whenever the problem can be seen that early.
     """
 
+    #: The CLI's exit status for this error: 2 = bad input (a subclass for a fault sets its own).
+    exit_code = 2
+
 
 class NoModelError(RaySweepError):
     """The best trial left no model to register (e.g. a user's function whose checkpoint holds no MLflow model).
 
     Not a failed sweep: the summary says so in one line and no version is created.
     """
+
+
+class TrackingOutage(RaySweepError):
+    """The tracking store did not answer for longer than ``mlflow.max_outage_s``; the sweep stopped.
+
+    The CLI prints its one line and exits with status 1 (a fault, not bad input). The parent run is marked
+    FAILED once the store answers again: by this driver while it waits, else by the next resume or analyse.
+    """
+
+    exit_code = 1
 
 
 class SweepInterrupted(KeyboardInterrupt):

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from raysweep import config as config_mod
 from raysweep import search_space
+from raysweep.errors import RaySweepError
 from raysweep.remote import absolute_tracking_uri
 
 
@@ -61,7 +62,9 @@ def make_plan(cfg: DictConfig) -> SweepPlan:
 
     config_mod.validate(cfg)
     user_tags(cfg.mlflow.get("tags"))  # reserved tag names refused before anything starts
-    parsed = search_space.parse(OmegaConf.to_container(cfg.search_space, resolve=True))
+    space = cfg.get("search_space")  # None once removed: ~search_space
+    parsed = search_space.parse(OmegaConf.to_container(space, resolve=True) if space is not None else {})
+    _check_searchable(cfg, parsed)
     config_mod.validate_trainer(cfg)
     storage = cfg.cluster.storage_path or str(Path("~/ray_results").expanduser())
     num_trials = search_space.grid_size(parsed) if cfg.search_alg.name == "grid" else cfg.sweep.num_samples
@@ -85,6 +88,31 @@ def make_plan(cfg: DictConfig) -> SweepPlan:
         resume=cfg.resume,
         warm_start=_warm_start(cfg, parsed, experiment),
     )
+
+
+def _check_searchable(cfg: DictConfig, parsed: dict[str, Any]) -> None:
+    """Refuse a search space with nothing to search where the sweep needs something searched.
+
+    An empty space, a searcher (Optuna, a custom one) given only fixed values, and several random trials of
+    one fixed configuration (the same trial run again) are mistakes; one trial of fixed values is a plain run.
+
+    Raises:
+        RaySweepError: Naming the fix: a sweep expression, another searcher, or ``sweep.num_samples=1``.
+    """
+    from raysweep.errors import RaySweepError
+
+    if not parsed:
+        raise RaySweepError("search_space is empty, so there is nothing to search; add a dimension, e.g. "
+                            "search_space.NAME='choice(a, b)' (see docs/search-spaces.md)")
+    if any(isinstance(value, search_space.Dimension) for value in parsed.values()):
+        return
+    fixed, name, trials = ", ".join(parsed), cfg.search_alg.name, cfg.sweep.num_samples
+    if name in ("optuna", "custom"):
+        raise RaySweepError(f"search_alg={name} has nothing left to search: every search_space value is fixed "
+                            f"({fixed}); make one a sweep expression (choice, range, interval) or use search_alg=random")
+    if name == "random" and trials > 1:
+        raise RaySweepError(f"nothing left to search: every search_space value is fixed ({fixed}), so the {trials} "
+                            "trials would all be the same; make one a sweep expression or set sweep.num_samples=1")
 
 
 def _warm_start(cfg: DictConfig, parsed: dict[str, Any], experiment_name: str):
@@ -122,13 +150,35 @@ def _experiment_name(cfg: DictConfig) -> str:
     return env_experiment(MlflowClient(tracking_uri, cfg.mlflow.registry_uri or None), cfg.mlflow.experiment_name)
 
 
+def claim_run_dir(plan: SweepPlan) -> None:
+    """Create the sweep run's Tune folder, failing when it exists: the claim that keeps two sweeps out of one folder.
+
+    ``mkdir`` either creates the folder or fails, in one step, also when another process claims the same name at
+    the same moment; a check for existence followed by Tune creating the folder lets both pass. A URI storage
+    path (``s3://...``) has no such step: there the random suffix of the default ``sweep.run_name`` keeps runs apart.
+
+    Raises:
+        RaySweepError: The folder exists (an earlier or concurrent sweep run of that name).
+    """
+    if "://" in plan.storage_path:
+        return
+    folder = Path(plan.run_dir)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        raise RaySweepError(f"sweep run {plan.run_dir!r} already exists; pick a new sweep.run_name "
+                            "(the default is unique) or add resume=true") from None
+
+
 def check_strategy(cfg: DictConfig, plan: SweepPlan) -> None:
     """Build the searcher and scheduler once before anything starts, so their errors come first.
 
     Raises:
         RaySweepError: A searcher or scheduler that cannot be built from the config.
     """
-    from raysweep import strategy
+    from raysweep import strategy, trainables
 
     strategy.searcher(cfg.search_alg, plan.search_space, plan.metric, plan.mode, None, warm=plan.warm_start)
-    strategy.scheduler(cfg.scheduler, plan.search_space, cfg.trainer.iterations)
+    fixed = trainables.load(cfg.trainer.name).fixed_under_pbt(cfg.trainer, plan.search_space)  # shape the model
+    strategy.scheduler(cfg.scheduler, plan.search_space, cfg.trainer.iterations, fixed=fixed)

@@ -90,8 +90,11 @@ def error_line(error_file: str | None, kept_at: str | None = None) -> str:
             lines = [line.strip() for line in f if line.strip()]
     except (OSError, TypeError):
         return ""
+    from raysweep.secrets import scrub
+
     kept = f"{kept_at.rstrip('/')}/{Path(error_file).name}" if kept_at else error_file
-    return f"{lines[-1]} (traceback: {kept})" if lines else ""
+    # Printed: an error quoting a store URI or a password (MLflow's and Ray's do) shows it masked.
+    return scrub(f"{lines[-1]} (traceback: {kept})") if lines else ""
 
 
 def bar_postfix(running: int, metric: str, best: tuple[str, float] | None) -> str:

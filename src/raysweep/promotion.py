@@ -168,6 +168,11 @@ def gate(client: MlflowClient, name: str, dataset=None, *, margin: float = 0.0, 
         status=status(better, force), decided_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         by=by, reason=reason,
     )
+    # A sweep may have moved @champion while the models were scored: never replace a champion not compared with.
+    now = registry.require_aliases(client, name, registry.CHAMPION)[registry.CHAMPION]
+    if now != champion:
+        raise RaySweepError(f"{name}@champion moved from v{champion} to v{now} while the gate scored the models; "
+                            "run promote again")
     if decision.promoted:
         registry.promote(client, name, challenger, by=by, reason=f"gate {decision.status}: {reason}".rstrip(": "))
     for key, value in decision.tags.items():

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from mlflow import MlflowClient
 from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 
+# The aliases' names and moves live in raysweep.aliases; importers of registry find them here too.
+from raysweep.aliases import CHALLENGER, CHAMPION, champion_version, promote, settle  # noqa: F401
+from raysweep.aliases import now as _now
 from raysweep.errors import NoModelError, RaySweepError
 from raysweep.evaluation import compare, evaluate, log_classifier_plots, test_tags  # noqa: F401 - compare, evaluate: API
 from raysweep.ranking import is_better
@@ -25,7 +27,6 @@ from raysweep.tracking.tags import (
     MODE_TAG,
     MODEL_URI_TAG,
     PREVIOUS_CHAMPION_TAG,
-    PROMOTED_AT_TAG,
     PROMOTED_BY_TAG,
     PROMOTION_REASON_TAG,
     TEST_METRIC_TAG,
@@ -38,10 +39,6 @@ from raysweep.tracking.tags import (
 
 if TYPE_CHECKING:
     from raysweep.analysis import SweepSummary
-
-CHALLENGER = "challenger"
-CHAMPION = "champion"
-
 
 @dataclass(frozen=True)
 class Registration:
@@ -80,9 +77,11 @@ class NotRegistered:
 def register_best(client: MlflowClient, parent, summary: SweepSummary, dataset=None) -> Registration | NotRegistered:
     """Log the best trial's checkpointed model to its run, register it, and move the aliases.
 
-    Idempotent per sweep: a second call finds the version registered from the same parent run and
-    creates nothing new. The new version always becomes ``@challenger``; it becomes ``@champion`` too when
-    the model has no champion or beats the champion's recorded metric in the sweep's mode. Given the sweep's
+    Idempotent per sweep: a second call finds the version registered from the same parent run and creates
+    nothing new; two calls at once (a sweep and ``raysweep analyse``) may both register, and then both keep the
+    lower version and delete the other. The newest sweep version becomes ``@challenger``; it becomes
+    ``@champion`` too when the model has no champion or it beats the champion's recorded metric in the sweep's
+    mode; the aliases converge when sweeps finish together (:func:`raysweep.aliases.settle`). Given the sweep's
     data, the new version also records its score on the test split (:func:`raysweep.evaluation.test_tags`) and,
     for a classifier, the best trial's run gets its confusion matrix, ROC and precision-recall curves on the
     validation split (:func:`raysweep.evaluation.log_classifier_plots`).
@@ -105,19 +104,35 @@ def register_best(client: MlflowClient, parent, summary: SweepSummary, dataset=N
             model_uri = _log_model(client, parent, summary)
         except NoModelError as error:
             return NotRegistered(name, str(error))
-        version = _register(client, name, model_uri, summary, test_tags(model_uri, dataset, summary.metric))
-        log_classifier_plots(client, summary.best_run_id, model_uri, dataset)
-    _move_aliases(client, name, version, summary)
+        mine = _register(client, name, model_uri, summary, test_tags(model_uri, dataset, summary.metric))
+        version = _keep_one(client, name, summary, mine)
+        created = version == mine
+        if created:
+            log_classifier_plots(client, summary.best_run_id, model_uri, dataset)
+    settle(client, name, summary.metric, summary.mode)
     current = client.get_model_version(name, version)
     return Registration(name, version, tuple(sorted(current.aliases)), created)
 
 
 def _existing_version(client: MlflowClient, name: str, summary: SweepSummary) -> str | None:
+    ours = _sweep_versions(client, name, summary)
+    return ours[0] if ours else None
+
+
+def _sweep_versions(client: MlflowClient, name: str, summary: SweepSummary) -> list[str]:
+    # The versions registered from this sweep, lowest first (the sweep and its tags are written in one request).
     versions = client.search_model_versions(f"name = '{name}' and run_id = '{summary.best_run_id}'")
-    for mv in versions:
-        if mv.tags.get(VERSION_PARENT_TAG) == summary.parent_run_id:
-            return str(mv.version)
-    return None
+    return [str(v) for v in sorted(int(mv.version) for mv in versions
+                                   if mv.tags.get(VERSION_PARENT_TAG) == summary.parent_run_id)]
+
+
+def _keep_one(client: MlflowClient, name: str, summary: SweepSummary, mine: str) -> str:
+    # Two registrations of one sweep at once both found none and both registered: each keeps the lowest and
+    # deletes its own when it is not that one, so one version stays whatever the order of their reads.
+    keep = _sweep_versions(client, name, summary)[0]
+    if keep != mine:
+        client.delete_model_version(name, mine)
+    return keep
 
 
 def _log_model(client: MlflowClient, parent, summary: SweepSummary) -> str:
@@ -186,14 +201,6 @@ def _register(client: MlflowClient, name: str, model_uri: str, summary: SweepSum
     return str(mv.version)
 
 
-def _move_aliases(client: MlflowClient, name: str, version: str, summary: SweepSummary) -> None:
-    client.set_registered_model_alias(name, CHALLENGER, version)
-    champion = champion_version(client, name)
-    if champion is None or (champion != version and beats(summary, client.get_model_version(name, champion).tags)):
-        promote(client, name, version, by="raysweep",
-                reason=f"sweep {summary.sweep_run_name}: {summary.metric}={summary.best_value:.4f} ({summary.mode})")
-
-
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
     """``models:/NAME@ALIAS`` -> ``(NAME, ALIAS, None)``; ``models:/NAME/VERSION`` -> ``(NAME, None, VERSION)``.
 
@@ -224,42 +231,6 @@ def resolve(client: MlflowClient, uri: str):
     except MlflowException:
         raise RaySweepError(f"{uri} does not exist in the model registry; check the name, alias or version "
                             "and MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI") from None
-
-
-def champion_version(client: MlflowClient, name: str) -> str | None:
-    """The version holding ``@champion``, or ``None``."""
-    try:
-        return str(client.get_model_version_by_alias(name, CHAMPION).version)
-    except MlflowException:
-        return None
-
-
-def promote(client: MlflowClient, name: str, version: str | int, *, by: str, reason: str) -> str | None:
-    """Move ``@champion`` to ``version`` and record who, why, when and which version it replaced.
-
-    Args:
-        client: Client bound to the registry.
-        name: Registered model name.
-        version: The version to promote.
-        by: Who promotes (a person or ``raysweep``).
-        reason: Why, in a sentence.
-
-    Returns:
-        The previous champion's version, or ``None``.
-    """
-    version = str(version)
-    client.get_model_version(name, version)  # fails clearly when the version does not exist
-    previous = champion_version(client, name)
-    client.set_registered_model_alias(name, CHAMPION, version)
-    tags = {
-        PROMOTED_BY_TAG: by,
-        PROMOTION_REASON_TAG: reason,
-        PROMOTED_AT_TAG: _now(),
-        PREVIOUS_CHAMPION_TAG: previous or "",
-    }
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
-    return previous
 
 
 def rollback(client: MlflowClient, name: str, *, by: str, reason: str = "") -> str:
@@ -341,10 +312,6 @@ def append_description(client: MlflowClient, name: str, version: str, line: str)
     """Add ``line`` as a new paragraph at the end of a version's description (its human-readable history)."""
     current = client.get_model_version(name, version).description or ""
     client.update_model_version(name, version, description=f"{current}\n\n{line}".strip())
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def versions(client: MlflowClient, name: str):

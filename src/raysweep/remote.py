@@ -3,7 +3,7 @@
 Ray workers on other nodes see neither the driver's environment nor its files: MLflow's connection variables
 travel to them in the runtime_env, and a tracking store that is a file on the driver's disk is refused on a
 multi-node cluster. Credentials only ever travel in environment variables; whatever raysweep writes or prints
-goes through :func:`redact` first.
+goes through :func:`raysweep.secrets.redact` or :func:`raysweep.secrets.scrub` first.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from raysweep.errors import RaySweepError
+from raysweep.secrets import redact, without_userinfo  # redact: importable from here as before raysweep.secrets
 
 #: The tracking store when neither config nor MLFLOW_TRACKING_URI names one: a sqlite file in the working directory.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -29,10 +30,11 @@ FORWARDED_ENV = (
     "MLFLOW_EXPERIMENT_NAME",
     "MLFLOW_EXPERIMENT_ID",
     "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING",
+    # MLflow's own retries of each call: a trial's writes (and the user's mlflow.log_* calls) retry as set here.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
 )
-#: Seconds a tracking server gets to answer before the sweep stops.
-SERVER_TIMEOUT_S = 5.0
-
 
 def forwarded_env(environ: Mapping[str, str], already_set: Mapping[str, str] | None = None) -> dict[str, str]:
     """The MLflow variables of ``environ`` to hand to Ray workers.
@@ -68,6 +70,9 @@ def remember_uri(uri: str | None) -> str | None:
     """
     if uri is None:
         return None
+    from raysweep import secrets
+
+    secrets.remember(uri)  # error lines and stored tracebacks get its secrets masked too
     safe = redact(uri)
     _FULL_URIS[safe] = uri
     return safe
@@ -88,18 +93,6 @@ def job_env_vars(environ: Mapping[str, str]) -> dict[str, str]:
     return dict((json.loads(raw).get("runtime_env") or {}).get("env_vars") or {})
 
 
-def redact(uri: str | None) -> str | None:
-    """``uri`` with its user info and query (where passwords and tokens go) replaced by ``***``."""
-    if not uri or ("@" not in uri and "?" not in uri):
-        return uri
-    parts = urlsplit(uri)
-    if parts.username or parts.password:
-        parts = parts._replace(netloc=f"***@{parts.netloc.rpartition('@')[2]}")
-    if parts.query:
-        parts = parts._replace(query="***")
-    return urlunsplit(parts)
-
-
 def is_local_store(uri: str) -> bool:
     """Whether ``uri`` is a store on this machine's disk (sqlite, file, a plain path)."""
     if uri.split(":")[0] in ("databricks", "databricks-uc", "uc"):
@@ -108,20 +101,30 @@ def is_local_store(uri: str) -> bool:
     return scheme in ("", "file", "sqlite") or (len(scheme) == 1 and uri[1:3] in (":\\", ":/"))
 
 
-def check_server(uri: str, timeout: float = SERVER_TIMEOUT_S) -> None:
+def check_server(uri: str, timeout: float | None = None, variable: str = "MLFLOW_TRACKING_URI") -> None:
     """Fail in one line when an HTTP tracking server does not answer; other stores pass unchecked.
+
+    Args:
+        uri: The tracking or registry URI.
+        timeout: Seconds the server gets to answer; default :func:`raysweep.checks.server_timeout` (10 s, or
+            ``RAYSWEEP_SERVER_TIMEOUT_S``). A server that accepts the connection and never answers fails too.
+        variable: The variable the fix names (``MLFLOW_REGISTRY_URI`` for a registry).
 
     Raises:
         RaySweepError: The server is unreachable or answers its health check with an error.
     """
     if urlsplit(uri).scheme not in ("http", "https"):
         return
+    if timeout is None:
+        from raysweep.checks import server_timeout
+
+        timeout = server_timeout()
     import urllib.error
     import urllib.request
 
     health = uri.rstrip("/") + "/health"
     try:
-        with urllib.request.urlopen(urllib.request.Request(_without_userinfo(health)), timeout=timeout):
+        with urllib.request.urlopen(urllib.request.Request(without_userinfo(health)), timeout=timeout):
             return
     except urllib.error.HTTPError as error:
         problem = f"answers {error.code} {error.reason}"
@@ -129,7 +132,8 @@ def check_server(uri: str, timeout: float = SERVER_TIMEOUT_S) -> None:
         reason = getattr(error, "reason", error)
         problem = f"does not answer ({reason})"
     raise RaySweepError(
-        f"MLflow tracking server {redact(uri)} {problem}; start it or point MLFLOW_TRACKING_URI at a running one"
+        f"MLflow {'registry' if 'REGISTRY' in variable else 'tracking'} server {redact(uri)} {problem}; start it or "
+        f"point {variable} at a running one"
     )
 
 
@@ -149,17 +153,20 @@ def check_reachable_from_nodes(uri: str, alive_nodes: int, what: str = "tracking
 def ray_runtime_env(connecting: bool, environ: Mapping[str, str] = os.environ) -> dict:
     """runtime_env fields that give every Ray worker the driver's MLflow connection and raysweep's code.
 
+    A local Ray's workers are children of the raylet this driver started, so they inherit its environment,
+    secrets included: nothing is forwarded then, because Ray's runtime env agent writes every ``env_vars`` it
+    sets up, verbatim, into ``runtime_env_agent.log`` (readable by whoever reads the node's Ray logs).
+
     Args:
-        connecting: The driver joins an existing cluster. Unless it runs as a Ray job (which brought the code
-            already), the raysweep package goes along as a py_module: the cluster may not have it installed,
-            or have another version.
+        connecting: The driver joins an existing cluster, whose workers see only what ``env_vars`` carries.
+            Unless it runs as a Ray job (which brought the code already), the raysweep package goes along as a
+            py_module: the cluster may not have it installed, or have another version.
         environ: The driver's environment.
     """
     from pathlib import Path
 
-    job_env = job_env_vars(environ)
     fields: dict = {}
-    env_vars = forwarded_env(environ, job_env)
+    env_vars = forwarded_env(environ, job_env_vars(environ)) if connecting else {}
     if env_vars:
         fields["env_vars"] = env_vars
     if connecting and not _in_job(environ):
@@ -172,7 +179,3 @@ def _in_job(environ: Mapping[str, str]) -> bool:
 
     return compat.job_config_json(environ) is not None
 
-
-def _without_userinfo(url: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

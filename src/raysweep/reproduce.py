@@ -8,6 +8,7 @@ through the same code path as the trial, so with fixed seeds the metrics match e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mlflow import MlflowClient
@@ -73,19 +74,26 @@ def parse_param(text: str):
     return text
 
 
-def reproduce(client: MlflowClient, uri: str, *, tolerance: float = TOLERANCE) -> Reproduction:
+def reproduce(client: MlflowClient, uri: str, *, tolerance: float = TOLERANCE,
+              overrides: Sequence[str] = ()) -> Reproduction:
     """Retrain the trial behind ``uri`` and score it on the sweep's validation data.
+
+    The recorded config is data: the trainer and any ``_target_`` it names are used only when this invocation
+    composes the same for that sweep (its sweep file and ``overrides``, see :func:`raysweep.trust.check_recorded`).
 
     Args:
         client: Client bound to the tracking store and registry.
         uri: ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``.
         tolerance: Largest metric difference that counts as reproduced.
+        overrides: Overrides composed with the recorded sweep's file, e.g. the ``trainer.function=MODULE:FUNC``
+            the sweep was run with: what this command trusts.
 
     Raises:
-        RaySweepError: The version has no sweep trial behind it, its trainer cannot retrain outside Tune, or
-            the trial's hyperparameters changed during the sweep (PBT).
+        RaySweepError: The version has no sweep trial behind it, its recorded config names code this command does
+            not compose, its trainer cannot retrain outside Tune, or the trial's hyperparameters changed during
+            the sweep (PBT).
     """
-    from raysweep import data, trainables
+    from raysweep import data, trainables, trust
     from raysweep.metrics import metric_names
 
     mv = registry.resolve(client, uri)
@@ -94,6 +102,9 @@ def reproduce(client: MlflowClient, uri: str, *, tolerance: float = TOLERANCE) -
     if not parent_id:
         raise RaySweepError(f"{uri} (v{mv.version}) was not registered from a sweep trial; nothing to retrain")
     config = queries.parent_config(client, parent_id)
+    # Before anything the stored config names is imported.
+    trust.check_recorded(config, overrides, command="reproduce",
+                         where=f"the sweep behind {uri} (parent run {parent_id})")
     trainer = trainables.load(config.trainer.name)
     if trainer.retrain is None:
         raise RaySweepError(f"trainer {config.trainer.name!r} cannot retrain outside Ray Tune; reproduce supports "

@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, TypeVar
 
 from raysweep import compat
 from raysweep.errors import RaySweepError, SweepInterrupted
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -68,12 +71,24 @@ def start(address: str | None = None, num_cpus: int | None = None, *, logging_le
     Raises:
         RaySweepError: A dashboard port with ``address`` (a cluster has its own dashboard), or one in use.
     """
+    compat.quiet_ray_start()
+    # ray.init replaces this process's SIGTERM handler with sys.exit and leaves it so: the sweep's StopSignals,
+    # in place from before Ray starts, would lose SIGTERM (exit 15, runs RUNNING). The caller's is put back.
+    main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        _init(address, num_cpus, logging_level, forward_mlflow_env, dashboard_port)
+    finally:
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
+
+
+def _init(address, num_cpus, logging_level, forward_mlflow_env, dashboard_port) -> None:
     import ray
 
     from raysweep import remote
     from raysweep._workers import SETUP_HOOK
 
-    compat.quiet_ray_start()
     runtime_env: dict[str, Any] = {"worker_process_setup_hook": SETUP_HOOK}
     if forward_mlflow_env:
         runtime_env.update(remote.ray_runtime_env(connecting=bool(address)))
@@ -95,6 +110,24 @@ def start(address: str | None = None, num_cpus: int | None = None, *, logging_le
         ray.init(num_cpus=num_cpus, dashboard_port=free_port(), **kwargs)
 
 
+def cluster_address(cluster_cfg) -> str | None:
+    """The Ray cluster a sweep joins (``cluster.address``, else ``RAY_ADDRESS``), checked; ``None``: a local Ray.
+
+    Checked before ``ray.init`` (the sweep calls this before it creates anything): Ray's ``auto`` would join
+    any Ray on this machine, and Ray waits long at an address where nothing answers. ``cluster=remote`` names a
+    cluster to join, never "start one here". A process that runs Ray already keeps it (``None``).
+
+    Raises:
+        RaySweepError: ``auto``, ``cluster=remote`` without an address, an address nothing answers at.
+    """
+    from raysweep import checks
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return None
+    return checks.ray_address(cluster_cfg.address, required=cluster_cfg.get("name") == "remote")
+
+
 @contextmanager
 def session(cluster_cfg) -> Iterator[None]:
     """Use the Ray instance already running in this process, or start/connect one and stop it after.
@@ -102,6 +135,9 @@ def session(cluster_cfg) -> Iterator[None]:
     Args:
         cluster_cfg: The ``cluster`` config node (``address``, ``num_cpus``, ``dashboard_port``); ``RAY_ADDRESS``
             names a cluster too.
+
+    Raises:
+        RaySweepError: Before Ray starts: see :func:`cluster_address`.
     """
     import ray
 
@@ -113,7 +149,7 @@ def session(cluster_cfg) -> Iterator[None]:
             )
         yield
         return
-    start(cluster_cfg.address or os.environ.get("RAY_ADDRESS"), cluster_cfg.num_cpus, dashboard_port=dashboard_port)
+    start(cluster_address(cluster_cfg), cluster_cfg.num_cpus, dashboard_port=dashboard_port)
     try:
         yield
     finally:
@@ -128,12 +164,21 @@ def alive_nodes() -> int:
 
 
 class StopSignals:
-    """Turn Ctrl-C and SIGTERM into :class:`SweepInterrupted`, letting Tune stop cleanly first.
+    """Turn Ctrl-C and SIGTERM into :class:`SweepInterrupted` without ever leaving an MLflow run RUNNING.
 
-    While Tune runs, the first signal asks Tune for its own graceful stop (trials stop, the experiment state is
-    saved) and is raised once ``fit`` returns; a second signal, or one outside Tune, raises at once. Either way
-    the parent run's context then ends every open run KILLED. Outside the main thread (a notebook's worker
-    thread) Python allows no handler, and none is installed.
+    :func:`raysweep.sweep.run` enters this before anything is created and leaves it after Ray stopped, so every
+    moment of a sweep is covered:
+
+    - Outside Tune, a signal raises at once; the parent run's context then ends every open run KILLED.
+    - While Tune runs, the first signal asks Tune for its own graceful stop (trials stop, the experiment state is
+      saved) and is raised once ``fit`` returns; a second one raises at once.
+    - While a run is created or ended (:meth:`guard`), signals are only recorded and raised right after: an
+      interrupted ``create_run`` would leave a run nobody ends, an interrupted clean-up leaves runs RUNNING.
+    - Once one has been raised, later signals (an impatient second Ctrl-C) are only recorded: the clean-up the
+      first started runs to its end.
+
+    The first signal decides the exit status (130 for SIGINT, 143 for SIGTERM). Outside the main thread (a
+    notebook's worker thread) Python allows no handler, and none is installed.
     """
 
     _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -141,6 +186,8 @@ class StopSignals:
     def __init__(self):
         self.received: int | None = None
         self._in_tune = False
+        self._holding = 0
+        self._raised = False
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
@@ -148,25 +195,86 @@ class StopSignals:
             self._previous = {s: signal.signal(s, self._handle) for s in self._SIGNALS}
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, traceback) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        # Ray and Tune catch a KeyboardInterrupt in places and raise a plain one: the first signal still decides.
+        if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, SweepInterrupted) and self.received is not None:
+            raise SweepInterrupted(self.received) from exc
+
+    @property
+    def installed(self) -> bool:
+        """Whether the handlers are raysweep's (only in the main thread)."""
+        return bool(self._previous)
 
     def _handle(self, signum, frame) -> None:
-        if self._in_tune and self.received is None:
+        first = self.received is None
+        if first:
             self.received = signum
-            compat.request_tune_stop()
+            # os.write: a print here could re-enter a print the main thread was in the middle of.
+            os.write(2, f"raysweep: {signal.Signals(signum).name} received; stopping the sweep and ending its open "
+                        "MLflow runs KILLED (another Ctrl-C skips Tune's last checkpoint)\n".encode())
+        if self._holding or self._raised:
             return
-        raise SweepInterrupted(signum)
+        if self._in_tune and first and compat.request_tune_stop():
+            return
+        self._raise()
+
+    def _raise(self) -> None:
+        self._raised = True
+        raise SweepInterrupted(self.received)
+
+    def _raise_pending(self) -> None:
+        if self.received is not None and not self._raised:
+            self._raise()
+
+    @contextmanager
+    def guard(self, context: AbstractContextManager[T]) -> Iterator[T]:
+        """Enter and leave ``context`` (the parent run: created, then ended with its open children) with signals
+        held back; its body stays interruptible. A signal held back is raised as soon as that is safe.
+
+        Args:
+            context: A context manager whose enter and exit must each run to their end.
+
+        Yields:
+            What ``context`` yields.
+        """
+        self._holding += 1
+        try:
+            value = context.__enter__()
+        finally:
+            self._holding -= 1
+        try:
+            self._raise_pending()
+            yield value
+        except BaseException:
+            self._holding += 1
+            try:
+                if not context.__exit__(*sys.exc_info()):
+                    raise
+            finally:
+                self._holding -= 1
+        else:
+            self._holding += 1
+            try:
+                context.__exit__(None, None, None)
+            finally:
+                self._holding -= 1
+        self._raise_pending()
 
     @contextmanager
     def tune_running(self) -> Iterator[None]:
         """Scope of ``Tuner.fit``: signals stop Tune gracefully, then raise after it returns."""
+        main = threading.current_thread() is threading.main_thread()
+        # Until Tune installs its stop handler, a stop request would hit the default action (the process dies
+        # at once); ignored meanwhile, a signal then raises instead (compat.request_tune_stop says False).
+        previous = signal.signal(compat.TUNE_STOP_SIGNAL, signal.SIG_IGN) if main else None
         self._in_tune = True
         try:
             with compat.tune_without_sigint_handler():  # ours decides; Tune keeps its graceful stop
                 yield
         finally:
             self._in_tune = False
-        if self.received is not None:
-            raise SweepInterrupted(self.received)
+            if main:  # Tune leaves its handler installed after fit
+                signal.signal(compat.TUNE_STOP_SIGNAL, previous)
+        self._raise_pending()

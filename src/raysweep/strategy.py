@@ -8,7 +8,7 @@ fills in what it knows from the rest of the config - the metric, the trainer's i
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from ray.tune import Callback
@@ -45,7 +45,7 @@ def searcher(search_alg_cfg, parsed: Mapping[str, Any], metric: str, mode: str, 
     Raises:
         RaySweepError: The searcher cannot be built from the config (bad class or arguments).
     """
-    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchAlgorithm, Searcher
 
     name = search_alg_cfg.name
     if warm is not None and name != "optuna":
@@ -69,6 +69,10 @@ def searcher(search_alg_cfg, parsed: Mapping[str, Any], metric: str, mode: str, 
             # seed it would redraw that sweep's own first configurations. Shifted by the seeded count, it does not.
             seed = None if seed is None else seed + len(warm.points)
         multi = len(objectives) > 1
+        if isinstance(params.get("storage"), str):  # Tune pickles the searcher: the study's URL masked in there
+            from raysweep.optuna_storage import storage
+
+            params = {**params, "storage": storage(params["storage"])}
         # The searcher gets its own copy of the space so that it can take a list of metrics; the
         # Tuner then only carries the fixed values.
         built = _build(
@@ -83,21 +87,27 @@ def searcher(search_alg_cfg, parsed: Mapping[str, Any], metric: str, mode: str, 
         )
         param_space = search_space.fixed_values(parsed)
     else:
-        built = _build(_import(search_alg_cfg._target_, "search_alg._target_"), "search_alg",
-                       **_instantiate(params, "search_alg.params"))
+        cls = _import(search_alg_cfg._target_, "search_alg._target_")
+        # Checked before anything is built: search_alg=custom instantiates only Tune searchers.
+        if not (isinstance(cls, type) and issubclass(cls, (Searcher, SearchAlgorithm))):
+            raise RaySweepError(f"search_alg._target_={search_alg_cfg._target_!r} is not a Ray Tune searcher (a "
+                                "ray.tune.search.Searcher); name one, e.g. ray.tune.search.optuna.OptunaSearch")
+        built = _build(cls, "search_alg", **_instantiate(params, "search_alg.params"))
         param_space = search_space.to_param_space(parsed)
     if isinstance(built, Searcher) and max_concurrent:
         built = ConcurrencyLimiter(built, max_concurrent=max_concurrent)
     return built, param_space
 
 
-def scheduler(scheduler_cfg, parsed: Mapping[str, Any], max_iterations: int):
+def scheduler(scheduler_cfg, parsed: Mapping[str, Any], max_iterations: int, fixed: Collection[str] = ()):
     """Build the Tune trial scheduler; Tune hands it the sweep's metric and mode.
 
     Args:
         scheduler_cfg: The ``scheduler`` config node.
         parsed: The parsed search space (PBT mutates its dimensions).
         max_iterations: The trainer's iterations per trial (ASHA's last rung).
+        fixed: Dimensions PBT must not perturb: they shape the model, and a trial continuing another's checkpoint
+            keeps the values it clones (``Trainer.structural_params``).
 
     Raises:
         RaySweepError: Bad scheduler arguments, or PBT with nothing to mutate.
@@ -114,9 +124,12 @@ def scheduler(scheduler_cfg, parsed: Mapping[str, Any], max_iterations: int):
                 "lower it or raise trainer.iterations"
             )
     if name == "pbt":
-        mutations = pbt_mutations(parsed)
+        mutations = pbt_mutations({k: v for k, v in parsed.items() if k not in fixed})
         if not mutations:
-            raise RaySweepError("scheduler=pbt needs at least one searched dimension in search_space to perturb")
+            shaping = sorted(set(fixed) & set(pbt_mutations(parsed)))
+            note = (f"; {', '.join(shaping)} shape the model, which PBT keeps as cloned: search a training "
+                    "hyperparameter too") if shaping else ""
+            raise RaySweepError(f"scheduler=pbt needs at least one searched dimension in search_space to perturb{note}")
         params.setdefault("hyperparam_mutations", mutations)
     return _build(_import(_SCHEDULERS[name], "scheduler"), f"scheduler={name}", **params)
 

@@ -31,26 +31,62 @@ EXCLUDES = [
 _TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
+#: Prefix of the variables that carry an override's secret value to the job instead of its entrypoint.
+SECRET_VAR = "RAYSWEEP_SECRET_"
+
+
 def entrypoint(overrides: Sequence[str]) -> str:
-    """The job's shell command: the sweep CLI on the cluster with ``cluster=remote`` unless told otherwise."""
+    """The job's shell command: the sweep CLI on the cluster with ``cluster=remote`` unless told otherwise.
+
+    Anyone who can list the cluster's jobs reads this command: pass it through :func:`secret_overrides` first.
+    """
     args = list(overrides)
     if not any(a.startswith(("cluster=", "+cluster=")) for a in args):
         args.append("cluster=remote")
     return shlex.join(["python", "-m", "raysweep", *args])
 
 
-def runtime_env(project_dir: Path, package_dir: Path, environ: Mapping[str, str]) -> dict:
+def secret_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Overrides whose values carry a secret, moved into variables the job reads them from.
+
+    ``data.path=s3://KEY:SECRET@bucket/x.csv`` becomes ``data.path=${oc.env:RAYSWEEP_SECRET_0}`` (Hydra reads the
+    variable when the job composes its config) and ``{"RAYSWEEP_SECRET_0": "s3://KEY:SECRET@bucket/x.csv"}``
+    joins the job's ``env_vars``, which only the job's processes and the node's Ray logs see, never the job list.
+
+    Returns:
+        The overrides to put in the entrypoint, and the variables to add to the job's ``env_vars``.
+    """
+    from raysweep.secrets import scrub
+
+    kept, env = [], {}
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and scrub(value, [value]) != value:
+            name = f"{SECRET_VAR}{len(env)}"
+            env[name] = value
+            override = f"{key}=${{oc.env:{name}}}"
+        kept.append(override)
+    return kept, env
+
+
+def runtime_env(project_dir: Path, package_dir: Path, environ: Mapping[str, str],
+                secret_vars: Mapping[str, str] | None = None) -> dict:
     """The job's runtime_env: the project as working_dir, raysweep as a py_module, MLflow's variables.
+
+    Ray shows a job's runtime_env (``env_vars`` included) to whoever can reach the cluster's dashboard, and its
+    runtime env agent writes it into ``runtime_env_agent.log`` on every node the job uses (see
+    docs/team-server-and-cluster.md): secrets in here are the cluster's to keep.
 
     Args:
         project_dir: The user's project, the working directory (uploaded as the job's working_dir).
         package_dir: The ``raysweep`` package folder, built-in configs inside (uploaded as a py_module).
         environ: The submitting shell's environment; only MLflow's variables are taken.
+        secret_vars: The variables :func:`secret_overrides` moved secret override values into.
     """
     from raysweep.remote import forwarded_env
 
     env = {"working_dir": str(project_dir), "excludes": EXCLUDES, "py_modules": [str(package_dir)]}
-    env_vars = forwarded_env(environ)
+    env_vars = {**forwarded_env(environ), **(secret_vars or {})}
     if env_vars:
         env["env_vars"] = env_vars
     return env
@@ -76,6 +112,9 @@ def check_tracking_uri(environ: Mapping[str, str], overrides: Sequence[str]) -> 
             f"MLFLOW_TRACKING_URI={redact(uri)} is a file on this machine, which the cluster cannot "
             "reach; point it at a tracking server (see README: team server)"
         )
+    from raysweep import checks
+
+    checks.store_uri(uri, "MLFLOW_TRACKING_URI")  # an unknown scheme: one line now, not from the job later
     check_server(uri)
     return uri
 
@@ -97,14 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from raysweep.search_space import quote_cli_overrides
 
     overrides = quote_cli_overrides(overrides)
-    check_tracking_uri(os.environ, overrides)
+    tracking_uri = check_tracking_uri(os.environ, overrides)
+    public, secret_vars = secret_overrides(overrides)
     client = _client(args.address)
     # Ray's packaging notes (each file skipped, each upload) would bury the job's own log.
     logging.getLogger("ray").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as staging:  # uploaded by submit_job before it returns
         job_id = client.submit_job(
-            entrypoint=entrypoint(overrides),
-            runtime_env=runtime_env(Path.cwd(), package_with_conf(Path(staging)), os.environ),
+            entrypoint=entrypoint(public),
+            runtime_env=runtime_env(Path.cwd(), package_with_conf(Path(staging)), os.environ, secret_vars),
             submission_id=args.submission_id,
             metadata={"raysweep.sweep": next(o for o in overrides if o.startswith("+sweep="))[7:]},
             # The driver only coordinates: it must not take a CPU a trial could use.
@@ -117,8 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _follow(client, job_id)
     except KeyboardInterrupt:
-        client.stop_job(job_id)
-        print(f"raysweep: interrupted; asked Ray to stop job {job_id}", file=sys.stderr, flush=True)
+        _stop(client, tracking_uri, job_id)
         return 130
     info = client.get_job_info(job_id)
     status = str(getattr(info.status, "value", info.status))
@@ -126,6 +165,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if status == "SUCCEEDED":
         return 0
     return info.driver_exit_code or 1
+
+
+def _stop(client, tracking_uri: str, job_id: str) -> None:
+    """Ctrl-C while following: stop the job as ``raysweep stop`` does (``stop_job`` alone SIGKILLs its driver 3 s
+    after SIGTERM, before it has ended its runs); a second Ctrl-C stops waiting and leaves it to Ray."""
+    from raysweep import stopping
+    from raysweep.tracking.queries import open_store
+
+    def say(line: str) -> None:
+        print(f"raysweep: {line}", file=sys.stderr, flush=True)
+
+    say(f"interrupted; stopping job {job_id} (Ctrl-C again to stop waiting)")
+    try:
+        say(str(stopping.stop(client, open_store(tracking_uri), job_id, say=say)))
+    except KeyboardInterrupt:
+        client.stop_job(job_id)
+        say(f"asked Ray to stop job {job_id}")
 
 
 def package_with_conf(staging: Path) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from raysweep.errors import RaySweepError
-from raysweep.plan import SweepPlan, check_strategy, make_plan
+from raysweep.plan import SweepPlan, check_strategy, claim_run_dir, make_plan
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +52,31 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
 
     Raises:
         RaySweepError: Bad input (before Ray starts), or a sweep in which no trial finished.
-        SweepInterrupted: Ctrl-C or SIGTERM; the parent run and open children end KILLED.
+        SweepInterrupted: Ctrl-C or SIGTERM (or ``raysweep stop``) at any moment; every open run ends KILLED.
     """
-    from raysweep import compat, data, remote, trainables
+    from raysweep import runtime
+
+    # From before anything exists until Ray is stopped: no moment where a signal leaves a run RUNNING.
+    with runtime.StopSignals() as signals:
+        return _run(cfg, overrides, signals)
+
+
+def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
+    from raysweep import compat, data, remote, runtime, trainables
 
     started = time.perf_counter()
     compat.quiet_mlflow()  # its INFO lines, artifact progress bars and pip notice; warnings still show
     plan = make_plan(cfg)
     # Before anything waits on MLflow's own retries (minutes) or starts Ray.
-    for uri in {plan.tracking_uri, plan.registry_uri or plan.tracking_uri}:
-        remote.check_server(uri)
+    remote.check_server(plan.tracking_uri)
+    if plan.registry_uri and plan.registry_uri != plan.tracking_uri:
+        remote.check_server(plan.registry_uri, variable="MLFLOW_REGISTRY_URI")
+    runtime.cluster_address(cfg.cluster)  # "auto", a missing or silent Ray address: refused before anything exists
     resume_from = None
     if plan.resume:
         from raysweep.resume import resume_target
 
-        cfg, resume_from = resume_target(cfg, plan)
+        cfg, resume_from = resume_target(cfg, plan, overrides)
         plan = make_plan(cfg)
     elif "://" not in plan.storage_path and Path(plan.run_dir).exists():
         raise RaySweepError(f"sweep run {plan.run_dir!r} already exists; pick a new sweep.run_name or add resume=true")
@@ -79,11 +89,14 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
     import ray
     from mlflow import MlflowClient
 
-    from raysweep import analysis, compat, registry, resources, runtime, tuning
-    from raysweep.tracking import lineage, metadata, queries
+    from raysweep import analysis, compat, registry, resources, runtime, stopping, tuning
+    from raysweep.tracking import lineage, metadata, outage, queries
     from raysweep.tracking.parent import driver_tags, parent_run
     from raysweep.tracking.reconcile import record_outcomes
 
+    if resume_from is None:  # last check before Ray: a concurrent sweep of the same name fails here, in one line
+        claim_run_dir(plan)
+    queries.ready_store(plan.tracking_uri)  # two sweeps on a new sqlite file: its tables are made once
     # Logging and registering a model and mlflow.search_runs go through MLflow's process-wide URIs.
     with runtime.session(cfg.cluster), compat.mlflow_store(plan.tracking_uri, plan.registry_uri):
         nodes = runtime.alive_nodes()
@@ -98,22 +111,27 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepOutcome:
         client = MlflowClient(plan.tracking_uri, plan.registry_uri)
         experiment_id = queries.experiment_id(client, plan.experiment_name)
         data_record = lineage.record(dataset)
-        with parent_run(
+        # Signals wait while the parent run is created and while it ends with its children (signals.guard).
+        with signals.guard(parent_run(
             client,
             experiment_id,
             plan.run_name,
             # A warm-started sweep records which sweep it started from, and with how many of its trials.
-            tags={**metadata.parent_tags(cfg, overrides), **driver_tags(),
+            tags={**metadata.parent_tags(cfg, overrides), **driver_tags(), **stopping.job_tags(),
                   **(plan.warm_start.tags() if plan.warm_start is not None else {})},
             params=metadata.parent_params(cfg),
             config_yaml=metadata.config_yaml(cfg),
             resume_run_id=resume_from,
-        ) as parent_id, runtime.StopSignals() as signals:
+        )) as parent_id, stopping.watch_requests(client, parent_id, signals):
             if resume_from is None:
                 lineage.log(client, parent_id, data_record)
             context = tuning.trial_context(plan, cfg, fit, experiment_id, parent_id, data_record)
             trainable = trainer.make_trainable(cfg.trainer, dataset, context)
-            with signals.tune_running():
+            # A tracking server that stops answering is waited for while trials go on, up to mlflow.max_outage_s;
+            # longer, Tune stops and TrackingOutage (exit 1) ends the parent FAILED once the server answers.
+            store = outage.clock(plan.tracking_uri, cfg.mlflow.max_outage_s)
+            with signals.tune_running(), outage.watch(store, lambda: client.get_experiment(experiment_id),
+                                                      compat.request_tune_stop):
                 results = tuning.fit(plan, cfg, trainable, fit, trainer.reported_metrics(cfg.trainer, task), context,
                                      experiment_id, parent_id, data_record)
             record_outcomes(
@@ -146,9 +164,9 @@ def _log_report(client, summary, registration) -> None:
 
 
 def look_command(tracking_uri: str) -> str:
-    """How to open the MLflow UI on a tracking store."""
-    if tracking_uri.startswith(("http://", "https://")):
-        from raysweep.remote import redact
+    """How to open the MLflow UI on a tracking store (its credentials masked: the terminal is no place for them)."""
+    from raysweep.secrets import redact
 
+    if tracking_uri.startswith(("http://", "https://")):
         return f"open {redact(tracking_uri)}"
-    return f"mlflow ui --backend-store-uri {tracking_uri}"
+    return f"mlflow ui --backend-store-uri {redact(tracking_uri)}"

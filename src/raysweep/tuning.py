@@ -5,12 +5,13 @@ Imported once a sweep is about to run (it imports Ray Tune).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from omegaconf import DictConfig
 from ray import tune
 
-from raysweep import compat, strategy
+from raysweep import compat, strategy, trainables
 from raysweep.config import LoggingMode
 from raysweep.errors import RaySweepError
 from raysweep.plan import SweepPlan
@@ -52,6 +53,7 @@ def trial_context(plan: SweepPlan, cfg: DictConfig, fit, experiment_id: str, par
             step_metric=plan.metric,
             log_models=cfg.mlflow.log_models,
             dataset=dataset,
+            max_outage_s=float(cfg.mlflow.get("max_outage_s", 300)),
         )
     return TrialContext(
         metric=plan.metric,
@@ -130,6 +132,8 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
         cfg.search_alg, plan.search_space, plan.metric, plan.mode, resources.max_concurrent_trials,
         warm=plan.warm_start,
     )
+    # PBT perturbs only what leaves the model's shape alone: an exploit continues the cloned trial's checkpoint.
+    fixed = trainables.load(cfg.trainer.name).fixed_under_pbt(cfg.trainer, plan.search_space)
     stop = cfg.sweep.stop
     user_error, stopper = strategy.with_first_user_error(strategy.stopper(
         plan.metric, plan.mode, stop.time_budget_s, stop.metric_threshold,
@@ -144,8 +148,11 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
             # A grid runs each combination once; its size is in plan.num_trials.
             num_samples=1 if plan.search_alg == "grid" else plan.num_samples,
             search_alg=search_alg,
-            scheduler=strategy.scheduler(cfg.scheduler, plan.search_space, cfg.trainer.iterations),
-            reuse_actors=cfg.cluster.reuse_actors,
+            scheduler=strategy.scheduler(cfg.scheduler, plan.search_space, cfg.trainer.iterations, fixed=fixed),
+            # A trial running a Ray Train worker group is blocked in fit() until the group ends: Tune cannot reset
+            # its process for another trial or a PBT exploit within TUNE_FUNCTION_THREAD_TIMEOUT_S (2 s) and fails
+            # that trial instead. Such trials start in a fresh process, a small cost next to the group's start.
+            reuse_actors=cfg.cluster.reuse_actors and not resources.num_workers,
         ),
         run_config=tune.RunConfig(
             name=plan.run_name,
@@ -160,7 +167,9 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
             verbose=cfg.cluster.verbose,
         ),
     )
-    with compat.tune_output(cfg.cluster.verbose):
+    with compat.tune_output(cfg.cluster.verbose), warnings.catch_warnings():
+        # Tune advises reuse_actors under PBT; worker-group trials go without it on purpose (see above).
+        warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
         results = tuner.fit()
     if user_error.error:
         raise RaySweepError(user_error.error)

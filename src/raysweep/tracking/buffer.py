@@ -3,7 +3,8 @@
 A per-metric ``log_metric`` loop costs a round trip per value (~280 values/s on sqlite, fewer over HTTP);
 ``log_batch`` takes up to 1,000 metrics in one call. Trials report a handful of metrics per iteration, so
 raysweep gathers them and writes each run's pending values when a second has passed, when 1,000 are
-waiting, and always when a trial ends.
+waiting, and always when a trial ends. Values leave the buffer only once written: a write that fails (a
+tracking server that stopped answering, see :mod:`raysweep.tracking.outage`) keeps them for the next one.
 """
 
 from __future__ import annotations
@@ -11,20 +12,32 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Mapping
+from functools import partial
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric
+
+from raysweep.tracking.outage import Outage, unreachable
 
 #: MLflow's limit of metrics per log_batch call.
 _MAX_BATCH = 1000
 
 
 class MetricBuffer:
-    """Pending metrics of one or more runs, written with ``log_batch``."""
+    """Pending metrics of one or more runs, written with ``log_batch``.
 
-    def __init__(self, client: MlflowClient, interval_s: float = 1.0):
+    Args:
+        client: Client bound to the tracking store.
+        interval_s: Seconds between two writes of what is pending.
+        outage: The store's clock (:mod:`raysweep.tracking.outage`). While the server does not answer, the writes
+            that fall due leave the values pending and return, so the trial goes on training; :meth:`flush` (a
+            trial's end) waits for the server, up to ``mlflow.max_outage_s``.
+    """
+
+    def __init__(self, client: MlflowClient, interval_s: float = 1.0, outage: Outage | None = None):
         self._client = client
         self._interval_s = interval_s
+        self._outage = outage if outage is not None and outage.enabled else None
         self._pending: dict[str, list[Metric]] = defaultdict(list)
         self._count = 0
         self._flushed_at = time.monotonic()
@@ -35,15 +48,36 @@ class MetricBuffer:
         self._pending[run_id].extend(Metric(k, float(v), now, step) for k, v in values.items())
         self._count += len(values)
         if self._count >= _MAX_BATCH or time.monotonic() - self._flushed_at >= self._interval_s:
-            self.flush()
+            try:
+                self._write(None, wait=False)
+            except Exception as error:
+                if self._outage is None or not unreachable(error):
+                    raise
+                self._outage.failed()  # kept for the next write; a trial's end waits for the server
+                self._flushed_at = time.monotonic()
+                if self._outage.expired:
+                    self._outage.give_up()
+                    raise self._outage.error() from None
 
     def flush(self, run_id: str | None = None) -> None:
-        """Write the pending metrics of ``run_id`` (of every run when ``None``)."""
-        run_ids = [run_id] if run_id is not None else list(self._pending)
-        for rid in run_ids:
-            metrics = self._pending.pop(rid, [])
-            self._count -= len(metrics)
-            for start in range(0, len(metrics), _MAX_BATCH):
-                self._client.log_batch(rid, metrics=metrics[start:start + _MAX_BATCH])
+        """Write the pending metrics of ``run_id`` (of every run when ``None``), waiting out an outage."""
+        self._write(run_id, wait=True)
+
+    def _write(self, run_id: str | None, wait: bool) -> None:
+        log_batch = self._client.log_batch
+        if wait and self._outage is not None:
+            log_batch = partial(self._outage.call, self._client.log_batch)
+        wrote = False
+        for rid in [run_id] if run_id is not None else list(self._pending):
+            metrics = self._pending.get(rid, [])
+            while metrics:
+                batch = metrics[:_MAX_BATCH]
+                log_batch(rid, metrics=batch)
+                wrote = True
+                del metrics[:len(batch)]
+                self._count -= len(batch)
+            self._pending.pop(rid, None)
+        if wrote and self._outage is not None:
+            self._outage.answered()
         if run_id is None:
             self._flushed_at = time.monotonic()

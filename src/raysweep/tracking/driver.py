@@ -17,7 +17,8 @@ from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS, DONE, TRAINING_ITER
 
 from raysweep import remote
 from raysweep.metrics import PROGRESS
-from raysweep.tracking import queries
+from raysweep.errors import TrackingOutage
+from raysweep.tracking import outage, queries
 from raysweep.tracking.lifecycle import TrialRuns, save_folder
 from raysweep.tracking.lineage import DatasetRecord
 from raysweep.tracking.tags import NODE_TAG, PARENT_RUN_ID, ROLE_TAG, TRIAL_ROLE
@@ -86,6 +87,7 @@ class SweepLoggerCallback(MLflowLoggerCallback):
     def setup(self, *args, **kwargs):
         tracking_uri = remote.full_uri(self.tracking_uri)
         registry_uri = remote.full_uri(self.registry_uri)
+        clock = outage.clock(tracking_uri)  # the sweep's driver set its mlflow.max_outage_s
         self._runs = TrialRuns(
             MlflowClient(tracking_uri, registry_uri),
             self._experiment_id,
@@ -96,6 +98,7 @@ class SweepLoggerCallback(MLflowLoggerCallback):
             system_metrics=self._system_metrics,
             tracking_uri=tracking_uri,
             dataset=self._dataset,
+            outage=clock,
         )
         self._writer = _Writer()
 
@@ -153,7 +156,9 @@ class TrialFolderCallback(LoggerCallback):
         self._writer: _Writer | None = None
 
     def setup(self, *args, **kwargs):
-        self._client = MlflowClient(remote.full_uri(self._tracking), remote.full_uri(self._registry))
+        tracking_uri = remote.full_uri(self._tracking)
+        self._client = outage.patient(MlflowClient(tracking_uri, remote.full_uri(self._registry)),
+                                      outage.clock(tracking_uri))
         self._writer = _Writer()
 
     def __getstate__(self):
@@ -173,7 +178,12 @@ class TrialFolderCallback(LoggerCallback):
 
 
 class _Writer:
-    """One background thread that runs queued MLflow writes in order; the first failure is raised on close."""
+    """One background thread that runs queued MLflow writes in order; the first failure is raised on close.
+
+    A write waits while the tracking server does not answer (the trials go on; their writes queue up here). When
+    the outage outlasts ``mlflow.max_outage_s`` the writes still queued are dropped, not raised: the sweep's
+    driver stops Tune and reports the outage itself (:func:`raysweep.tracking.outage.watch`).
+    """
 
     def __init__(self):
         self._queue: queue.Queue = queue.Queue()
@@ -195,11 +205,14 @@ class _Writer:
             raise self._error
 
     def _run(self) -> None:
+        gave_up = False
         while (item := self._queue.get()) is not None:
             fn, args, kwargs = item
-            if self._error is None:
+            if self._error is None and not gave_up:
                 try:
                     fn(*args, **kwargs)
+                except TrackingOutage:
+                    gave_up = True
                 except BaseException as error:  # noqa: BLE001 - handed to the event loop by submit/close
                     self._error = error
 

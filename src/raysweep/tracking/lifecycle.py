@@ -25,6 +25,7 @@ from mlflow.entities import Param, RunTag
 from raysweep import compat
 from raysweep.tracking import lineage, queries
 from raysweep.tracking.buffer import MetricBuffer
+from raysweep.tracking.outage import Outage, patient
 from raysweep.tracking.lineage import DatasetRecord
 from raysweep.tracking.tags import (
     CONFIG_PREFIX,
@@ -59,6 +60,8 @@ class TrialRuns:
         dataset: The data the trials train on, recorded as each new run's dataset input (lineage).
         create: How a new run is made (default: ``client.create_run`` and the params in one batch).
         terminate: How a run is ended (default: ``client.set_terminated``).
+        outage: The store's clock (:mod:`raysweep.tracking.outage`): every write waits out a server that does not
+            answer, up to ``mlflow.max_outage_s``; ``None`` writes once and raises, as against a file store.
     """
 
     def __init__(
@@ -75,8 +78,10 @@ class TrialRuns:
         dataset: DatasetRecord | None = None,
         create: Create | None = None,
         terminate: Terminate | None = None,
+        outage: Outage | None = None,
     ):
-        self.client = client
+        self._outage = outage
+        self.client = patient(client, outage)
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self._metrics = tuple(metrics)
@@ -86,8 +91,8 @@ class TrialRuns:
         self._tracking_uri = tracking_uri
         self._dataset = dataset
         self._create = create or self._create_with_client
-        self._terminate = terminate or (lambda run_id, status: client.set_terminated(run_id, status))
-        self._buffer = MetricBuffer(client)
+        self._terminate = terminate or (lambda run_id, status: self.client.set_terminated(run_id, status))
+        self._buffer = MetricBuffer(client, outage=outage)
         self._runs: dict[str, str] = {}  # trial id -> run id
         self._last_step: dict[str, int] = {}  # trial id -> last step the run holds
         self._monitors: dict[str, Any] = {}  # run id -> system-metrics sampler
@@ -127,10 +132,14 @@ class TrialRuns:
         created = run_id is None
         if created:
             run_tags = {**self._tags, TRIAL_NAME_TAG: trial_name, TRIAL_ID_TAG: trial_id, **(tags or {})}
-            run_id = self._create(trial_name, run_tags, dict(config))
+            run_id = self._create_once(trial_id, trial_name, run_tags, dict(config))
+            created = run_id is not None
+        if created:
             lineage.log(self.client, run_id, self._dataset)
             self._last_step[trial_id] = 0
         else:
+            if run_id is None:  # made by an attempt the server took before it stopped answering
+                run_id = queries.trial_run_id(self.client, self.experiment_id, self.parent_run_id, trial_id)
             logged = self._reopen(run_id)
             if trial_id not in self._last_step:
                 self._last_step[trial_id] = _last_step(self.client, run_id, self._metrics[0])
@@ -183,14 +192,38 @@ class TrialRuns:
         self._buffer.flush(run_id)
         self._stop_monitor(run_id)
         if error:
-            self.client.log_batch(run_id, tags=[RunTag(ERROR_TAG, error[:500])])
-        self._terminate(run_id, status)
+            from raysweep.secrets import scrub
+
+            # Masked before it is cut: a cut through a password would leave a part no scrub recognises.
+            self.client.log_batch(run_id, tags=[RunTag(ERROR_TAG, scrub(error)[:500])])
+        self.retrying(self._terminate, run_id, status)
 
     def close(self) -> None:
         """Write everything queued and stop the samplers (trials Tune stopped without an end)."""
         self._buffer.flush()
         for run_id in list(self._monitors):
             self._stop_monitor(run_id)
+
+    def _create_once(self, trial_id: str, trial_name: str, tags: dict[str, str], params: dict[str, Any]) -> str | None:
+        """Create the trial's run; ``None`` when an attempt the server took before an outage made it already.
+
+        A create sent again after the server stopped answering may have been stored the first time: before trying
+        again, look the trial's run up by its id tag, so one trial never gets two runs.
+        """
+        attempts = 0
+
+        def attempt() -> str | None:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1 and queries.trial_run_id(self.client, self.experiment_id, self.parent_run_id, trial_id):
+                return None
+            return self._create(trial_name, tags, params)
+
+        return self.retrying(attempt)
+
+    def retrying(self, fn, *args):
+        """``fn(*args)``, retried while the tracking server does not answer (see ``outage``)."""
+        return fn(*args) if self._outage is None else self._outage.call(fn, *args)
 
     def _create_with_client(self, trial_name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
         run_id = self.client.create_run(self.experiment_id, run_name=trial_name, tags=tags).info.run_id

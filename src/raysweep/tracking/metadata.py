@@ -34,11 +34,28 @@ _VERSIONED_PACKAGES = ("raysweep", "ray", "mlflow", "hydra-core", "scikit-learn"
 
 
 def public_config(cfg: DictConfig) -> DictConfig:
-    """The resolved config without connection strings, which may carry credentials."""
-    public = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    """The resolved config without secrets: the store URIs left out, every other value scrubbed.
+
+    Any value may quote a URI with credentials (``cluster.storage_path``, ``data.path``, a searcher's
+    ``storage``) or a password itself: :func:`raysweep.secrets.scrub` masks both.
+    """
+    from raysweep.secrets import scrub
+
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    uris = [container.get("mlflow", {}).get(k) for k in ("tracking_uri", "registry_uri")]
+    public = OmegaConf.create(_scrubbed(container, lambda text: scrub(text, uris)))
     for key in ("tracking_uri", "registry_uri"):
         public.mlflow[key] = "<from environment>" if public.mlflow.get(key) else None
     return public
+
+
+def _scrubbed(node: Any, scrub) -> Any:
+    """``node`` with ``scrub`` applied to every string in it (keys included: a dict of URIs is possible)."""
+    if isinstance(node, dict):
+        return {scrub(k) if isinstance(k, str) else k: _scrubbed(v, scrub) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_scrubbed(v, scrub) for v in node]
+    return scrub(node) if isinstance(node, str) else node
 
 
 def config_yaml(cfg: DictConfig) -> str:
@@ -47,10 +64,11 @@ def config_yaml(cfg: DictConfig) -> str:
 
 
 def public_overrides(overrides: Sequence[str]) -> list[str]:
-    """Command-line overrides with credentials in URI values masked."""
-    from raysweep.remote import redact
+    """Command-line overrides with credentials (in URI values, or passwords themselves) masked."""
+    from raysweep.secrets import scrub
 
-    return [f"{key}={redact(value)}" if sep else key for key, sep, value in (o.partition("=") for o in overrides)]
+    uris = [value for _, sep, value in (o.partition("=") for o in overrides) if sep]
+    return [scrub(o, uris) for o in overrides]
 
 
 def parent_params(cfg: DictConfig) -> dict[str, str]:
@@ -102,8 +120,10 @@ def parent_tags(cfg: DictConfig, overrides: Sequence[str], project_dir: Path | N
     """
     from importlib.metadata import PackageNotFoundError, version
 
+    from raysweep.secrets import scrub
+
     tags = {
-        **user_tags(cfg.mlflow.get("tags")),
+        **{k: scrub(v) for k, v in user_tags(cfg.mlflow.get("tags")).items()},
         SWEEP_TAG: cfg.sweep.name,
         OVERRIDES_TAG: " ".join(public_overrides(overrides)) or "(none)",
         NOTE: f"raysweep sweep {cfg.sweep.run_name}: {cfg.search_alg.name} search, {cfg.scheduler.name} scheduler, "

@@ -80,7 +80,8 @@ class SweepProgressCallback(Callback):
     """Update the parent run as trials end (see the module docstring); never fails the sweep.
 
     Writes go through a background thread, so a slow or unreachable tracking server holds up neither Tune's
-    event loop nor the trials; a write that fails is reported once and the next one carries the newer counts.
+    event loop nor the trials; a write waits out a server that does not answer (up to ``mlflow.max_outage_s``, see
+    :mod:`raysweep.tracking.outage`), and one that fails anyway is reported once: the next carries newer counts.
     Tune pickles its callbacks into the sweep's state: only the masked tracking URI is kept
     (:func:`raysweep.remote.remember_uri`), and the client and thread are made again in :meth:`setup`.
     """
@@ -101,7 +102,10 @@ class SweepProgressCallback(Callback):
     def setup(self, **info):
         from mlflow import MlflowClient
 
-        client = MlflowClient(remote.full_uri(self._tracking_uri))
+        from raysweep.tracking import outage
+
+        tracking_uri = remote.full_uri(self._tracking_uri)
+        client = outage.patient(MlflowClient(tracking_uri), outage.clock(tracking_uri))
         self._queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, args=(client,), name="raysweep-progress", daemon=True)
         self._thread.start()

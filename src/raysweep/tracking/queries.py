@@ -52,18 +52,49 @@ def open_store(tracking_uri: str | None = None, registry_uri: str | None = None,
     return MlflowClient(tracking, registry)
 
 
+def ready_store(tracking_uri: str) -> None:
+    """Open a sqlite store once under a file lock, so that a new one gets its tables exactly once.
+
+    MLflow's tracking store creates a new database's tables (and runs its migrations) unlocked: two sweeps started
+    together on a new ``mlflow.db`` both migrate it, and one fails. Any other store is left alone.
+    """
+    if not tracking_uri.startswith("sqlite:///") or os.name == "nt":
+        return
+    import fcntl
+    import hashlib
+    import tempfile
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    key = hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"raysweep-store-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        MlflowClient(tracking_uri).search_experiments(max_results=1)
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
-    """The id of the active experiment ``name``, created when missing.
+    """The id of the active experiment ``name``, created when missing, also when another sweep creates it now.
+
+    Two sweeps started together both find no experiment and both create it: the store refuses the second
+    (``RESOURCE_ALREADY_EXISTS``), which then takes the one the first created.
 
     Raises:
         RaySweepError: The experiment exists but is deleted.
     """
+    from mlflow.exceptions import MlflowException
+
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        if experiment.lifecycle_stage != "active":
-            raise RaySweepError(f"MLflow experiment {name!r} is deleted; restore it or set mlflow.experiment_name")
-        return experiment.experiment_id
-    return client.create_experiment(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name)
+        except MlflowException:
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:  # not a lost race: a real failure
+                raise
+    if experiment.lifecycle_stage != "active":
+        raise RaySweepError(f"MLflow experiment {name!r} is deleted; restore it or set mlflow.experiment_name")
+    return experiment.experiment_id
 
 
 def env_experiment(client: MlflowClient, configured: str | None) -> str | None:
@@ -204,11 +235,15 @@ def find_sweep(client: MlflowClient, experiment_name: str | None = None, parent_
 
 
 def parent_config(client: MlflowClient, parent_run_id: str) -> DictConfig:
-    """The resolved config a sweep recorded on its parent run (``config.yaml``)."""
+    """The resolved config a sweep recorded on its parent run (``config.yaml``), as data.
+
+    A tracking store is data, not code: interpolations in it are not resolved, and the code it names
+    (``_target_``, ``MODULE:FUNC``) is only used after :func:`raysweep.trust.check`.
+    """
     import tempfile
     from pathlib import Path
 
-    from omegaconf import OmegaConf
+    from raysweep.trust import as_data
 
     with tempfile.TemporaryDirectory() as tmp:
-        return OmegaConf.create(Path(client.download_artifacts(parent_run_id, CONFIG_ARTIFACT, tmp)).read_text())
+        return as_data(Path(client.download_artifacts(parent_run_id, CONFIG_ARTIFACT, tmp)).read_text())

@@ -9,7 +9,15 @@ from mlflow.entities import RunTag
 
 from raysweep.metrics import PROGRESS
 from raysweep.tracking import queries
-from raysweep.tracking.tags import CHECKPOINT_TAG, ENDED_BY_TAG, STOP_REASON_TAG, STOPPED_EARLY_TAG, TRIAL_ID_TAG
+from raysweep.tracking.tags import (
+    CHECKPOINT_TAG,
+    ENDED_BY_TAG,
+    MODEL_URI_TAG,
+    MODEL_VALUE_TAG,
+    STOP_REASON_TAG,
+    STOPPED_EARLY_TAG,
+    TRIAL_ID_TAG,
+)
 
 
 def record_outcomes(
@@ -25,7 +33,8 @@ def record_outcomes(
 ) -> None:
     """Tag each finished trial's run with its best checkpoint and what stopped it early; drop superseded runs.
 
-    Each finished trial's run is tagged with its best checkpoint (the model registration takes) and, when
+    Each finished trial's run is tagged with its best checkpoint (the model registration takes), that model's
+    value of the sweep metric (:func:`model_value`: what ranks the trial and what its version records) and, when
     it ended before its last iteration, with what stopped it; a worker-mode run that Tune stopped early
     is FINISHED, not KILLED. On a resumed sweep, a run whose trial Tune's restored state never knew (the
     driver died before saving it; Tune ran that trial again under a new id) is deleted, so each trial
@@ -42,7 +51,8 @@ def record_outcomes(
         interrupted: A signal stopped the sweep: runs stay as the signal left them.
     """
     runs = {r.data.tags.get(TRIAL_ID_TAG): r for r in queries.children(client, experiment_id, parent_id)}
-    stop_reason = client.get_run(parent_id).data.tags.get(STOP_REASON_TAG)
+    parent = client.get_run(parent_id)
+    stop_reason, metric = parent.data.tags.get(STOP_REASON_TAG), parent.data.params.get("sweep.metric")
     causes = ", ".join(c for c in (scheduler if scheduler != "fifo" else None, stop_reason) if c)
     known = set()
     for result in results:
@@ -56,6 +66,9 @@ def record_outcomes(
         path = best_checkpoint(result)
         if path:
             tags[CHECKPOINT_TAG] = path
+        value = model_value(result, path, metric, logged_model=MODEL_URI_TAG in run.data.tags)
+        if value is not None:
+            tags[MODEL_VALUE_TAG] = repr(value)
         if not interrupted and metrics.get(PROGRESS, 1.0) < 1.0:
             tags[STOPPED_EARLY_TAG] = causes or "stopped"
         if tags:
@@ -67,3 +80,38 @@ def record_outcomes(
             if trial_id not in known and run.info.status == "KILLED":
                 client.log_batch(run.info.run_id, tags=[RunTag(ENDED_BY_TAG, "superseded: trial re-run after resume")])
                 client.delete_run(run.info.run_id)
+
+
+def model_value(result, checkpoint: str | None, metric: str | None, *, logged_model: bool) -> float | None:
+    """The sweep metric's value of the model a trial registers, from Tune's account of the trial.
+
+    The metric's last logged value is the trial's last report; the model registered is its best kept checkpoint
+    (an earlier report, when a later one was worse), or the final model when the trial logged one itself.
+
+    Args:
+        result: The trial's Tune ``Result``.
+        checkpoint: Path of the checkpoint registration takes (the trainer's ``best_checkpoint``).
+        metric: The sweep metric.
+        logged_model: The trial logged its final model (worker mode with ``mlflow.log_models``).
+
+    Returns:
+        The value reported with that model, or ``None`` when Tune's account does not say.
+    """
+    if not metric:
+        return None
+    if logged_model:
+        value = (result.metrics or {}).get(metric)
+        return float(value) if isinstance(value, (int, float)) else None
+    if not checkpoint:
+        return None
+    for saved, metrics in result.best_checkpoints or ():
+        if saved.path == checkpoint and isinstance(metrics.get(metric), (int, float)):
+            return float(metrics[metric])
+    # Ray Train runs inside a trial (torch) report their checkpoint's path as a metric column instead.
+    frame = result.metrics_dataframe
+    if frame is not None and metric in frame:
+        for column in frame.columns:  # a number column simply never equals the path
+            hits = frame.loc[frame[column] == checkpoint, metric].dropna()
+            if len(hits):
+                return float(hits.iloc[-1])
+    return None

@@ -27,10 +27,18 @@ OVERRIDES_TAG = "raysweep.overrides"
 #: Where the driver runs: a later command tells a live sweep from an orphaned one by these.
 DRIVER_HOST_TAG = "raysweep.driver.host"
 DRIVER_PID_TAG = "raysweep.driver.pid"
+#: The driver that holds the sweep (``HOST:PID:CREATED_MS``, empty once released) and when it last said so (epoch
+#: ms): a second driver (``resume=true``) refuses while the lease is held; it expires when the holder dies.
+LEASE_HOLDER_TAG = "raysweep.lease.holder"
+LEASE_HEARTBEAT_TAG = "raysweep.lease.heartbeat"
 #: How many times the sweep was resumed.
 RESUMED_TAG = "raysweep.resumed"
 #: The sweep stop criterion that fired (time_budget or metric_threshold).
 STOP_REASON_TAG = "raysweep.stop_reason"
+#: The Ray job whose driver runs the sweep (its submission id), on a sweep submitted as a job.
+JOB_ID_TAG = "raysweep.job_id"
+#: ``raysweep stop JOB_ID`` asks that job's driver to stop by setting this to the job id; the driver watches it.
+STOP_REQUESTED_TAG = "raysweep.stop_requested"
 #: The best child, written after the sweep.
 BEST_RUN_TAG = "raysweep.best_run_id"
 BEST_RUN_NAME_TAG = "raysweep.best_run_name"
@@ -49,6 +57,10 @@ TRIAL_ID_TAG = "raysweep.trial_id"
 TRIAL_NAME_TAG = "trial_name"
 #: Where the trial's best Tune checkpoint is: the model that gets registered.
 CHECKPOINT_TAG = "raysweep.checkpoint"
+#: The sweep metric's value of the model the trial would register (its best checkpoint's, or its final model's
+#: when it logged one): the trial's one number, which ranks it and which its registered version records; the
+#: metric's last logged value may differ.
+MODEL_VALUE_TAG = "raysweep.model_value"
 #: ``models:/m-...`` of the model logged to a child run (the one registration takes when it is the best).
 MODEL_URI_TAG = "raysweep.model_uri"
 #: Last line of a failed trial's error.
@@ -86,6 +98,9 @@ PROMOTED_BY_TAG = "raysweep.promoted_by"
 PROMOTION_REASON_TAG = "raysweep.promotion_reason"
 PROMOTED_AT_TAG = "raysweep.promoted_at"
 PREVIOUS_CHAMPION_TAG = "raysweep.previous_champion"
+#: The newest version number when ``@champion`` was moved: versions registered later compete with a decision a
+#: person made; versions up to it do not (automatic promotion never undoes a promote or rollback).
+PROMOTION_BASIS_TAG = "raysweep.promotion_basis"
 #: An ensemble's members, ``KEY=models:/NAME/VERSION`` comma-separated.
 MEMBERS_TAG = "raysweep.members"
 #: A copied version's source (and, across registries, the source registry without credentials).

@@ -40,6 +40,7 @@ class WorkerLogging:
     step_metric: str = "val_auc"  # a metric logged every step: where a re-attached run left off
     log_models: bool = False  # each trial logs its final model to its run, from the worker
     dataset: DatasetRecord | None = None  # the data trials train on, recorded on each run (lineage)
+    max_outage_s: float = 300.0  # mlflow.max_outage_s: writes wait for a tracking server that does not answer
 
 
 class TrialLog:
@@ -78,7 +79,7 @@ class TrialLog:
         proxy, the artifact store) from whichever node the trial ran on; the registration takes it from there.
         """
         if self.logs_models:
-            info = log_model(*args)
+            info = self._runs.retrying(log_model, *args)
             self._runs.tags(self._trial_id, {MODEL_URI_TAG: info.model_uri})
 
     def tags(self, values: Mapping[str, str]) -> None:
@@ -111,6 +112,7 @@ def trial_log(
     from mlflow import MlflowClient
     from ray.air.integrations.mlflow import setup_mlflow
 
+    from raysweep.tracking import outage
     from raysweep.tracking.lifecycle import TrialRuns
 
     def create(name: str, tags: dict[str, str], config: dict[str, Any]) -> str:
@@ -118,6 +120,13 @@ def trial_log(
         setup_mlflow(config, tracking_uri=logging.tracking_uri, registry_uri=logging.registry_uri,
                      experiment_id=logging.experiment_id, run_name=name, tags=tags, rank_zero_only=True)
         return mlflow.active_run().info.run_id
+
+    def terminate(run_id: str, status: str) -> None:
+        runs.client.set_terminated(run_id, status)  # waits out an outage; end_run's own write would not be retried
+        try:
+            mlflow.end_run(status)  # leaves no active run in this (maybe reused) process
+        except Exception:  # noqa: BLE001 - the run is ended already; only the fluent API's bookkeeping is left
+            pass
 
     runs = TrialRuns(
         MlflowClient(logging.tracking_uri, logging.registry_uri),
@@ -130,13 +139,17 @@ def trial_log(
         tracking_uri=logging.tracking_uri,
         dataset=logging.dataset,
         create=create,
-        terminate=lambda run_id, status: mlflow.end_run(status),
+        terminate=terminate,
+        # Twice the driver's limit: the sweep's driver decides when an outage is too long and stops the trials.
+        outage=outage.clock(logging.tracking_uri, 2 * logging.max_outage_s),
     )
     created = runs.start(trial_id, trial_name, params, tags={NODE_TAG: ray.util.get_node_ip_address()})
     if not created:
         # The trial starts again (retry, PBT restart, resumed sweep): its own run becomes the active one.
         mlflow.set_tracking_uri(logging.tracking_uri)
-        mlflow.start_run(run_id=runs.run_id(trial_id))
+        active = mlflow.active_run()
+        if active is None or active.info.run_id != runs.run_id(trial_id):
+            runs.retrying(lambda: mlflow.start_run(run_id=runs.run_id(trial_id)))
     if logging.autolog:
         mlflow.autolog(log_models=False, log_datasets=False, silent=True)
     status, error = "FAILED", None

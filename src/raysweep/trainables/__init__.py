@@ -71,6 +71,11 @@ class Trainer(Protocol):
     #: ``scheduler=pbt`` may be used.
     RESTORES_CHECKPOINTS: bool = False
 
+    #: ``structural_params(trainer_cfg, names) -> set[str]``: which of the hyperparameter ``names`` shape the
+    #: model, so a trial that continues another trial's checkpoint (PBT's exploit) keeps the values it copied and
+    #: PBT perturbs only the others; ``None`` when any may change.
+    structural_params: Callable[[Any, Any], set[str]] | None = None
+
     #: ``retrain(trainer_cfg, dataset, config, until=None) -> list[dict[str, float]]``: train one trial again
     #: outside Ray Tune and return each iteration's metrics, first iteration first (``raysweep reproduce``);
     #: ``None`` when it cannot.
@@ -143,12 +148,17 @@ class LoadedTrainer:
     MAKES_MODELS: bool = True
     NEEDS_DATA: bool = True
     RESTORES_CHECKPOINTS: bool = False
+    structural_params: Callable[[Any, Any], set[str]] | None = None
     retrain: Callable[..., list[dict[str, float]]] | None = None
     metrics: Callable[[Any, str | None], tuple[str, ...]] | None = None
 
     def reported_metrics(self, trainer_cfg: Any, task: str | None = None) -> tuple[str, ...]:
         """What its trials report for ``task`` (empty: not known before a trial reports)."""
         return tuple(self.metrics(trainer_cfg, task)) if self.metrics is not None else self.METRICS
+
+    def fixed_under_pbt(self, trainer_cfg: Any, names: Any) -> set[str]:
+        """Which of ``names`` PBT must leave as the trial it clones had them (:attr:`structural_params`)."""
+        return set(self.structural_params(trainer_cfg, list(names))) if self.structural_params is not None else set()
 
 
 def check_metrics(trainer: LoadedTrainer, cfg: Any, task: str | None = None) -> None:

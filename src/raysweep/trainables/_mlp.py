@@ -111,6 +111,13 @@ def optimiser(model: nn.Module, params: dict[str, Any]) -> torch.optim.Optimizer
     return torch.optim.AdamW(model.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
 
 
+def set_hyperparameters(optimiser: torch.optim.Optimizer, params: dict[str, Any]) -> None:
+    """Give a restored optimiser this trial's learning rate and weight decay (PBT perturbs them; the moments stay)."""
+    p = {**DEFAULTS, **params}
+    for group in optimiser.param_groups:
+        group["lr"], group["weight_decay"] = float(p["lr"]), float(p["weight_decay"])
+
+
 def _squeezed(out: torch.Tensor) -> torch.Tensor:
     # A user's network may answer one output per row as a column; losses and metrics want a vector.
     return out[:, 0] if out.dim() == 2 and out.shape[1] == 1 else out

@@ -3,7 +3,9 @@
 The preprocessing (:func:`raysweep.preprocess.build`) is fitted once on the driver, on the training split
 (:func:`prepare`); workers get float32 matrices. Rank 0 writes each checkpoint (:func:`save`): the network as
 TorchScript (answering logits by task, or regression values in the target's units), the fitted preprocessing
-and a few raw rows, which :func:`raysweep.tabular.log_model` turns into a model that takes the raw columns.
+and a few raw rows, which :func:`raysweep.tabular.log_model` turns into a model that takes the raw columns, and
+the training state (weights, optimiser, epoch) the built-in loop continues from when Tune hands the checkpoint
+back: a retried trial, a resumed sweep, PBT's exploit (``loop_config["resume_from"]``).
 
 A user's loop (``trainer.train_loop``) gets ``config["raysweep"]``, a :class:`LoopContext`: the data, the model
 (``trainer.model`` or the built-in MLP) and a ``checkpoint(model)`` that registration understands.
@@ -28,6 +30,8 @@ NETWORK_FILE = "network.pt"
 PREPROCESS_FILE = "preprocess.joblib"
 META_FILE = "meta.json"
 EXAMPLE_FILE = "input_example.pkl"
+#: The built-in loop's training state: ``{"model", "optimizer", "epoch", "train_seconds"}`` (``torch.save``).
+STATE_FILE = "train_state.pt"
 #: Parameters a user's model factory gets from raysweep when its signature takes them.
 SHAPE_ARGUMENTS = ("n_features", "n_outputs")
 #: What each epoch of the built-in loop reports besides the task's validation metrics.
@@ -125,7 +129,8 @@ def factory_arguments(factory) -> set[str] | None:
     return {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def save(model, data: TorchData, folder: Path, y_scale: tuple[float, float] | None = None) -> None:
+def save(model, data: TorchData, folder: Path, y_scale: tuple[float, float] | None = None,
+         state: dict[str, Any] | None = None) -> None:
     """Write a checkpoint registration can log: TorchScript network, fitted preprocessing, meta, raw example rows.
 
     Args:
@@ -134,6 +139,8 @@ def save(model, data: TorchData, folder: Path, y_scale: tuple[float, float] | No
         folder: The checkpoint folder.
         y_scale: ``(mean, std)`` of a regression target it was trained on standardised; the saved network
             answers in the target's own units.
+        state: What a trial continues from (:data:`STATE_FILE`), besides ``model``'s own weights: the
+            optimiser's ``state_dict``, the epoch just ended, the training seconds so far.
     """
     import joblib
     import torch
@@ -150,6 +157,20 @@ def save(model, data: TorchData, folder: Path, y_scale: tuple[float, float] | No
     classes = [c.item() if isinstance(c, np.generic) else c for c in data.classes]
     (folder / META_FILE).write_text(json.dumps({"task": data.task, "classes": classes}))
     data.example.to_pickle(folder / EXAMPLE_FILE)
+    if state is not None:
+        torch.save({"model": getattr(model, "module", model).state_dict(), **state}, folder / STATE_FILE)
+
+
+def load_state(checkpoint) -> dict[str, Any] | None:
+    """The training state in a checkpoint Tune handed back (``None``: none given, or one without raysweep's state)."""
+    if checkpoint is None:
+        return None
+    import torch
+
+    with checkpoint.as_directory() as folder:
+        path = Path(folder) / STATE_FILE
+        # Loaded onto the CPU: the checkpoint may come from a GPU worker; prepare_model moves the weights after.
+        return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
 
 
 def train_loop(loop_config: dict[str, Any]) -> None:
@@ -169,7 +190,13 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(settings["seed"])
     device = ray.train.torch.get_device()
     fixed = {**settings["params"], **params}
-    model = ray.train.torch.prepare_model(settings["model"].build(data, fixed))
+    network = settings["model"].build(data, fixed)
+    # A trial that starts again (retry, resumed sweep, PBT's exploit of another trial) continues after the epoch
+    # of the checkpoint Tune handed back, with its weights and optimiser; Tune's iteration count continues too.
+    state = load_state(loop_config.get("resume_from"))
+    if state is not None:
+        network.load_state_dict(state["model"])
+    model = ray.train.torch.prepare_model(network)
     y_train, y_scale = data.y_train, None
     if data.task == "regression":
         # Trained on the standardised target (one learning rate fits any scale); the saved network rescales.
@@ -180,12 +207,18 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         _mlp.tensors(data.X_train, y_train, data.task), batch_size=batch_size, shuffle=True))
     optimiser = _mlp.optimiser(model, fixed)
     loss_fn = _mlp.loss_function(fixed, device, data.task)
+    done, train_seconds = 0, 0.0
+    if state is not None:
+        optimiser.load_state_dict(state["optimizer"])
+        _mlp.set_hyperparameters(optimiser, fixed)  # PBT continues another trial's state with its own values
+        done, train_seconds = int(state["epoch"]), float(state["train_seconds"])
 
     trial = loop_config["trial"]
     with trial_log(settings["logging"], params, trial["name"], trial["id"]) as log:
         log.tags({DEVICE_TAG: str(device)})
-        train_seconds = 0.0
-        for epoch in range(1, settings["epochs"] + 1):
+        for epoch in range(done + 1, settings["epochs"] + 1):
+            # Seeded per epoch (shuffling, dropout): an epoch trains alike whether or not the trial restarted.
+            torch.manual_seed(settings["seed"] + epoch)
             if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
                 loader.sampler.set_epoch(epoch)
             start = time.perf_counter()
@@ -201,12 +234,16 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 "worker_group_start_s": started - loop_config["launched_at"],
             }
             log.metrics(metrics, step=epoch)
+            # Every step up to a checkpoint is in MLflow before Tune knows of the checkpoint: a trial that continues
+            # from it (after a lost node, say) logs only later steps, so none goes missing.
+            log.flush()
             metrics["log_time_s"] = log.seconds
             metrics[PROGRESS] = epoch / settings["epochs"]
             with tempfile.TemporaryDirectory() as tmp:
                 checkpoint = None
                 if rank == 0:
-                    save(getattr(model, "module", model), data, Path(tmp), y_scale)
+                    save(getattr(model, "module", model), data, Path(tmp), y_scale, state={
+                        "optimizer": optimiser.state_dict(), "epoch": epoch, "train_seconds": train_seconds})
                     checkpoint = ray.train.Checkpoint.from_directory(tmp)
                 ray.train.report(metrics, checkpoint=checkpoint)
 
@@ -219,11 +256,16 @@ class LoopContext:
         data: The :class:`TorchData` (``None`` with ``data=none``: the loop loads its own).
         model: Which network :meth:`build_model` makes.
         params: This trial's hyperparameters, ``trainer.params`` included.
+        resume_from: The checkpoint to continue from (a ``ray.tune.Checkpoint`` one of the trial's reports
+            carried), or ``None`` on a first start: Tune hands it back to a retried trial, a resumed sweep and a
+            trial PBT made continue another's. Continue after the epoch it holds, so Tune's iteration count
+            and the run's steps stay in line with the epochs.
     """
 
     data: TorchData | None
     model: ModelSpec
     params: dict[str, Any]
+    resume_from: Any = None
     _folder: str | None = None
 
     def build_model(self):
@@ -232,11 +274,13 @@ class LoopContext:
             raise ValueError("build_model needs raysweep's data; with data=none build the model yourself")
         return self.model.build(self.data, self.params)
 
-    def checkpoint(self, model):
+    def checkpoint(self, model, state: dict[str, Any] | None = None):
         """A checkpoint of ``model`` that the sweep can register (rank 0; ``None`` on the other ranks).
 
         Report it: ``ray.train.report(metrics, checkpoint=config["raysweep"].checkpoint(model))``. The network
         must answer by the task: one logit per row (binary), one per class (multiclass), values (regression).
+        ``state`` (anything ``torch.save`` takes, e.g. ``{"epoch": 3, "optimizer": opt.state_dict()}``) is kept
+        with the network's weights for :meth:`resumed_state`.
         """
         import ray.train
 
@@ -245,8 +289,12 @@ class LoopContext:
         if self._folder:  # reported (and copied to storage) by now
             shutil.rmtree(self._folder, ignore_errors=True)
         self._folder = tempfile.mkdtemp(prefix="raysweep-checkpoint-")
-        save(getattr(model, "module", model), self.data, Path(self._folder))
+        save(getattr(model, "module", model), self.data, Path(self._folder), state=state)
         return ray.train.Checkpoint.from_directory(self._folder)
+
+    def resumed_state(self) -> dict[str, Any] | None:
+        """What :meth:`checkpoint` kept in :attr:`resume_from` - ``{"model": state_dict, **state}`` - or ``None``."""
+        return load_state(self.resume_from)
 
 
 def user_loop(loop_config: dict[str, Any]) -> None:
@@ -261,7 +309,7 @@ def user_loop(loop_config: dict[str, Any]) -> None:
     params, settings, trial = loop_config["params"], loop_config["settings"], loop_config["trial"]
     loop = import_object(settings["train_loop"], "trainer.train_loop", settings["loop_root"])
     fixed = {**settings["params"], **params}
-    context = LoopContext(loop_config["data"], settings["model"], fixed)
+    context = LoopContext(loop_config["data"], settings["model"], fixed, loop_config.get("resume_from"))
     with trial_log(settings["logging"], params, trial["name"], trial["id"]) as log:
         log.tags({DEVICE_TAG: str(ray.train.torch.get_device())})
         reports = Reports(settings["metric"], f"trainer.train_loop={settings['train_loop']}", log)

@@ -20,7 +20,9 @@ The registered model takes the raw columns: the preprocessing fitted on the trai
 TorchScript (:func:`raysweep.tabular.log_model`). A user's loop may instead save its own MLflow model in its
 checkpoints (as :mod:`raysweep.trainables.function` registers it).
 
-A :class:`raysweep.trainables.Trainer` with the protocol's defaults: no checkpoint restore, no ``retrain``.
+Trials continue from their last checkpoint when they start again - a retry (``sweep.max_failures``), a resumed
+sweep, PBT's exploit of a better trial - so ``scheduler=pbt`` works; PBT perturbs only the hyperparameters that
+leave the network's shape alone (:func:`structural_params`). No ``retrain``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,25 @@ METRICS = (*VALIDATION_METRICS, *_torch_loop.LOOP_METRICS)
 FAMILIES = ("mlp",)
 #: What loading a logged network needs besides the tabular model's own requirements.
 REQUIREMENTS = ("torch",)
+#: Trials continue from the checkpoint Tune hands back (retries, resumed sweeps, PBT): the built-in loop restores
+#: weights, optimiser and epoch; a user's loop gets it as ``config["raysweep"].resume_from``.
+RESTORES_CHECKPOINTS = True
+
+
+def structural_params(trainer_cfg, names) -> set[str]:
+    """Which of ``names`` shape the network, so a trial continuing another's checkpoint (PBT) must keep them.
+
+    The built-in MLP's width and depth; every argument of a user's network factory (the loop's own
+    ``lr``, ``weight_decay``, ``batch_size``, ``pos_weight`` excepted); none for a user's loop, which restores
+    what it saved itself.
+    """
+    from raysweep.trainables import _mlp
+
+    if _get(trainer_cfg, "train_loop"):
+        return set()
+    if _model_cfg(trainer_cfg) is not None:
+        return {n for n in names if n not in _mlp.LOOP_PARAMS}
+    return {n for n in names if n in _mlp.ARCHITECTURE_PARAMS and n != "dropout"}
 
 
 def metrics(trainer_cfg, task: str | None) -> tuple[str, ...]:
@@ -145,13 +166,19 @@ def make_trainable(trainer_cfg, dataset, context):
 
 
 def run_trial(config: dict[str, Any], data, settings: dict[str, Any]) -> None:
-    """Tune function trainable: one distributed Ray Train run with this trial's hyperparameters."""
+    """Tune function trainable: one distributed Ray Train run with this trial's hyperparameters.
+
+    It continues from the checkpoint Tune hands back when the trial starts again, and reports every epoch's
+    checkpoint to Tune (:mod:`raysweep.trainables._torch_relay`).
+    """
     from ray import tune
     from ray.train import CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raysweep.trainables import _torch_relay
 
     context = tune.get_context()
+    box = _torch_relay.mailbox()
     resources = {"CPU": settings["cpus_per_worker"]}
     if settings["use_gpu"]:
         resources["GPU"] = 1
@@ -163,6 +190,7 @@ def run_trial(config: dict[str, Any], data, settings: dict[str, Any]) -> None:
             "settings": settings,
             "trial": {"id": context.get_trial_id(), "name": context.get_trial_name()},
             "launched_at": time.time(),
+            "resume_from": tune.get_checkpoint(),
         },
         scaling_config=ScalingConfig(
             num_workers=settings["num_workers"], use_gpu=settings["use_gpu"], resources_per_worker=resources
@@ -170,7 +198,7 @@ def run_trial(config: dict[str, Any], data, settings: dict[str, Any]) -> None:
         run_config=RunConfig(
             name=context.get_trial_id(),
             storage_path=settings["storage_path"],
-            callbacks=[TuneReportCallback()],
+            callbacks=[_torch_relay.ReportToTune(box)],
             checkpoint_config=CheckpointConfig(
                 num_to_keep=2,
                 checkpoint_score_attribute=settings["metric"],
@@ -180,7 +208,7 @@ def run_trial(config: dict[str, Any], data, settings: dict[str, Any]) -> None:
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
-    trainer.fit()
+    _torch_relay.fit_reporting_to_tune(trainer, box)
 
 
 def best_checkpoint(result, metric: str, mode: str) -> str | None:
