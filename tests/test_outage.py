@@ -233,8 +233,9 @@ def _two_sweeps(server: Server, ray_address: str, folder: Path, prefix: str, *ov
     try:
         for mode in ("driver", "worker"):
             names.append(f"{prefix}-{mode}")
-            args = [*SWEEP, f"mlflow={mode}", f"sweep.run_name={names[-1]}", f"cluster.storage_path={folder / 'ray'}",
-                    *overrides]
+            keys = {o.split("=", 1)[0] for o in overrides}  # an override here replaces SWEEP's value of its key
+            args = [*(o for o in SWEEP if o.split("=", 1)[0] not in keys), f"mlflow={mode}",
+                    f"sweep.run_name={names[-1]}", f"cluster.storage_path={folder / 'ray'}", *overrides]
             processes.append(_sweep(args, env, folder, names[-1]))
         _wait_for_steps(server, names, processes)
         yield names, processes
@@ -269,7 +270,9 @@ def test_sweeps_ride_out_a_server_outage_with_every_step_stored(ray_address, tmp
 def test_outage_longer_than_max_outage_s_stops_with_one_line_and_exit_1(ray_address, tmp_path):
     """Both logging modes at once; the parent ends FAILED as soon as the server answers again."""
     with mlflow_server(tmp_path) as server, \
-            _two_sweeps(server, ray_address, tmp_path, "give-up", "mlflow.max_outage_s=3") as (names, processes):
+            _two_sweeps(server, ray_address, tmp_path, "give-up", "mlflow.max_outage_s=3",
+                        # Trials far longer than the test: whichever sweep starts first is still running at the outage.
+                        "trainer.iterations=600") as (names, processes):
         server.stop()
         time.sleep(8)  # well past mlflow.max_outage_s
         server.start()

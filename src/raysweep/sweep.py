@@ -89,7 +89,7 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
     import ray
     from mlflow import MlflowClient
 
-    from raysweep import analysis, compat, registry, resources, runtime, stopping, tuning
+    from raysweep import analysis, registry, resources, stopping, tuning
     from raysweep.tracking import lineage, metadata, outage, queries
     from raysweep.tracking.parent import driver_tags, parent_run
     from raysweep.tracking.reconcile import record_outcomes
