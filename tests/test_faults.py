@@ -116,31 +116,6 @@ def test_a_torch_checkpoint_holds_what_a_trial_continues_from(tmp_path):
 # --- with Ray ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_a_torch_trial_retried_after_a_failure_continues_from_its_last_checkpoint(ray_address, make_cfg, tmp_path):
-    from fault_models import read
-
-    from raysweep import sweep
-
-    journal = tmp_path / "journal.jsonl"
-    outcome = sweep.run(make_cfg(
-        *TORCH, f"+trainer.model.journal={journal}", "+trainer.model.fail_after=2", "trainer.iterations=4",
-        "sweep.num_samples=1", "sweep.max_failures=1", "+search_space.lr=0.01",
-    ))
-    events = read(journal)
-    starts = [e for e in events if e["event"] == "start"]
-    ends = [e for e in events if e["event"] == "end"]
-    assert Path(f"{journal}.failed").exists() and len(starts) == 2, events
-    # Four epochs in all - two, the failure, then the last two - and the retry began where epoch 2 ended.
-    assert sum(e["event"] == "epoch" for e in events) == 4, events
-    assert starts[1]["weights"] == ends[1]["weights"] != starts[0]["weights"]
-    client = MlflowClient()
-    (child,) = _children(client, outcome)
-    assert child.info.status == "FINISHED"
-    assert _steps(client, child) == [1, 2, 3, 4]
-    assert _steps(client, child, "train_loss") == [1, 2, 3, 4]
-
-
-@pytest.mark.slow
 def test_pbt_runs_torch_trials_on_from_their_checkpoints(ray_address, make_cfg, tmp_path):
     from fault_models import read
 

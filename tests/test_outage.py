@@ -272,7 +272,9 @@ def test_outage_longer_than_max_outage_s_stops_with_one_line_and_exit_1(ray_addr
     with mlflow_server(tmp_path) as server, \
             _two_sweeps(server, ray_address, tmp_path, "give-up", "mlflow.max_outage_s=3",
                         # Trials far longer than the test: whichever sweep starts first is still running at the outage.
-                        "trainer.iterations=600") as (names, processes):
+                        "trainer.iterations=600",
+                        # A quarter CPU a trial: both sweeps start even where the shared Ray has only one CPU free.
+                        "trainer.cpus_per_trial=0.25") as (names, processes):
         server.stop()
         time.sleep(8)  # well past mlflow.max_outage_s
         server.start()
