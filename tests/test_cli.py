@@ -55,6 +55,11 @@ def test_smoke_sweep_from_the_command_line(ray_address, tmp_path, cli_env, track
     assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}
     assert {r.data.params["max_depth"] for r in runs if "max_depth" in r.data.params} <= {"3", "6"}
     assert_sweep_contract(client, "fraud-detection", "fraud-rf", min_children=4)
+    # Tune's result.json (what a resume re-logs) and progress.csv in every trial folder; TensorBoard's event files
+    # (and torch in the driver for them) only with cluster.tensorboard=true.
+    trials = [d for d in (tmp_path / "ray").glob("*/*") if (d / "params.json").exists()]
+    assert len(trials) == 4 and all((d / "result.json").exists() and (d / "progress.csv").exists() for d in trials)
+    assert not list((tmp_path / "ray").rglob("events.out.tfevents*"))
 
 
 def _running_children(db: Path) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from mlflow import MlflowClient
@@ -90,6 +91,22 @@ def test_benchmark_smoke_run_prints_every_table(ray_address, repo_root, tmp_path
     out = subprocess.run([sys.executable, "bench/overhead.py", "--smoke"], cwd=repo_root, env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    for heading in ("installed packages' bytecode: ", "1. sweep wall time / ideal", "2. metrics logged per second", "3. seconds from launch",
+    for heading in ("installed packages' bytecode: ", "1. sweep wall time / ideal", "2. metrics logged per second",
+                    "2b. what the store holds", "SIGKILL mid-logging", "3. seconds from launch",
                     "4. analysis of a sweep with 20 children"):
         assert heading in out.stdout, out.stdout
+
+
+def test_busy_fixed_cost_trials_spend_cpu_time_and_refuse_a_non_boolean():
+    # bench/overhead.py's CPU-bound trials: their seconds are CPU time of the trial's thread, not sleep.
+    from omegaconf import OmegaConf
+
+    from raysweep.errors import RaySweepError
+    from raysweep.trainables import fixed_cost
+
+    started = time.thread_time()
+    fixed_cost.burn(0.05)
+    assert time.thread_time() - started >= 0.05
+    fixed_cost.validate(OmegaConf.create({"params": {"seconds_per_iteration": 0.1, "busy": True}}), {"x": 1})
+    with pytest.raises(RaySweepError, match="busy"):
+        fixed_cost.validate(OmegaConf.create({"params": {"busy": "yes"}}), {"x": 1})

@@ -1,4 +1,5 @@
-"""The sweep's lease: a live driver keeps others out, a dead one frees the sweep, another host is left alone."""
+"""The sweep's lease: a live driver keeps others out, a dead one frees the sweep, another host is left alone, and
+two drivers taking it at the same moment end with one holder."""
 
 from __future__ import annotations
 
@@ -117,3 +118,87 @@ def test_a_driver_on_another_host_is_ended_only_when_asked_and_silent(age_s, ali
     ended = client.get_run(parent_id)
     assert ended.info.status == "KILLED" and "another host" in ended.data.tags[ENDED_BY_TAG]
     assert client.get_run(child_id).info.status == "KILLED"
+
+
+#: Two ``resume=true`` driver stand-ins for the race: one process imports MLflow once and forks the two drivers
+#: (each its own process, pid and store connection). Each says it is ready, then in each round waits for the go file,
+#: takes the lease on that round's run (contended), prints the outcome on one line, and, if it holds the lease,
+#: keeps it until the test says release (so the other driver decides while it is held).
+RACERS = textwrap.dedent("""
+    import os, sys, time, traceback
+    from pathlib import Path
+    from mlflow import MlflowClient
+    from raysweep.errors import RaySweepError
+    from raysweep.tracking import lease
+
+    uri, folder, run_ids = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
+
+    def wait(path):
+        deadline = time.monotonic() + 60
+        while not path.exists():
+            assert time.monotonic() < deadline, path
+            time.sleep(0.001)
+
+    def race():
+        client = MlflowClient(uri)
+        client.get_run(run_ids[0])  # the store is open before the race, as a driver's is when it takes the lease
+        lease.me()
+        (folder / f"ready-{os.getpid()}").touch()
+        for round, run_id in enumerate(run_ids):
+            wait(folder / f"go-{round}")
+            try:
+                with lease.hold(client, run_id) as me:
+                    print("held", me, lease.read(client.get_run(run_id)).holder, flush=True)
+                    wait(folder / f"release-{round}")
+            except RaySweepError as error:
+                print("refused", error, flush=True)
+
+    children = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                race()
+            except BaseException:
+                traceback.print_exc()
+                os._exit(1)
+            os._exit(0)
+        children.append(pid)
+    sys.exit(max(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children))
+""")
+
+
+def test_two_drivers_taking_the_lease_at_the_same_moment_end_with_one_holder(tracking_uri, tmp_path):
+    client = MlflowClient(tracking_uri)
+    runs = [_sweep(client, f"race-{i}")[0] for i in range(3)]
+    racers = subprocess.Popen([sys.executable, "-c", RACERS, tracking_uri, str(tmp_path), *runs],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(ready := list(tmp_path.glob("ready-*"))) < 2:
+            assert racers.poll() is None, racers.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the racers never got ready"
+            time.sleep(0.05)
+        pids = {int(path.name.split("-")[1]) for path in ready}
+        for round, run_id in enumerate(runs):
+            (tmp_path / f"go-{round}").touch()  # both drivers see it within a few ms: they race
+            lines = [racers.stdout.readline().strip() for _ in pids]
+            held = [line.split(" ") for line in lines if line.startswith("held ")]
+            refused = [line for line in lines if line.startswith("refused ")]
+            assert len(held) == 1 and len(refused) == 1, (round, lines)
+            # The one that holds it is the one the run names, and the other gave up naming it, in one line.
+            [[_, me, recorded]] = held
+            assert me == recorded == lease.read(client.get_run(run_id)).holder
+            winner = int(me.split(":")[1])
+            assert winner in pids
+            assert refused[0].startswith((
+                f"refused sweep run 'race-{round}' was taken by another driver at the same moment (pid {winner} on ",
+                f"refused sweep run 'race-{round}' is held by another driver (pid {winner} on ")), refused
+            (tmp_path / f"release-{round}").touch()
+        out, err = racers.communicate(timeout=60)
+        assert racers.returncode == 0 and not out, err[-3000:]
+    finally:
+        if racers.poll() is None:
+            os.killpg(racers.pid, signal.SIGKILL)  # the forked drivers too
+            racers.wait()
+    assert all(lease.read(client.get_run(run_id)) is None for run_id in runs)  # the winners let go

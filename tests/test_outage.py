@@ -3,25 +3,31 @@
 The sweeps are the real CLI in subprocesses, joining the session's Ray; the server is a real ``mlflow server``
 over a sqlite file. What a user relies on: a sweep rides out a short outage with every step of every trial in
 the store afterwards (both logging modes), and an outage longer than ``mlflow.max_outage_s`` stops the sweep
-with one line and exit 1, its parent run FAILED once the server answers again.
+with one line and exit 1, its parent run FAILED once the server answers again. The same after the trials (results,
+registration, report): ridden out or one line, and a resume registers the best trial once.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+import mlflow
 import pytest
+from conftest import SMOKE
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from raysweep import report, sweep
 from raysweep.errors import TrackingOutage
 from raysweep.runtime import free_port
 from raysweep.tracking import outage
@@ -34,10 +40,10 @@ OUTAGE_S = 30
 #: call; with one retry the sweep has to wait the outage out itself, as it must for any outage up to
 #: mlflow.max_outage_s whatever MLflow's settings (which raysweep forwards to every trial's process).
 MLFLOW_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-#: Fixed-cost trials, two per sweep at half a CPU each (two sweeps fill the session's 2 CPUs), ITERATIONS x 1 s:
-#: the outage begins after their first steps and ends about when they do.
+#: Fixed-cost trials that sleep, two per sweep at a quarter CPU each (both sweeps run at once even where the shared
+#: Ray has only one CPU free), ITERATIONS x 1 s: the outage begins after their first steps and ends about when they do.
 ITERATIONS = 36
-SWEEP = ["+sweep=overhead", "sweep.num_samples=2", "sweep.max_concurrent_trials=2", "trainer.cpus_per_trial=0.5",
+SWEEP = ["+sweep=overhead", "sweep.num_samples=2", "sweep.max_concurrent_trials=2", "trainer.cpus_per_trial=0.25",
          f"trainer.iterations={ITERATIONS}", "trainer.params.seconds_per_iteration=1", "cluster.verbose=0"]
 
 
@@ -290,3 +296,140 @@ def test_outage_longer_than_max_outage_s_stops_with_one_line_and_exit_1(ray_addr
             parent, children = _sweep_runs(client, name)
             assert parent.info.status == "FAILED", name
             assert children and all(c.info.status != "RUNNING" for c in children), name
+
+
+class Cable:
+    """The network between the sweep and a running ``mlflow server``: a TCP relay on its own port. Unplugged, the
+    server cannot be reached (connections refused, open ones cut), as in an outage; plugged in again at once (a
+    restarted server takes 10-20 s to answer on a busy machine)."""
+
+    def __init__(self, server: Server):
+        self.target = server.port
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._open: set[socket.socket] = set()
+        self._plugged = threading.Event()
+
+    def plug(self) -> None:
+        listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: the same port again at once
+        listener.settimeout(0.1)
+        self._plugged.set()
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def unplug(self) -> None:
+        self._plugged.clear()
+        for connection in list(self._open):
+            _close(connection)
+
+    def _accept(self, listener: socket.socket) -> None:
+        with listener:
+            while self._plugged.is_set():
+                try:
+                    near, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                far = socket.create_connection(("127.0.0.1", self.target))
+                self._open |= {near, far}
+                for a, b in ((near, far), (far, near)):
+                    threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                self._open.discard(end)
+                _close(end)
+
+
+def _close(connection: socket.socket) -> None:
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    connection.close()
+
+
+def _outage_at_report(monkeypatch, cable: Cable, seconds: float) -> list:
+    """The server becomes unreachable for ``seconds`` when the sweep goes to draw its report, after registering its
+    version (the step chosen by wrapping raysweep's own report function; MLflow itself is untouched)."""
+    drawn, original = [], report.log_report
+
+    def unplug_then_draw(*args, **kwargs):
+        if not drawn:
+            cable.unplug()
+            threading.Timer(seconds, cable.plug).start()
+        drawn.append(args[1].parent_run_id)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(report, "log_report", unplug_then_draw)
+    return drawn
+
+
+def test_after_training_the_phase_is_tried_again_as_a_whole_and_gives_up_in_one_line(monkeypatch):
+    """A server: each attempt's MLflow call gives up within seconds (MLflow's own ~4 minutes would hide the limit),
+    and the phase is tried again until mlflow.max_outage_s; a store that is a file: tried once, its error raised."""
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    client, attempts = MlflowClient(_dead_server()), []
+
+    def phase():
+        attempts.append(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES"))
+        return client.get_experiment("0")
+
+    with pytest.raises(TrackingOutage) as raised, outage.driver_http_retries():
+        outage.after_training(outage.Outage(1.0, what="MLflow tracking server X"), phase)
+    message = str(raised.value)
+    assert "\n" not in message and raised.value.exit_code == 1 and len(attempts) > 1 and set(attempts) == {"0"}
+    assert message.startswith("MLflow tracking server X") and "after the trials finished" in message
+    assert "resume=true" in message and "mlflow.max_outage_s" in message
+
+    def refused():
+        attempts.append("file")
+        raise ConnectionRefusedError("a file store's own error")
+
+    with pytest.raises(ConnectionRefusedError):
+        outage.after_training(outage.Outage(60.0, enabled=False), refused)
+    assert attempts.count("file") == 1
+
+
+@pytest.mark.slow
+def test_an_outage_after_the_trials_stops_in_one_line_and_resume_registers_once(ray_address, make_cfg, tmp_path,
+                                                                                 monkeypatch):
+    """The server goes away once the version is registered: longer than mlflow.max_outage_s, the sweep stops in one
+    line and its parent ends FAILED when the server is back; the resume meets the same outage, shorter this time,
+    rides it out, and finishes the sweep with one version (the one registered before), one logged model, the
+    aliases on it and the report drawn."""
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)  # MLflow's defaults: 4 minutes a call
+    with mlflow_server(tmp_path) as server:
+        cable = Cable(server)
+        cable.plug()
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", cable.url)
+        mlflow.set_tracking_uri(cable.url)
+        client = MlflowClient(cable.url)
+        args = ["+sweep=fraud", *SMOKE, "sweep.num_samples=2", "sweep.run_name=after-training"]
+
+        _outage_at_report(monkeypatch, cable, seconds=2.5)
+        with pytest.raises(TrackingOutage) as raised:
+            sweep.run(make_cfg(*args, "mlflow.max_outage_s=1"))
+        assert "\n" not in str(raised.value) and "after the trials finished" in str(raised.value)
+        (parent,) = client.search_runs([client.get_experiment_by_name("fraud-detection").experiment_id],
+                                       filter_string="attributes.run_name = 'after-training'")
+        assert parent.info.status == "FAILED"  # ended by the driver once the server answered again
+        assert len(client.search_model_versions("name = 'fraud-rf'")) == 1  # registered before the outage
+
+        drawn = _outage_at_report(monkeypatch, cable, seconds=1.5)
+        outcome = sweep.run(make_cfg(*args, "resume=true", "mlflow.max_outage_s=120"))
+        assert drawn == [parent.info.run_id] * 2  # drawn again once the server answered
+        (version,) = client.search_model_versions("name = 'fraud-rf'")
+        assert outcome.registration.version == version.version == "1" and version.description
+        assert outcome.registration.aliases == ("challenger", "champion")
+        assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+        assert "report/summary.md" in {f.path for f in client.list_artifacts(parent.info.run_id, "report")}
+        best = client.get_run(outcome.summary.best_run_id)
+        models = client.search_logged_models([best.info.experiment_id],
+                                             filter_string=f"source_run_id = '{best.info.run_id}'")
+        assert len(models) == 1 and best.info.status == "FINISHED"
+        cable.unplug()

@@ -89,7 +89,9 @@ def _resume_and_analyse_midway(args, env, cwd, client, parent_id) -> subprocess.
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, mode, interrupted_status", [
-    (signal.SIGINT, "driver", "KILLED"),
+    # Ctrl-C (its runs end KILLED; resumed in driver mode) is tested on a torch sweep whose trial must also go on
+    # from its checkpoint, which saves the suite a third sweep here (the body below still handles SIGINT, "KILLED"):
+    # tests/test_faults.py::test_an_interrupted_torch_sweep_resumes_its_trial_from_its_last_checkpoint.
     (signal.SIGKILL, "driver", "RUNNING"),
     (signal.SIGKILL, "worker", "RUNNING"),
 ])

@@ -71,7 +71,6 @@ def promote(client: MlflowClient, name: str, version: str | int, *, by: str, rea
     client.get_model_version(name, version)  # fails clearly when the version does not exist
     previous = champion_version(client, name)
     newest = max(int(mv.version) for mv in client.search_model_versions(f"name = '{name}'"))
-    client.set_registered_model_alias(name, CHAMPION, version)
     tags = {
         PROMOTED_BY_TAG: by,
         PROMOTION_REASON_TAG: reason,
@@ -79,8 +78,11 @@ def promote(client: MlflowClient, name: str, version: str | int, *, by: str, rea
         PREVIOUS_CHAMPION_TAG: previous or "",
         PROMOTION_BASIS_TAG: str(newest),
     }
+    # Tags before the alias: a move cut short and tried again (a server outage) finds the alias missing and
+    # writes the same values, rather than an alias in place and the record of the move lost.
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, CHAMPION, version)
     return previous
 
 

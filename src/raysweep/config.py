@@ -200,6 +200,7 @@ class ClusterConfig:
     verbose: int = 0
     dashboard_port: Optional[int] = None
     keep_checkpoints: bool = False
+    tensorboard: bool = False
 
 
 @dataclass

@@ -40,6 +40,9 @@ from raysweep.tracking.tags import (
 if TYPE_CHECKING:
     from raysweep.analysis import SweepSummary
 
+#: On the best trial's run: its logged models before registration logged one ("-": none); see _logged_before.
+_LOGGING_TAG = "raysweep.registration_models_before"
+
 @dataclass(frozen=True)
 class Registration:
     """The model version a sweep registered (or found already registered) and the aliases it holds."""
@@ -97,7 +100,7 @@ def register_best(client: MlflowClient, parent, summary: SweepSummary, dataset=N
         The :class:`Registration`, or :class:`NotRegistered` when the best trial's checkpoint holds no model.
     """
     name = parent.data.params["mlflow.registered_model"]
-    version = _existing_version(client, name, summary)
+    version = sweep_version(client, parent, summary)
     created = version is None
     if created:
         try:
@@ -109,13 +112,20 @@ def register_best(client: MlflowClient, parent, summary: SweepSummary, dataset=N
         created = version == mine
         if created:
             log_classifier_plots(client, summary.best_run_id, model_uri, dataset)
+            _describe(client, name, version, summary)  # last: a described version is registered in full
+    else:
+        registered = client.get_model_version(name, version)
+        if not registered.description:  # an attempt a tracking-server outage cut short: finish what it began
+            log_classifier_plots(client, summary.best_run_id, registered.source, dataset)
+            _describe(client, name, version, summary)
     settle(client, name, summary.metric, summary.mode)
     current = client.get_model_version(name, version)
     return Registration(name, version, tuple(sorted(current.aliases)), created)
 
 
-def _existing_version(client: MlflowClient, name: str, summary: SweepSummary) -> str | None:
-    ours = _sweep_versions(client, name, summary)
+def sweep_version(client: MlflowClient, parent, summary: SweepSummary) -> str | None:
+    """The version this sweep registered from its best trial (the one :func:`register_best` keeps), or ``None``."""
+    ours = _sweep_versions(client, parent.data.params["mlflow.registered_model"], summary)
     return ours[0] if ours else None
 
 
@@ -148,6 +158,9 @@ def _log_model(client: MlflowClient, parent, summary: SweepSummary) -> str:
         raise NoModelError(f"best trial {summary.best_run_name} kept no checkpoint; report one "
                            "(ray.tune.report(metrics, checkpoint=...)) holding a model to have it registered")
     trainer = trainables.load(parent.data.params["trainer.name"])
+    reused = _logged_before(client, best)
+    if reused is not None:
+        return reused
     with tempfile.TemporaryDirectory() as tmp:
         local = _fetch_checkpoint(checkpoint, tmp)
         try:
@@ -158,6 +171,26 @@ def _log_model(client: MlflowClient, parent, summary: SweepSummary) -> str:
             client.set_terminated(summary.best_run_id, "FINISHED", end_time=best.info.end_time)
     client.log_batch(summary.best_run_id, tags=[RunTag(MODEL_URI_TAG, info.model_uri)])
     return info.model_uri
+
+
+def _logged_before(client: MlflowClient, best) -> str | None:
+    """The model an attempt that a tracking-server outage cut short logged in full to ``best`` (a half-logged one is
+    deleted): the first attempt records on the run the logged models it had before (the trial's own)."""
+    from mlflow.entities import LoggedModelStatus
+
+    run_id = best.info.run_id
+    logged = client.search_logged_models([best.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    if _LOGGING_TAG not in best.data.tags:
+        client.set_tag(run_id, _LOGGING_TAG, ",".join(sorted(m.model_id for m in logged)) or "-")
+        return None
+    mine = [m for m in logged if m.model_id not in best.data.tags[_LOGGING_TAG].split(",")]
+    for model in sorted(mine, key=lambda m: m.status == LoggedModelStatus.READY):  # half-logged first
+        if model.status != LoggedModelStatus.READY:
+            client.delete_logged_model(model.model_id)
+        else:
+            client.log_batch(run_id, tags=[RunTag(MODEL_URI_TAG, f"models:/{model.model_id}")])
+            return f"models:/{model.model_id}"
+    return None
 
 
 def _fetch_checkpoint(path: str, tmp: str) -> str:
@@ -185,20 +218,25 @@ def _register(client: MlflowClient, name: str, model_uri: str, summary: SweepSum
         **extra_tags,
     }
     mv = mlflow.register_model(model_uri, name, tags=tags)
+    return str(mv.version)
+
+
+def _describe(client: MlflowClient, name: str, version: str, summary: SweepSummary) -> None:
+    """The new version's description: the sweep, its best value and trial, the params, the test score if any."""
+    tags = client.get_model_version(name, version).tags
     params = ", ".join(f"{k}={v}" for k, v in sorted(summary.best_params.items()))
     tested = ""
-    if TEST_METRIC_TAG in extra_tags:
-        tested = f" On the test split: {extra_tags[TEST_METRIC_TAG]}={float(extra_tags[TEST_VALUE_TAG]):.4f}."
+    if TEST_METRIC_TAG in tags:
+        tested = f" On the test split: {tags[TEST_METRIC_TAG]}={float(tags[TEST_VALUE_TAG]):.4f}."
     client.update_model_version(
         name,
-        mv.version,
+        version,
         description=(
             f"Best of {summary.n_trials} trials of sweep {summary.sweep_run_name}: "
             f"{summary.metric}={summary.best_value:.4f} ({summary.mode}).{tested} Trial {summary.best_run_name}; "
             f"{params}."
         ),
     )
-    return str(mv.version)
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:

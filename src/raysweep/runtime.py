@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
@@ -129,12 +129,17 @@ def cluster_address(cluster_cfg) -> str | None:
 
 
 @contextmanager
-def session(cluster_cfg) -> Iterator[None]:
+def session(cluster_cfg) -> Iterator[Callable[[], None]]:
     """Use the Ray instance already running in this process, or start/connect one and stop it after.
 
     Args:
         cluster_cfg: The ``cluster`` config node (``address``, ``num_cpus``, ``dashboard_port``); ``RAY_ADDRESS``
             names a cluster too.
+
+    Yields:
+        ``release()``: nothing needs Ray any more (Tune is done), so a Ray this session started stops now, in the
+        background (a second or two), while the caller goes on; the session's end waits for that stop. A Ray that
+        was running before the session keeps running.
 
     Raises:
         RaySweepError: Before Ray starts: see :func:`cluster_address`.
@@ -147,13 +152,79 @@ def session(cluster_cfg) -> Iterator[None]:
             logging.getLogger(__name__).warning(
                 "cluster.dashboard_port=%s not used: this process already runs Ray (started without it)", dashboard_port
             )
-        yield
+        yield lambda: None
         return
     start(cluster_address(cluster_cfg), cluster_cfg.num_cpus, dashboard_port=dashboard_port)
+    stopping: list[Background] = []
+
+    def release() -> None:
+        if not stopping:
+            stopping.append(Background(ray.shutdown, name="raysweep-ray-shutdown"))
+
     try:
-        yield
+        yield release
     finally:
-        ray.shutdown()
+        if stopping:
+            stopping[0].result()
+        else:
+            ray.shutdown()
+
+
+class Background:
+    """A function running in a daemon thread; :meth:`result` waits for it and returns what it returned or raises
+    what it raised.
+
+    A sweep overlaps its slow start-up work (readying the tracking store, importing what Tune's set-up and the
+    registration need) with ``ray.init``, which mostly waits on the processes it launches and stays in the main
+    thread: there it installs its SIGTERM handler, which :func:`start` puts back. Daemon: an interrupted sweep does
+    not wait at exit for an import to end. Signals reach only the main thread, so this one needs no handler.
+    """
+
+    def __init__(self, fn, *args, name: str = "raysweep-background"):
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, *args), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, *args) -> None:
+        try:
+            self._value = fn(*args)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller by result()
+            self._error = error
+
+    def result(self) -> Any:
+        """Wait for the function (a signal still interrupts the wait) and return its value, or raise its error."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def import_modules(modules: Sequence[str]) -> None:
+    """Import ``modules``, skipping those that fail: only a head start, the code that needs one imports it again."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as error:  # noqa: BLE001 - reported where it matters, by the import that needs it
+            logging.getLogger(__name__).debug("head-start import of %s failed: %s", module, error)
+
+
+def warm_workers(count: int, num_cpus: float, modules: Sequence[str]) -> None:
+    """Have Ray start ``count`` worker processes now, each importing ``modules``, and return without waiting.
+
+    Tune starts a trial's process only once the experiment is set up, and that process then spends seconds
+    importing Ray Tune and the trainer's libraries before it trains. Tasks sent while the driver still creates the
+    parent run and sets up Tune do those imports in processes that Ray then keeps idle and hands to the first
+    trials (an idle worker of the job takes an actor). ``num_cpus``: a trial's, so they never hold more than
+    the trials will.
+    """
+    import ray
+
+    task = ray.remote(import_modules).options(num_cpus=num_cpus, max_retries=0)
+    for _ in range(count):
+        task.remote(tuple(modules))
 
 
 def alive_nodes() -> int:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -85,20 +86,24 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
     dataset = data.load(cfg.data) if trainer.NEEDS_DATA else None
     task = dataset.task if dataset is not None else None
     trainables.check_metrics(trainer, cfg, task)  # metrics that depend on the data's task, now it is known
+    log.debug("phase checked and data loaded")
 
     import ray
-    from mlflow import MlflowClient
 
-    from raysweep import analysis, registry, resources, stopping, tuning
+    from raysweep import resources, stopping, tuning
     from raysweep.tracking import lineage, metadata, outage, queries
     from raysweep.tracking.parent import driver_tags, parent_run
-    from raysweep.tracking.reconcile import record_outcomes
 
     if resume_from is None:  # last check before Ray: a concurrent sweep of the same name fails here, in one line
         claim_run_dir(plan)
-    queries.ready_store(plan.tracking_uri)  # two sweeps on a new sqlite file: its tables are made once
+    # Every check has passed: the store is readied and what comes next imported while Ray starts (seconds).
+    warm = (*_REPORT_IMPORTS, *getattr(trainer, "REGISTRATION_IMPORTS", ())) if plan.register else ()
+    prepared = runtime.Background(_prepare, plan, warm, name="raysweep-prepare")
     # Logging and registering a model and mlflow.search_runs go through MLflow's process-wide URIs.
-    with runtime.session(cfg.cluster), compat.mlflow_store(plan.tracking_uri, plan.registry_uri):
+    with runtime.session(cfg.cluster) as release_ray, compat.mlflow_store(plan.tracking_uri, plan.registry_uri):
+        log.debug("phase ray started")
+        client = prepared.result()
+        log.debug("phase store ready")
         nodes = runtime.alive_nodes()
         for uri, what in ((plan.tracking_uri, "tracking store"), (plan.registry_uri, "model registry")):
             if uri:
@@ -108,7 +113,11 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
             max_concurrent_trials=plan.max_concurrent_trials,
             **trainer.resource_needs(cfg.trainer),
         )
-        client = MlflowClient(plan.tracking_uri, plan.registry_uri)
+        if not fit.num_workers and getattr(trainer, "TRIAL_IMPORTS", ()):
+            # The first trials' processes start and import their libraries now, while the parent run and Tune's
+            # experiment are set up, instead of after.
+            runtime.warm_workers(min(fit.max_concurrent_trials, plan.num_trials), fit.trial["cpu"],
+                                 trainer.TRIAL_IMPORTS)
         experiment_id = queries.experiment_id(client, plan.experiment_name)
         data_record = lineage.record(dataset)
         # Signals wait while the parent run is created and while it ends with its children (signals.guard).
@@ -127,6 +136,7 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
                 lineage.log(client, parent_id, data_record)
             context = tuning.trial_context(plan, cfg, fit, experiment_id, parent_id, data_record)
             trainable = trainer.make_trainable(cfg.trainer, dataset, context)
+            log.debug("phase parent run created")
             # A tracking server that stops answering is waited for while trials go on, up to mlflow.max_outage_s;
             # longer, Tune stops and TrackingOutage (exit 1) ends the parent FAILED once the server answers.
             store = outage.clock(plan.tracking_uri, cfg.mlflow.max_outage_s)
@@ -134,32 +144,122 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
                                                       compat.request_tune_stop):
                 results = tuning.fit(plan, cfg, trainable, fit, trainer.reported_metrics(cfg.trainer, task), context,
                                      experiment_id, parent_id, data_record)
-            record_outcomes(
-                client, experiment_id, parent_id, results,
-                lambda result: trainer.best_checkpoint(result, plan.metric, plan.mode),
-                scheduler=plan.scheduler, resumed=plan.resume, interrupted=signals.received is not None,
+            release_ray()  # nothing after Tune needs Ray: it stops while the sweep registers its model
+            log.debug("phase tune finished")
+            summary, registration, checkpoints = after_training(
+                client, plan, cfg, trainer, dataset, experiment_id, parent_id, results,
+                interrupted=signals.received is not None,
             )
-            parent = client.get_run(parent_id)
-            summary = analysis.summarize(client, parent)
-            analysis.record_best(client, summary)
-            registration = registry.register_best(client, parent, summary, dataset) if plan.register else None
-            _log_report(client, summary, registration)
-            checkpoints = None
-            if isinstance(registration, registry.Registration):  # only now: a resume needs them until here
-                from raysweep import retention
-
-                checkpoints = retention.after_registration(client, summary, results, plan.run_dir,
-                                                           cfg.cluster.keep_checkpoints)
+    log.debug("phase ray stopped")
     return SweepOutcome(plan, summary, registration, time.perf_counter() - started, checkpoints)
 
 
-def _log_report(client, summary, registration) -> None:
-    """Draw the report onto the parent run; a drawing problem must not fail a sweep that trained and registered."""
+def after_training(client, plan: SweepPlan, cfg: DictConfig, trainer, dataset, experiment_id: str, parent_id: str,
+                   results, *, interrupted: bool = False) -> tuple[Any, Any, Any]:
+    """Everything after ``Tuner.fit`` returned: square the runs with Tune, summarize, register, report, clean up.
+
+    Against a tracking server the phase rides out an outage as the trials do: MLflow's calls give up within seconds
+    (:func:`raysweep.tracking.outage.driver_http_retries`) and the whole phase is tried again, every 1-2 s, until it
+    goes through; each step is idempotent (a version registered, a model logged or a report drawn by an attempt
+    the outage cut short is found again, not repeated). A store that is a file runs it once and raises at once.
+
+    Args:
+        client: Client bound to the sweep's tracking and registry stores.
+        plan: The sweep's plan.
+        cfg: The composed config (``mlflow.max_outage_s``, ``cluster.keep_checkpoints``).
+        trainer: The loaded trainer (where a trial's best checkpoint is).
+        dataset: The sweep's data (the new version's test score), or ``None``.
+        experiment_id: The sweep's experiment.
+        parent_id: The sweep's parent run.
+        results: Tune's ``ResultGrid``.
+        interrupted: A signal stopped the trials: their runs stay as the signal left them.
+
+    Returns:
+        ``(summary, registration, checkpoints)``: the :class:`raysweep.analysis.SweepSummary`, the registration
+        (``None`` with ``sweep.register=false``) and what :func:`raysweep.retention.after_registration` kept.
+
+    Raises:
+        TrackingOutage: The server did not answer for longer than ``mlflow.max_outage_s``: one line, exit 1; the
+            parent run is ended FAILED when the server answers (:func:`raysweep.tracking.parent.parent_run`),
+            and ``resume=true`` registers the best trial without training again.
+    """
+    from raysweep import analysis, registry
+    from raysweep.tracking import outage
+    from raysweep.tracking.reconcile import record_outcomes
+
+    store = outage.clock(plan.tracking_uri, cfg.mlflow.max_outage_s)
+    first_look: dict[str, Any] = {}  # the sweep's version when first looked: None, and a later one is this phase's
+
+    def attempt():
+        record_outcomes(
+            client, experiment_id, parent_id, results,
+            lambda result: trainer.best_checkpoint(result, plan.metric, plan.mode),
+            scheduler=plan.scheduler, resumed=plan.resume, interrupted=interrupted,
+        )
+        parent = client.get_run(parent_id)
+        summary = analysis.summarize(client, parent)
+        analysis.record_best(client, summary)
+        log.debug("phase summarized")
+        registration = None
+        if plan.register:
+            first_look.setdefault("version", registry.sweep_version(client, parent, summary))
+            registration = registry.register_best(client, parent, summary, dataset)
+            if first_look["version"] is None and isinstance(registration, registry.Registration):
+                # An earlier attempt registered it before the outage: this sweep's new version all the same.
+                registration = dataclasses.replace(registration, created=True)
+        log.debug("phase registered")
+        _log_report(client, summary, registration, raise_outage=store.enabled)
+        log.debug("phase report drawn")
+        checkpoints = None
+        if isinstance(registration, registry.Registration):  # only now: a resume needs them until here
+            from raysweep import retention
+
+            checkpoints = retention.after_registration(outage.patient(client, store), summary, results, plan.run_dir,
+                                                       cfg.cluster.keep_checkpoints)
+        return summary, registration, checkpoints
+
+    if not store.enabled:
+        return attempt()
+    with outage.driver_http_retries():
+        return outage.after_training(store, attempt)
+
+
+#: What summarizing, registering and drawing the report import (seconds): loaded while Ray starts and trials run,
+#: not after the last trial; the trainer adds what its model logging imports (``REGISTRATION_IMPORTS``).
+_REPORT_IMPORTS = ("raysweep.analysis", "raysweep.registry", "raysweep.report", "matplotlib.figure", "optuna")
+
+
+def _prepare(plan: SweepPlan, warm: Sequence[str]):
+    """Ready the sweep's tracking store and return a client bound to it; then, in a thread of its own, import
+    ``warm`` (what registration and the report need). Runs while Ray starts (:class:`raysweep.runtime.Background`).
+    """
+    from mlflow import MlflowClient
+
+    from raysweep import runtime
+    from raysweep.tracking import queries
+
+    queries.ready_store(plan.tracking_uri)  # two sweeps on a new sqlite file: its tables are made once
+    client = MlflowClient(plan.tracking_uri, plan.registry_uri)
+    import mlflow.models  # noqa: F401 - the data's lineage record infers a signature with it, next
+
+    if warm:
+        runtime.Background(runtime.import_modules, warm, name="raysweep-warm-up")
+    return client
+
+
+def _log_report(client, summary, registration, *, raise_outage: bool = False) -> None:
+    """Draw the report onto the parent run; a drawing problem must not fail a sweep that trained and registered.
+
+    With ``raise_outage``, a store that does not answer is raised, so that the phase waits for it and draws again.
+    """
     from raysweep import report
+    from raysweep.tracking.outage import unreachable
 
     try:
         report.log_report(client, summary, registration)
     except Exception as error:  # noqa: BLE001 - reported, and the notebooks can draw it again
+        if raise_outage and unreachable(error):
+            raise
         log.warning("sweep report not stored on the parent run: %s: %s", type(error).__name__, error)
 
 

@@ -5,7 +5,10 @@ Imported once a sweep is about to run (it imports Ray Tune).
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -92,13 +95,17 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
         remote.remember_uri(plan.registry_uri)
         tuner = tune.Tuner.restore(plan.run_dir, trainable=trainable, resume_unfinished=True)
         # The restored run config keeps the first run's verbosity (and terminal progress callback).
-        with compat.tune_output(compat.restored_verbosity(tuner)):
+        with compat.tune_output(compat.restored_verbosity(tuner)), _tensorboard(cfg.cluster.tensorboard):
             return tuner.fit()
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
     from raysweep.tracking.progress import SweepProgressCallback
 
-    # Both logging modes: trials ended / planned and the best so far on the parent run, as trials end.
+    # Both logging modes: trials ended / planned and the best so far on the parent run, as trials end. Tune's
+    # result.json (what a resume re-logs) and progress.csv are kept; its TensorBoard logger only on request.
     callbacks = [SweepProgressCallback(tracking_uri=plan.tracking_uri, parent_run_id=parent_id, metric=plan.metric,
-                                       mode=plan.mode, planned=plan.num_trials)]
+                                       mode=plan.mode, planned=plan.num_trials), JsonLoggerCallback(),
+                 CSVLoggerCallback()]
     if cfg.cluster.verbose == 0:  # raysweep's one line per trial; Tune's own tables at 1 and 2
         from raysweep.progress import TrialProgress
 
@@ -167,10 +174,24 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
             verbose=cfg.cluster.verbose,
         ),
     )
-    with compat.tune_output(cfg.cluster.verbose), warnings.catch_warnings():
+    with compat.tune_output(cfg.cluster.verbose), _tensorboard(cfg.cluster.tensorboard), warnings.catch_warnings():
         # Tune advises reuse_actors under PBT; worker-group trials go without it on purpose (see above).
         warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
         results = tuner.fit()
     if user_error.error:
         raise RaySweepError(user_error.error)
     return results
+
+
+@contextmanager
+def _tensorboard(wanted: bool) -> Iterator[None]:
+    """Whether Tune adds its TensorBoard logger: it imports tensorboardX and so torch into the driver (~0.5 GB and
+    seconds before the first trial), for event files raysweep never reads. Tune's other loggers are passed in."""
+    if wanted or "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS" in os.environ:
+        yield
+        return
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)

@@ -193,10 +193,13 @@ def hold(client, parent_run_id: str, *, contended: bool = True) -> Iterator[str]
 
 def release(client, parent_run_id: str, holder: str) -> None:
     """Let go of the lease if ``holder`` still holds it; a store that does not answer leaves it to expire."""
+    from raysweep.tracking.outage import driver_http_retries
+
     try:
-        lease = read(client.get_run(parent_run_id))
-        if lease is not None and lease.holder == holder:
-            _write(client, parent_run_id, "")
+        with driver_http_retries():  # seconds, not MLflow's minutes of retries, for a store gone quiet at the end
+            lease = read(client.get_run(parent_run_id))
+            if lease is not None and lease.holder == holder:
+                _write(client, parent_run_id, "")
     except Exception as error:  # noqa: BLE001 - the lease expires by itself when this process ends
         log.warning("sweep lease not released (%s); it expires when this process ends", type(error).__name__)
 

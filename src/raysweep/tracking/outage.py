@@ -13,7 +13,9 @@ MLflow call give up within seconds (:func:`watch`: unless the user set MLflow's 
 so a sweep rides out an outage and writes everything it held back once the server answers again. An outage longer
 than ``mlflow.max_outage_s`` stops Tune gracefully and raises :class:`~raysweep.errors.TrackingOutage` (one line,
 exit 1); the parent run is ended FAILED when the server answers again (:func:`when_back`), or, when it never does
-while this driver waits, by the next resume or analyse (:func:`stopped_by_outage`).
+while this driver waits, by the next resume or analyse (:func:`stopped_by_outage`). After the trials, the phase
+that records their results, registers and reports is tried again as a whole, under the same clock and with the same
+fast-failing MLflow calls (:func:`after_training`; each of its steps finds what a cut-short attempt did).
 
 Stores that are files (sqlite) have no outages: their errors are raised at once, as before.
 """
@@ -264,6 +266,27 @@ def watch(outage: Outage, probe: Callable[[], Any], on_expired: Callable[[], Any
     if stopped.is_set() or outage.expired:
         outage.give_up()
         raise outage.error()
+
+
+def after_training(outage: Outage, phase: Callable[[], T]) -> T:
+    """Run the sweep's phase after the trials (``phase``: idempotent as a whole), again while the store does not answer.
+
+    Each attempt starts over; the clock goes on from any outage the trials ended in, and gives up once the store
+    has not answered for ``max_outage_s``.
+
+    Raises:
+        TrackingOutage: The store did not answer for longer than ``max_outage_s``: one line saying that the trials
+            are done and that ``resume=true`` finishes the sweep without training again.
+    """
+    try:
+        return outage.call(phase)
+    except TrackingOutage:
+        raise TrackingOutage(
+            f"{outage.what} did not answer for more than {outage.max_outage_s:g} s (mlflow.max_outage_s) after the "
+            "trials finished, so the sweep stopped before recording its results; start the server again (the parent "
+            "run is marked FAILED when it answers), then resume=true finishes it without training again, or raise "
+            "mlflow.max_outage_s"
+        ) from None
 
 
 def when_back(end: Callable[[], Any], run_id: str, outage: Outage, grace_s: float | None = None) -> bool:

@@ -143,7 +143,14 @@ def parent_run(
                              outage.clock(client.tracking_uri))
             raise
         finally:
-            if status is not None:
+            if status == "FINISHED":
+                from raysweep.tracking import outage
+
+                # The sweep's work is done and recorded: a server that stops answering now is waited for too
+                # (up to mlflow.max_outage_s), not left to MLflow's minutes of retries and a traceback.
+                with outage.driver_http_retries():
+                    outage.clock(client.tracking_uri).call(_end, client, experiment_id, run_id, status)
+            elif status is not None:
                 _end(client, experiment_id, run_id, status)
 
 

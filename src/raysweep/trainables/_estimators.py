@@ -35,6 +35,9 @@ MODEL_FILE = "model.joblib"  # the fitted Pipeline (preprocessing, estimator)
 EXAMPLE_FILE = "input_example.parquet"  # a few raw validation rows: the logged model's example and signature
 CONFIG_FILE = "model.json"  # raysweep.tabular.model_config: task, classes, columns
 PROGRESS_FILE = "progress.json"  # iteration, fit seconds
+#: What a trial's process imports, and :func:`log_model` in the driver (skops: all of scikit-learn, torch): early.
+TRIAL_IMPORTS = ("ray.tune", "sklearn.ensemble", "raysweep.tabular", "raysweep.tracking.worker", "pyarrow.parquet")
+REGISTRATION_IMPORTS = ("mlflow.sklearn", "skops.io")
 
 #: Boosting libraries whose scikit-learn classes continue training from a booster: top-level module -> the
 #: ``fit`` argument taking the booster so far, and how to get it from a fitted estimator.
@@ -44,8 +47,7 @@ _BOOSTERS = {
 }
 #: Classes whose ``max_iter`` with ``warm_start`` counts all iterations (it adds rounds, not a fresh budget).
 _CUMULATIVE_MAX_ITER = ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
-#: Boosters' ``n_estimators`` when left at ``None``.
-_DEFAULT_ROUNDS = 100
+_DEFAULT_ROUNDS = 100  # boosters' n_estimators when left at None
 
 
 def task_metrics(target: str, task: str | None, fixed: dict[str, Any] | None = None) -> tuple[str, ...]:

@@ -1,7 +1,11 @@
-"""A trainer whose iterations cost a fixed time and no CPU: for measuring what a sweep spends on itself.
+"""A trainer whose iterations cost a fixed time: for measuring what a sweep spends on itself.
 
-Each iteration sleeps ``trainer.params.seconds_per_iteration`` and reports ``score = x * iteration`` (``x``
-from the trial's config, 0 when absent), so any result shows which trial produced it. It makes no model.
+Each iteration sleeps ``trainer.params.seconds_per_iteration`` (or, with ``trainer.params.busy``, burns that much
+CPU time in a loop) and reports ``score = x * iteration`` (``x`` from the trial's config, 0 when absent), so any
+result shows which trial produced it. It makes no model.
+
+Sleeping trials hide overhead that runs while a CPU would idle; busy ones compete for the CPUs with Ray's and
+raysweep's own processes, as real training does, so that overhead shows up in the sweep's wall time.
 
 A :class:`raysweep.trainables.Trainer` that needs no data and makes no model.
 """
@@ -20,19 +24,22 @@ MAKES_MODELS = False
 #: Trains on nothing: the sweep skips loading data.
 NEEDS_DATA = False
 _SECONDS = "seconds_per_iteration"
+_BUSY = "busy"
 
 
 def validate(trainer_cfg, search_space: dict[str, Any]) -> None:
-    """Only ``x`` (the score's slope) and the trainer's ``seconds_per_iteration`` mean anything here.
+    """Only ``x`` (the score's slope) and the trainer's ``seconds_per_iteration`` and ``busy`` mean anything here.
 
     Raises:
-        RaySweepError: Another hyperparameter, or a negative duration.
+        RaySweepError: Another hyperparameter, a negative duration, or a busy that is not true or false.
     """
     for name in search_space:
         if name != "x":
             raise RaySweepError(f"{name!r} is not a parameter of the fixed_cost trainer; search only x")
     if float(trainer_cfg.params.get(_SECONDS, 0.2)) < 0:
         raise RaySweepError(f"trainer.params.{_SECONDS} must be >= 0")
+    if not isinstance(trainer_cfg.params.get(_BUSY, False), bool):
+        raise RaySweepError(f"trainer.params.{_BUSY} must be true or false")
 
 
 def resource_needs(trainer_cfg) -> dict[str, Any]:
@@ -45,6 +52,7 @@ def make_trainable(trainer_cfg, dataset, context):
     settings = {
         "iterations": int(trainer_cfg.iterations),
         "seconds": float(trainer_cfg.params.get(_SECONDS, 0.2)),
+        "busy": bool(trainer_cfg.params.get(_BUSY, False)),
         "logging": context.logging,
     }
     from ray import tune
@@ -53,7 +61,7 @@ def make_trainable(trainer_cfg, dataset, context):
 
 
 def train(config: dict[str, Any], settings: dict[str, Any]) -> None:
-    """Sleep and report ``iterations`` times."""
+    """Sleep (or burn CPU) and report ``iterations`` times."""
     from ray import tune
 
     from raysweep.tracking.worker import trial_log
@@ -62,14 +70,25 @@ def train(config: dict[str, Any], settings: dict[str, Any]) -> None:
     context = tune.get_context()
     x = float(config.get("x", 0.0))
     n = settings["iterations"]
+    wait = burn if settings.get("busy") else time.sleep
     with trial_log(settings["logging"], config, context.get_trial_name(), context.get_trial_id()) as log:
         for i in range(1, n + 1):
-            time.sleep(settings["seconds"])
+            wait(settings["seconds"])
             log.metrics({"score": x * i}, step=i)
             if i == n:
                 log.flush()  # inside the measured time, not after the last report
             # log_time_s goes to Tune only: the benchmark's measure of logging's share of trial time.
             tune.report({"score": x * i, PROGRESS: i / n, "log_time_s": log.seconds})
+
+
+def burn(seconds: float) -> None:
+    """Keep this thread busy until it has used ``seconds`` of CPU time.
+
+    CPU time, not wall time: on a CPU shared with other processes the iteration takes longer, as real training would.
+    """
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
 
 
 def best_checkpoint(result, metric: str, mode: str) -> None:

@@ -1,0 +1,214 @@
+"""The README's sweep against its physical limit: wall time / (trials' fit seconds / CPUs), and its fixed costs.
+
+    uv run python bench/default_sweep.py              # 3 repetitions of `python -m raysweep +sweep=fraud` (~4 min)
+    uv run python bench/default_sweep.py --reps 1 -- sweep.num_samples=4     # extra overrides after --
+    uv run python bench/default_sweep.py --baseline old=/tmp/old/src    # against another version, rep by rep
+    uv run python bench/default_sweep.py --checkpoints    # seconds and bytes one trial spends on checkpoints (no Ray)
+
+Each repetition runs the sweep as the README does (a subprocess, ``raysweep.__main__.main``), on a fresh sqlite
+store and Tune folder in a temp directory, and reads back from the store it wrote:
+
+- ``wall``: launch -> process exit, seen from this script;
+- ``limit``: the trials' fit seconds (each trial's last ``train_time_s``, the wall time of its ``fit`` calls)
+  divided by the cluster's CPUs; ``ratio`` = wall / limit (issue 18's goal: <= 1.3);
+- ``first trial``: launch -> the first trial's child run starts (the driver saw Tune start it) and -> its first fit
+  began (its first ``train_time_s`` report's time less the fit seconds in it);
+- ``exit``: the last trial's run ended -> process exit;
+- ``trials``: the trials' time in Tune (``time_total_s``) beside their fit seconds: what a trial spends besides
+  fitting (scoring, checkpoints, reporting);
+- the driver's phases: the ``raysweep.sweep`` DEBUG lines (time since launch) the sweep writes at each step.
+
+Every number is the median of the repetitions, with min and max; with ``--baseline`` the versions alternate
+(ABBA...), so a neighbour's load falls on all. The machine should be otherwise idle: on a busy one the ratio says
+as much about the neighbours as about raysweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+#: The sweep as `python -m raysweep` runs it, with a handler that prints raysweep's DEBUG lines stamped with time.
+DRIVER = (
+    "import atexit, logging, sys, threading\n"
+    "logging.basicConfig(level=logging.WARNING, format='%(created).3f %(name)s %(levelname)s %(message)s')\n"
+    "log = logging.getLogger('raysweep.sweep')\n"
+    "log.setLevel(logging.DEBUG)\n"
+    "atexit.register(log.debug, 'phase last exit handler')  # registered first: runs last\n"
+    "sys.argv = ['raysweep', *sys.argv[1:]]\n"
+    "from raysweep.__main__ import main\n"
+    "try:\n"
+    "    main()\n"
+    "finally:\n"
+    "    log.debug('phase main returned')\n"
+    "    threads = [t.name for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]\n"
+    "    if threads:\n"
+    "        log.debug('threads left: %s', threads)\n"
+)
+#: A DEBUG line of the driver's phases: "<epoch seconds> raysweep.sweep DEBUG phase <name>".
+PHASE = re.compile(r"^(\d+\.\d+) raysweep\.sweep DEBUG phase (.+)$")
+
+
+def run_once(overrides: list[str], cpus: int, src: str | None = None) -> dict[str, float]:
+    """One sweep in a fresh temp directory; returns its numbers (seconds, ratio, bytes). ``src``: a folder whose
+    ``raysweep`` package is run instead of the installed one (driver and trials: local Ray workers inherit
+    ``PYTHONPATH``)."""
+    with tempfile.TemporaryDirectory(prefix="raysweep-bench-") as tmp:
+        work = Path(tmp)
+        store = work / "mlflow.db"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}", "PYTHONUNBUFFERED": "1",
+               "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
+        if src:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(src).resolve()), env.get("PYTHONPATH")]))
+        args = [sys.executable, "-c", DRIVER, "+sweep=fraud", f"cluster.storage_path={work / 'ray'}", *overrides]
+        launched = time.time()
+        done = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, check=False)
+        exited = time.time()
+        if done.returncode != 0:
+            raise SystemExit(f"sweep failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        numbers = _from_store(store, launched, exited, cpus)
+        numbers.update(_trial_time(work / "ray"))
+        numbers.update(_phases(done.stderr, launched))
+        kept = re.search(r"checkpoints kept \d+ trials? \(([\d.]+) MB\), removed \d+ \(([\d.]+) MB\)", done.stdout)
+        if kept:
+            numbers["checkpoints MB (last 2 per trial)"] = float(kept[1]) + float(kept[2])
+        return numbers
+
+
+def _from_store(store: Path, launched: float, exited: float, cpus: int) -> dict[str, float]:
+    db = sqlite3.connect(store)
+    children = db.execute(
+        "select r.run_uuid, r.start_time, r.end_time from runs r join tags t on t.run_uuid = r.run_uuid "
+        "where t.key = 'mlflow.parentRunId'").fetchall()
+    fit = {}
+    first_fit = []
+    for run_id, _, _ in children:
+        history = db.execute("select value, timestamp from metrics where run_uuid = ? and key = 'train_time_s' "
+                             "order by step", (run_id,)).fetchall()
+        if history:
+            fit[run_id] = history[-1][0]
+            first_fit.append(history[0][1] / 1000 - history[0][0])
+    db.close()
+    wall = exited - launched
+    limit = sum(fit.values()) / cpus
+    return {
+        "wall": wall,
+        "fit seconds (all trials)": sum(fit.values()),
+        "limit": limit,
+        "ratio": wall / limit,
+        "launch -> first child run": min(start for _, start, _ in children) / 1000 - launched,
+        "launch -> first fit began": min(first_fit) - launched,
+        "last trial ended -> exit": exited - max(end for _, _, end in children) / 1000,
+        "trials": len(children),
+    }
+
+
+def _trial_time(tune_dir: Path) -> dict[str, float]:
+    """Tune's time per trial (time_total_s of its last result) against its fit seconds."""
+    import json
+
+    total = fit = 0.0
+    for result in tune_dir.glob("*/*/result.json"):
+        lines = result.read_text().splitlines()
+        if lines:
+            last = json.loads(lines[-1])
+            total += last.get("time_total_s", 0.0)
+            fit += last.get("train_time_s", 0.0)
+    return {"trial time in Tune (all trials)": total, "trial time not fitting": total - fit}
+
+
+def _phases(stderr: str, launched: float) -> dict[str, float]:
+    """Launch -> each phase the driver logged (the first time it is logged)."""
+    seen: dict[str, float] = {}
+    for line in stderr.splitlines():
+        match = PHASE.match(line)
+        if match and f"phase: {match[2]}" not in seen:
+            seen[f"phase: {match[2]}"] = float(match[1]) - launched
+    return seen
+
+
+#: Fraud search-space configurations whose checkpoints --checkpoints measures: the largest forest, a middling one.
+CHECKPOINT_CONFIGS = {
+    "largest": {"n_estimators": 200, "max_depth": None, "min_samples_leaf": 1, "max_features": "sqrt"},
+    "middling": {"n_estimators": 100, "max_depth": 10, "min_samples_leaf": 8, "max_features": 0.5},
+}
+
+
+def checkpoint_cost() -> None:
+    """Seconds and bytes a fraud trial spends writing its checkpoints (5 iterations), outside Ray: the trial's own
+    write only (Tune then copies the folder into the sweep's storage, about as much again)."""
+    import time as clock
+
+    from raysweep import data
+    from raysweep.compose import compose
+    from raysweep.tabular import model_config
+    from raysweep.trainables import _estimators as engine
+    from raysweep.trainables import sklearn
+
+    cfg = compose(["+sweep=fraud"])
+    dataset = data.load(cfg.data)
+    settings = sklearn._settings(cfg.trainer, dataset.task)
+    described = model_config(dataset.task, dataset.classes, dataset.X_train.columns)
+    print(f"\n{'checkpoints of one trial (5 iterations)':<40} {'fit s':>8} {'trial s':>8} {'save s':>8} {'MB':>8}")
+    for name, config in CHECKPOINT_CONFIGS.items():
+        saving = written = 0.0
+        started = clock.perf_counter()
+        for i, pipeline, metrics in engine.grow({**config, "criterion": "gini"}, dataset, settings):
+            before = clock.perf_counter()
+            with tempfile.TemporaryDirectory() as folder:
+                engine._save(pipeline, dataset.X_val.head(5), described, folder, {"iteration": i})
+                written += sum(f.stat().st_size for f in Path(folder).iterdir())
+            saving += clock.perf_counter() - before
+        print(f"{name:<40} {metrics['train_time_s']:>8.2f} {clock.perf_counter() - started:>8.2f} {saving:>8.2f} "
+              f"{written / 1e6:>8.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
+    parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="the local Ray's CPUs (default: all)")
+    parser.add_argument("--baseline", metavar="[NAME=]SRC", action="append", default=[],
+                        help="also run the raysweep package in SRC (the src/ folder of another version, with conf/ "
+                        "beside it), alternating with this one rep by rep, and print them side by side; repeatable")
+    parser.add_argument("--checkpoints", action="store_true", help="only measure what writing one trial's "
+                        "checkpoints costs (no Ray, seconds)")
+    parser.add_argument("overrides", nargs="*", help="more overrides for the sweep, after --")
+    args = parser.parse_args()
+    if args.checkpoints:
+        checkpoint_cost()
+        return
+    overrides = list(args.overrides)
+    if args.cpus != os.cpu_count():
+        overrides.append(f"cluster.num_cpus={args.cpus}")
+    print(f"python -m raysweep +sweep=fraud {' '.join(overrides)}  x{args.reps}, {args.cpus} CPUs", flush=True)
+    versions: dict[str, str | None] = {"this": None}
+    for i, given in enumerate(args.baseline):
+        name, _, src = given.rpartition("=")
+        versions[name or f"baseline{i + 1 if len(args.baseline) > 1 else ''}"] = src
+    reps: dict[str, list[dict[str, float]]] = {name: [] for name in versions}
+    for i in range(args.reps):
+        for name, src in (list(versions.items()) if i % 2 == 0 else list(versions.items())[::-1]):
+            numbers = run_once(overrides, args.cpus, src)
+            reps[name].append(numbers)
+            print(f"rep {i + 1} {name}: wall {numbers['wall']:.1f} s, limit {numbers['limit']:.1f} s, "
+                  f"ratio {numbers['ratio']:.2f}", flush=True)
+    keys = list(dict.fromkeys(k for runs in reps.values() for numbers in runs for k in numbers))
+    print(f"\n{'median (min-max)':<40}" + "".join(f"{name:>24}" for name in versions))
+    for key in keys:
+        cells = []
+        for runs in reps.values():
+            values = [numbers[key] for numbers in runs if key in numbers]
+            cells.append(f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})" if values else "-")
+        print(f"{key:<40}" + "".join(f"{cell:>24}" for cell in cells))
+
+
+if __name__ == "__main__":
+    main()
