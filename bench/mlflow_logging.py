@@ -21,8 +21,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -30,75 +28,13 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the w
 #: Seconds between two steps of a safety writer, and metrics per step.
 PACE_S, METRICS = 0.1, 10
 WRITERS = {"MLflow async": "async", "raysweep": "raysweep"}  # label -> writer_main's name
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from sqlite_server import SqliteServer as Server  # noqa: E402
+from sqlite_server import sqlite_server as mlflow_server  # noqa: E402
+
 #: MLflow's per-call HTTP retries: off (what raysweep's driver sets while trials run) and MLflow's default.
 RETRIES = {"retries off": {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"},
            "MLflow default": {}}
-
-
-class Server:
-    """``mlflow server`` over sqlite on a fixed loopback port, stopped and started at will (as tests/test_outage.py)."""
-
-    def __init__(self, folder: Path):
-        from raysweep.runtime import free_port
-
-        self.folder = folder
-        self.db = folder / "server.db"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-               "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-        env.pop("MLFLOW_TRACKING_URI", None)
-        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.db}",
-                   "--artifacts-destination", str(self.folder / "artifacts"),
-                   "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
-        with open(self.folder / "server.log", "ab") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        deadline = time.monotonic() + 90
-        while not self.answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("mlflow server did not start: " + (self.folder / "server.log").read_text()[-2000:])
-            time.sleep(0.3)
-
-    def answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as reply:
-                return reply.status == 200
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        for signum, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(self.process.pid, signum)
-                self.process.wait(wait)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        while self.answers():  # the next start binds the same port
-            time.sleep(0.2)
-
-
-@contextmanager
-def mlflow_server(folder: Path, running: Server | None = None):
-    """A started :class:`Server` (``running`` when given), stopped afterwards (only one this started)."""
-    if running is not None:
-        yield running
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    server = Server(folder)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _experiment(client, name: str) -> str:

@@ -38,7 +38,7 @@ from raysweep.tracking.tags import (
 # --- Live progress: the pure count, then the callback against a real store.
 
 
-@pytest.mark.parametrize(("outcomes", "mode", "expected"), [
+PROGRESS_TABLE = [
     ([], "max", (0, 0, math.nan)),
     ([("RUNNING", 0.9), ("PENDING", None)], "max", (0, 0, math.nan)),
     ([("TERMINATED", 0.5), ("TERMINATED", 0.7)], "max", (2, 0, 0.7)),
@@ -49,9 +49,24 @@ from raysweep.tracking.tags import (
     ([("TERMINATED", float("nan")), ("TERMINATED", None), ("TERMINATED", "x"), ("TERMINATED", 0.1)], "max",
      (4, 0, 0.1)),
     ([("TERMINATED", np.float32(0.25)), ("TERMINATED", True)], "max", (2, 0, 0.25)),
-])
+    ([("TERMINATED", 0.3), ("ERROR", None), ("TERMINATED", 0.2), ("TERMINATED", 0.9)], "min", (4, 1, 0.2)),
+]
+
+
+@pytest.mark.parametrize(("outcomes", "mode", "expected"), PROGRESS_TABLE)
 def test_progress_counts_ended_trials_and_picks_the_best_finished_one(outcomes, mode, expected):
     state = progress.progress(outcomes, 8, mode)
+    finished, failed, best = expected
+    assert (state.finished, state.failed, state.planned) == (finished, failed, 8)
+    assert (math.isnan(state.best) and math.isnan(best)) or state.best == pytest.approx(best)
+
+
+@pytest.mark.parametrize(("outcomes", "mode", "expected"), PROGRESS_TABLE)
+def test_progress_advanced_trial_by_trial_is_the_count_of_them_all(outcomes, mode, expected):
+    """The callback counts Tune's list once and then adds each trial as it ends: the same numbers."""
+    state = progress.progress([], 8, mode)
+    for status, value in outcomes:
+        state = progress.advance(state, status, value, mode)
     finished, failed, best = expected
     assert (state.finished, state.failed, state.planned) == (finished, failed, 8)
     assert (math.isnan(state.best) and math.isnan(best)) or state.best == pytest.approx(best)

@@ -10,14 +10,12 @@ registration, report): ridden out or one line, and a resume registers the best t
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,6 +32,10 @@ from raysweep.tracking import outage
 from raysweep.tracking.buffer import MetricBuffer
 from raysweep.tracking.tags import PARENT_ROLE, ROLE_TAG, TRIAL_ID_TAG
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from sqlite_server import SqliteServer as Server  # noqa: E402
+from sqlite_server import sqlite_server as mlflow_server  # noqa: E402
+
 #: How long the server is down in the ride-out test (the issue's "30 s mid-sweep").
 OUTAGE_S = 30
 #: MLflow's own retries of each call (7 by default, about 4 minutes) would hide a 30 s outage behind one blocked
@@ -45,66 +47,6 @@ MLFLOW_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_B
 ITERATIONS = 36
 SWEEP = ["+sweep=overhead", "sweep.num_samples=2", "sweep.max_concurrent_trials=2", "trainer.cpus_per_trial=0.25",
          f"trainer.iterations={ITERATIONS}", "trainer.params.seconds_per_iteration=1", "cluster.verbose=0"]
-
-
-class Server:
-    """``mlflow server`` over a sqlite file on a fixed loopback port, stopped and started again at will."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.db = folder / "mlflow.db"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-               "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-        env.pop("MLFLOW_TRACKING_URI", None)
-        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.db}",
-                   "--serve-artifacts", "--artifacts-destination", str(self.folder / "artifacts"),
-                   "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
-        with open(self.folder / "server.log", "ab") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        deadline = time.monotonic() + 90
-        while not self.answers():
-            assert self.process.poll() is None, (self.folder / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not answer in 90 s"
-            time.sleep(0.3)
-
-    def answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as reply:
-                return reply.status == 200
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        for signum, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(self.process.pid, signum)
-                self.process.wait(wait)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # The next start binds the same port: wait until nothing listens there.
-        while self.answers():
-            time.sleep(0.2)
-
-
-@contextmanager
-def mlflow_server(folder: Path):
-    server = Server(folder)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _dead_server() -> str:
@@ -358,10 +300,18 @@ def _outage_at_report(monkeypatch, cable: Cable, seconds: float) -> list:
     version (the step chosen by wrapping raysweep's own report function; MLflow itself is untouched)."""
     drawn, original = [], report.log_report
 
+    def plug_in_later():  # counted from the sweep's first unanswered call: drawing figures first takes a while
+        store = outage.clock(cable.url)
+        deadline = time.monotonic() + 120
+        while store.down_s == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(seconds)
+        cable.plug()
+
     def unplug_then_draw(*args, **kwargs):
         if not drawn:
             cable.unplug()
-            threading.Timer(seconds, cable.plug).start()
+            threading.Thread(target=plug_in_later, daemon=True).start()
         drawn.append(args[1].parent_run_id)
         return original(*args, **kwargs)
 

@@ -8,7 +8,9 @@ Each time a trial ends it writes, in one batch, to the parent run:
 - tag ``raysweep.progress`` (``5/16``: visible as a column in the runs table) and ``raysweep.trials_planned``.
 
 Counts come from Tune's own trial list, which a resumed sweep restores with its finished trials, so a resume
-continues the count instead of starting again at 1.
+continues the count instead of starting again at 1. The list is read once, at the first trial end; after that
+each end only adds to the count (a recount per end would cost O(trials^2) over a sweep of many small trials), and
+the writes a slow store has let queue up go out as one batch, every step kept.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ FAILED_METRIC = "sweep_trials_failed"
 BEST_METRIC_PREFIX = "sweep_best_"
 #: Seconds the end of the sweep waits for progress writes still queued (a slow server must not hold it up).
 _FLUSH_TIMEOUT_S = 30.0
+#: Trial ends written in one batch at most (3 metrics each: within MLflow's 1,000 metrics a batch).
+_MAX_BATCHED = 300
 _ENDED = ("TERMINATED", "ERROR")
 
 
@@ -76,6 +80,15 @@ def progress(outcomes: Iterable[tuple[str, float | None]], planned: int, mode: s
     return Progress(finished, failed, planned, math.nan if best is None else values[best])
 
 
+def advance(state: Progress, status: str, value: float | None, mode: str) -> Progress:
+    """``state`` with one more trial ended: :func:`progress` over the trials so far and this one, in O(1)."""
+    ended = progress([(status, value)], state.planned, mode)
+    candidates = [v for v in (state.best, ended.best) if not math.isnan(v)]
+    best = ranking.best_index(candidates, mode)
+    return Progress(state.finished + ended.finished, state.failed + ended.failed, state.planned,
+                    math.nan if best is None else candidates[best])
+
+
 class SweepProgressCallback(Callback):
     """Update the parent run as trials end (see the module docstring); never fails the sweep.
 
@@ -95,9 +108,10 @@ class SweepProgressCallback(Callback):
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
         self._warned = False
+        self._state: Progress | None = None  # counted once from Tune's list at the first end, then advanced
 
     def __getstate__(self):
-        return {**self.__dict__, "_queue": None, "_thread": None, "_warned": False}
+        return {**self.__dict__, "_queue": None, "_thread": None, "_warned": False, "_state": None}
 
     def setup(self, **info):
         from mlflow import MlflowClient
@@ -112,10 +126,10 @@ class SweepProgressCallback(Callback):
         self._queue.put(({}, {TRIALS_PLANNED_TAG: str(self._planned)}, None))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._update(trials, trial)
+        self._update(trials, trial, "TERMINATED")  # Tune marks it only after this hook
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._update(trials, trial)
+        self._update(trials, trial, "ERROR")
 
     def on_experiment_end(self, trials, **info):
         if self._thread is None:
@@ -123,12 +137,13 @@ class SweepProgressCallback(Callback):
         self._queue.put(None)
         self._thread.join(_FLUSH_TIMEOUT_S)
 
-    def _update(self, trials, ended) -> None:
+    def _update(self, trials, ended, status: str) -> None:
         if self._queue is None:
             return
-        state = progress(
-            ((_status(t, ended), (t.last_result or {}).get(self._metric)) for t in trials), self._planned, self._mode
-        )
+        if self._state is None:  # the trials a resumed sweep restored ended before this driver's first end
+            self._state = progress(((t.status, (t.last_result or {}).get(self._metric)) for t in trials
+                                    if t is not ended), self._planned, self._mode)
+        self._state = state = advance(self._state, status, (ended.last_result or {}).get(self._metric), self._mode)
         metrics = {FINISHED_METRIC: float(state.finished), FAILED_METRIC: float(state.failed)}
         if not math.isnan(state.best):
             metrics[BEST_METRIC_PREFIX + self._metric] = state.best
@@ -137,13 +152,21 @@ class SweepProgressCallback(Callback):
     def _run(self, client) -> None:
         from mlflow.entities import Metric, RunTag
 
-        while (item := self._queue.get()) is not None:
-            metrics, tags, step = item
+        done = False
+        while not done:
+            items = [self._queue.get()]
+            while len(items) < _MAX_BATCHED and not self._queue.empty():  # what queued while the last write ran
+                items.append(self._queue.get_nowait())
+            if None in items:
+                done, items = True, items[:items.index(None)]
+            if not items:
+                continue
             now = int(time.time() * 1000)
+            tags = {k: v for _, item_tags, _ in items for k, v in item_tags.items()}  # the latest of each
             try:
                 client.log_batch(
                     self._parent_run_id,
-                    metrics=[Metric(k, v, now, step) for k, v in metrics.items()],
+                    metrics=[Metric(k, v, now, step) for metrics, _, step in items for k, v in metrics.items()],
                     tags=[RunTag(k, v) for k, v in tags.items()],
                 )
             except Exception as error:  # noqa: BLE001 - progress is a view; the sweep goes on without it
@@ -151,10 +174,3 @@ class SweepProgressCallback(Callback):
                     self._warned = True
                     log.warning("sweep progress not written to the parent run (the sweep goes on): %s: %s",
                                 type(error).__name__, str(error).splitlines()[0] if str(error) else "")
-
-
-def _status(trial, ended) -> str:
-    """A trial's status, with the trial that just ended counted as ended (Tune marks it only after the hook)."""
-    if trial is ended and trial.status not in _ENDED:
-        return "TERMINATED"
-    return trial.status
