@@ -250,30 +250,35 @@ class Cable:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._open: set[socket.socket] = set()
-        self._plugged = threading.Event()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
 
     def plug(self) -> None:
-        listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: the same port again at once
-        listener.settimeout(0.1)
-        self._plugged.set()
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        with self._lock:
+            self._listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: the same port at once
+            threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
 
     def unplug(self) -> None:
-        self._plugged.clear()
-        for connection in list(self._open):
-            _close(connection)
+        with self._lock:  # no connection is accepted or relayed past this point
+            listener, self._listener = self._listener, None
+            for connection in [listener, *self._open]:
+                _close(connection)
+            self._open.clear()
 
     def _accept(self, listener: socket.socket) -> None:
-        with listener:
-            while self._plugged.is_set():
-                try:
-                    near, _ = listener.accept()
-                except TimeoutError:
-                    continue
+        while True:
+            try:
+                near, _ = listener.accept()
+            except OSError:  # unplugged: the listener is closed
+                return
+            with self._lock:
+                if self._listener is not listener:
+                    _close(near)
+                    return
                 far = socket.create_connection(("127.0.0.1", self.target))
                 self._open |= {near, far}
-                for a, b in ((near, far), (far, near)):
-                    threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b in ((near, far), (far, near)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
@@ -282,8 +287,9 @@ class Cable:
         except OSError:
             pass
         finally:
+            with self._lock:
+                self._open -= {source, sink}
             for end in (source, sink):
-                self._open.discard(end)
                 _close(end)
 
 
