@@ -8,6 +8,7 @@ from is read there, not guessed from metrics.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -235,6 +236,22 @@ def tracking_server(folder: Path):
         yield url
 
 
+def _actor_nodes(cluster) -> dict[str, set[str]]:
+    """Class name -> IPs of the nodes its live actors run on, as Ray's state API reports them."""
+    script = ("import json, ray.util.state as s, sys\n"
+              "ips = {n.node_id: n.node_ip for n in s.list_nodes(address=sys.argv[1])}\n"
+              "print(json.dumps([[a.class_name, ips.get(a.node_id)] for a in s.list_actors(\n"
+              "    address=sys.argv[1], filters=[('state', '=', 'ALIVE')], limit=1000)]))\n")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, **cluster.env}
+    out = subprocess.run([sys.executable, "-c", script, cluster.dashboard_url], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    placed: dict[str, set[str]] = {}
+    for name, ip in json.loads(out.stdout):
+        placed.setdefault(name, set()).add(ip)
+    return placed
+
+
 def _wait(check, what: str, driver: subprocess.Popen, log: Path, timeout: float = 120, poll: float = 0.5):
     deadline = time.monotonic() + timeout
     while not (found := check()):
@@ -280,6 +297,11 @@ def test_a_worker_node_killed_mid_sweep_reruns_its_trial_on_the_other_node(tmp_p
                     if len(progress.read_text().splitlines()) >= 3), None)
 
             doomed = _wait(two_epochs_on_the_worker_node, "trial two epochs in on the worker node", driver, log, 240)
+            # The trials' functions and Train controllers stay on the driver's node (the head here): one lost with
+            # the worker node would keep its workers' CPUs on the head reserved until the sweep ends.
+            placed = _actor_nodes(cluster)
+            assert placed["TrainController"] == placed["_Mailbox"] == {HEAD_IP}, placed
+            assert placed["RayTrainWorker"] == {HEAD_IP, WORKER_IP}, placed
             assert kill_node(cluster), "no process of the worker node found"
             try:
                 code = driver.wait(timeout=240)

@@ -20,6 +20,11 @@ TWO_CPUS = {"CPU": 2.0, "memory": 8e9}
         ({"num_workers": 2, "cpus_per_worker": 0.5}, TWO_CPUS, {"cpu": 0, "memory": 64 * 2**20}, 2, 0.5, 2),
         ({"num_workers": 2, "max_concurrent_trials": 5}, {"CPU": 16.0}, {"cpu": 0, "memory": 64 * 2**20}, 2, 1.0, 5),
         ({"num_workers": 2, "use_gpu": True}, {"CPU": 16.0, "GPU": 2.0}, {"cpu": 0, "memory": 64 * 2**20}, 2, 1.0, 1),
+        # A distributed trial's function stays on the driver's node; a trial that trains in its own process goes
+        # wherever a CPU is free.
+        ({"num_workers": 1, "home": "node:10.0.0.1"}, TWO_CPUS,
+         {"cpu": 0, "memory": 64 * 2**20, "node:10.0.0.1": 0.001}, 1, 1.0, 2),
+        ({"home": "node:10.0.0.1"}, TWO_CPUS, {"cpu": 1.0}, 0, 1.0, 2),
     ],
 )
 def test_plans_that_fit(kwargs, cluster, trial, workers, cpus_per_worker, concurrent):

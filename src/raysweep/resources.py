@@ -4,6 +4,12 @@ Ray Train V2 starts a trial's worker group outside the trial's own resources. A 
 CPU while its workers wait for one deadlocks, and an oversubscribed cluster ends trials after Ray's 60 s
 worker-group timeout with no metrics and no error. So: the trial function of a distributed trainer holds no CPU,
 its workers get whole or fractional CPUs, and Tune runs no more trials at once than the cluster can feed.
+
+The trial function of a distributed trainer (and with it the Train controller, which Ray starts on its node) runs
+on the driver's node. Ray keeps a placement group that an actor created until the job ends, even after that actor
+died: a controller lost with its node would leave its workers' CPUs on the other nodes reserved for the rest of
+the sweep, and the trials retried after the loss would wait for them forever. The driver's node is the one node
+the sweep cannot lose anyway.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from raysweep.errors import RaySweepError
 
 # Ray rejects an empty resource request; a token of memory lets a trial function hold no CPU.
 _TRIAL_FUNCTION_MEMORY = 64 * 1024 * 1024
+# A node's own resource (``node:<ip>``) is 1.0: a thousandth of it per trial pins up to 1,000 trials there at once.
+_HOME_SHARE = 0.001
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,7 @@ def plan(
     cpus_per_worker: float | None = None,
     use_gpu: bool = False,
     max_concurrent_trials: int | None = None,
+    home: str | None = None,
 ) -> ResourcePlan:
     """Fit a sweep's trials into a cluster, or say in one line what to change.
 
@@ -47,6 +56,7 @@ def plan(
         cpus_per_worker: CPUs per worker; ``None`` gives each worker an equal share of the cluster, at most 1.
         use_gpu: One GPU per worker.
         max_concurrent_trials: The user's cap; the plan never exceeds what fits.
+        home: The driver node's resource (``node:<ip>``), where distributed trials run their trial functions.
 
     Raises:
         RaySweepError: A single trial cannot fit the cluster.
@@ -79,6 +89,8 @@ def plan(
     if use_gpu:
         fits = min(fits, math.floor(gpus / num_workers))
     trial = {"cpu": 0, "memory": _TRIAL_FUNCTION_MEMORY}
+    if home:
+        trial[home] = _HOME_SHARE
     return ResourcePlan(trial, num_workers, per_worker, 1.0 if use_gpu else 0.0, _cap(fits, max_concurrent_trials))
 
 

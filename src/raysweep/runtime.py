@@ -234,6 +234,15 @@ def alive_nodes() -> int:
     return sum(1 for node in ray.nodes() if node["Alive"])
 
 
+def driver_node_resource() -> str | None:
+    """Ray's resource of the node this driver runs on (``node:<ip>``), or ``None`` where Ray does not say."""
+    import ray
+
+    here = ray.get_runtime_context().get_node_id()
+    ip = next((node["NodeManagerAddress"] for node in ray.nodes() if node["NodeID"] == here), None)
+    return f"node:{ip}" if ip and f"node:{ip}" in ray.cluster_resources() else None
+
+
 class StopSignals:
     """Turn Ctrl-C and SIGTERM into :class:`SweepInterrupted` without ever leaving an MLflow run RUNNING.
 

@@ -111,6 +111,7 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
         fit = resources.plan(
             cluster=ray.cluster_resources(),
             max_concurrent_trials=plan.max_concurrent_trials,
+            home=runtime.driver_node_resource(),
             **trainer.resource_needs(cfg.trainer),
         )
         if not fit.num_workers and getattr(trainer, "TRIAL_IMPORTS", ()):

@@ -68,7 +68,7 @@ def mailbox():
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = ray.get_runtime_context().get_node_id()
-    return _Mailbox.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
+    return _Mailbox.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
 
 
 def fit_reporting_to_tune(trainer, box) -> None:
