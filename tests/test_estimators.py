@@ -15,6 +15,7 @@ from raysweep import predictions, trainables
 from raysweep.data import from_frame
 from raysweep.errors import RaySweepError
 from raysweep.trainables import _estimators as engine
+from raysweep.trainables import _scoring
 from raysweep.trainables import estimator, sklearn
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -141,8 +142,30 @@ def test_probabilities_keep_a_column_for_a_class_training_never_saw():
     from sklearn.tree import DecisionTreeClassifier
 
     model = DecisionTreeClassifier().fit(np.array([[0.0], [1.0]]), np.array([0, 2]))
-    proba = engine.scores(model, np.array([[0.0], [1.0]]), "multiclass", 3)
+    proba = _scoring.scores(model, np.array([[0.0], [1.0]]), "multiclass", 3)
     np.testing.assert_array_equal(proba, [[1, 0, 0], [0, 0, 1]])
+
+
+@pytest.mark.parametrize("target, task, n_classes", [
+    ("sklearn.ensemble.RandomForestClassifier", "binary", 2),
+    ("sklearn.ensemble.ExtraTreesClassifier", "multiclass", 3),
+    ("sklearn.ensemble.RandomForestRegressor", "regression", 0),
+    ("sklearn.ensemble.ExtraTreesRegressor", "regression", 0),
+    ("sklearn.ensemble.GradientBoostingClassifier", "binary", 2),  # no forest: asked whole each time
+])
+def test_a_growing_forest_is_scored_as_it_is_from_its_new_trees_only(target, task, n_classes):
+    rng = np.random.default_rng(0)
+    X, X_val = rng.normal(size=(200, 4)), rng.normal(size=(50, 4))
+    y = X[:, 0] + rng.normal(size=200) if task == "regression" else (X[:, 0] > 0) + (X[:, 1] > 1) * (n_classes - 2)
+    model = engine.make(target, {"n_estimators": 3, "warm_start": True, "random_state": 0})
+    validation = _scoring.Validation(pd.DataFrame(X_val), task, n_classes)
+    for size in (3, 7, 12, 12):  # grown, grown, grown, unchanged
+        model.set_params(n_estimators=size).fit(X, y)
+        np.testing.assert_array_equal(validation.scores(model), _scoring.scores(model, X_val, task, n_classes))
+    model.set_params(warm_start=False, n_estimators=5).fit(X, y)  # refitted from scratch: fewer, other trees
+    np.testing.assert_array_equal(validation.scores(model), _scoring.scores(model, X_val, task, n_classes))
+    if "Forest" in target or "Trees" in target:
+        assert len(validation._trees) == 5
 
 
 def _cfg(target: str | None = "sklearn.ensemble.ExtraTreesClassifier", **extra):

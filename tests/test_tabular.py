@@ -103,6 +103,25 @@ def test_preprocessing_and_a_torchscript_network_answer_the_same_table(task, cla
     assert list(answer.columns) == ([*classes, "label"] if classes else ["prediction"])
 
 
+@pytest.mark.parametrize("sample_misses_one", [False, True])
+def test_a_pipeline_is_logged_with_every_type_skops_must_trust_and_answers_as_fitted(sample_misses_one, monkeypatch):
+    from sklearn.ensemble import RandomForestClassifier
+
+    X = pd.DataFrame({"x": [1.0, None, 3.0, 4.0, 5.0, 6.0], "colour": ["red", None, "blue", "red", "blue", "red"]})
+    y = np.array([0, 1, 0, 1, 0, 1])
+    pipeline = tabular.pipeline(RandomForestClassifier(n_estimators=5, random_state=0), X).fit(X, y)
+    # A forest's trees bring one set of types: its first tree lists them all, and listing never cuts the model.
+    assert set(tabular.trusted_types(pipeline, sample=True)) == set(tabular.trusted_types(pipeline))
+    assert len(pipeline[-1].estimators_) == 5
+    if sample_misses_one:  # MLflow's load-back refuses the short list; the whole model's list is taken then
+        whole = tabular.trusted_types
+        monkeypatch.setattr(tabular, "trusted_types", lambda obj, sample=False: [] if sample else whole(obj))
+    with mlflow.start_run():
+        info = tabular.log_model(task="binary", classes=(0, 1), example=X.head(2), pipeline=pipeline)
+    answer = mlflow.pyfunc.load_model(info.model_uri).predict(X)
+    np.testing.assert_allclose(predictions.from_frame("binary", (0, 1), answer), pipeline.predict_proba(X))
+
+
 # --- CSVs through real sweeps -----------------------------------------------------------------------------------
 
 ROWS = 1500

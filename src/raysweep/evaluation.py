@@ -77,6 +77,24 @@ def evaluate(model_uri: str, dataset, split: str = TEST) -> dict[str, float]:
     return score(mlflow.pyfunc.load_model(model_uri), dataset, split)
 
 
+def loaded(model_uri: str):
+    """The pyfunc model at ``model_uri``, loaded once for :func:`test_tags` and :func:`log_classifier_plots` (a
+    load reads and checks the whole model: a second of a large forest); the URI itself where it does not load, so
+    that each of them says why in its own warning."""
+    import mlflow.pyfunc
+
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except Exception:  # noqa: BLE001 - told by the callers, which load it again
+        return model_uri
+
+
+def _pyfunc(model):
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.load_model(model) if isinstance(model, str) else model
+
+
 def compare(client, name: str, dataset, aliases=("champion", "challenger"), split: str = TEST) -> Any:
     """A table of the task's metrics of the versions behind ``aliases``, all scored on the same split.
 
@@ -100,7 +118,7 @@ def compare(client, name: str, dataset, aliases=("champion", "challenger"), spli
     return pd.DataFrame(rows).set_index("alias")
 
 
-def test_tags(model_uri: str, dataset, metric: str) -> dict[str, str]:
+def test_tags(model, dataset, metric: str) -> dict[str, str]:
     """The version tags recording a model's score on the test split: :data:`~raysweep.tracking.tags.TEST_METRIC_TAG`
     (the sweep's metric on the test split, e.g. ``test_auc``), :data:`~raysweep.tracking.tags.TEST_VALUE_TAG`,
     and every test metric as ``raysweep.score.NAME``.
@@ -109,16 +127,16 @@ def test_tags(model_uri: str, dataset, metric: str) -> dict[str, str]:
     not read): the version is registered all the same, with a warning in the log.
 
     Args:
-        model_uri: The model to score.
+        model: The model to score: a URI, or the model :func:`loaded` from one.
         dataset: The sweep's :class:`raysweep.data.Dataset`, or ``None``.
         metric: The sweep's metric (``val_auc``).
     """
     if dataset is None or not len(dataset.xy(TEST)[1]):
         return {}
     try:
-        scores = evaluate(model_uri, dataset, TEST)
+        scores = score(_pyfunc(model), dataset, TEST)
     except Exception as error:  # noqa: BLE001 - any model may fail on the data; its registration must not
-        log.warning("%s not scored on the test split, so no test metric is recorded: %s: %s", model_uri,
+        log.warning("%s not scored on the test split, so no test metric is recorded: %s: %s", _where(model),
                     type(error).__name__, error)
         return {}
     tags = {SCORE_TAG_PREFIX + key: repr(value) for key, value in scores.items()}
@@ -126,6 +144,10 @@ def test_tags(model_uri: str, dataset, metric: str) -> dict[str, str]:
     if name in scores:
         tags.update({TEST_METRIC_TAG: name, TEST_VALUE_TAG: repr(scores[name])})
     return tags
+
+
+def _where(model) -> str:
+    return model if isinstance(model, str) else f"model {getattr(model.metadata, 'model_id', None) or ''}".strip()
 
 
 def classifier_figures(classes, y_true, proba, split: str = "validation") -> dict:
@@ -171,7 +193,7 @@ def classifier_figures(classes, y_true, proba, split: str = "validation") -> dic
     return figures
 
 
-def log_classifier_plots(client, run_id: str, model_uri: str, dataset, split: str = VALIDATION) -> list[str]:
+def log_classifier_plots(client, run_id: str, model, dataset, split: str = VALIDATION) -> list[str]:
     """Draw a classifier's :func:`classifier_figures` on one split of its data onto a run, under :data:`PLOTS_DIR`.
 
     Nothing for regression, without data, or on an empty split. Drawing must never fail what called it (a
@@ -180,7 +202,7 @@ def log_classifier_plots(client, run_id: str, model_uri: str, dataset, split: st
     Args:
         client: Client bound to the run's tracking store.
         run_id: The run to store the figures on (the best trial's).
-        model_uri: The model to predict with (any URI pyfunc loads).
+        model: The model to predict with: any URI pyfunc loads, or the model :func:`loaded` from one.
         dataset: The :class:`raysweep.data.Dataset`, or ``None``.
         split: ``val`` (default), ``test`` or ``train``.
 
@@ -192,12 +214,10 @@ def log_classifier_plots(client, run_id: str, model_uri: str, dataset, split: st
     if dataset is None or dataset.task not in predictions.CLASSIFICATION or not len(dataset.xy(split)[1]):
         return []
     try:
-        import mlflow.pyfunc
-
         from raysweep.tabular import servable
 
         X, y = dataset.xy(split)
-        answer = mlflow.pyfunc.load_model(model_uri).predict(servable(X))
+        answer = _pyfunc(model).predict(servable(X))
         proba = predictions.from_frame(dataset.task, dataset.classes, answer)
         stored = []
         for name, figure in classifier_figures(dataset.classes, y, proba, split).items():

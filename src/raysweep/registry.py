@@ -19,22 +19,11 @@ from mlflow.exceptions import MlflowException
 from raysweep.aliases import CHALLENGER, CHAMPION, champion_version, promote, settle  # noqa: F401
 from raysweep.aliases import now as _now
 from raysweep.errors import NoModelError, RaySweepError
-from raysweep.evaluation import compare, evaluate, log_classifier_plots, test_tags  # noqa: F401 - compare, evaluate: API
+from raysweep.evaluation import compare, evaluate, loaded, log_classifier_plots, test_tags  # noqa: F401 - API
 from raysweep.ranking import is_better
 from raysweep.tracking.tags import (
-    CHECKPOINT_TAG,
-    METRIC_TAG,
-    MODE_TAG,
-    MODEL_URI_TAG,
-    PREVIOUS_CHAMPION_TAG,
-    PROMOTED_BY_TAG,
-    PROMOTION_REASON_TAG,
-    TEST_METRIC_TAG,
-    TEST_VALUE_TAG,
-    VALUE_TAG,
-    VERSION_PARENT_TAG,
-    VERSION_SWEEP_TAG,
-    VERSION_TRIAL_TAG,
+    CHECKPOINT_TAG, METRIC_TAG, MODE_TAG, MODEL_URI_TAG, PREVIOUS_CHAMPION_TAG, PROMOTED_BY_TAG, PROMOTION_REASON_TAG,
+    TEST_METRIC_TAG, TEST_VALUE_TAG, VALUE_TAG, VERSION_PARENT_TAG, VERSION_SWEEP_TAG, VERSION_TRIAL_TAG,
 )
 
 if TYPE_CHECKING:
@@ -107,11 +96,12 @@ def register_best(client: MlflowClient, parent, summary: SweepSummary, dataset=N
             model_uri = _log_model(client, parent, summary)
         except NoModelError as error:
             return NotRegistered(name, str(error))
-        mine = _register(client, name, model_uri, summary, test_tags(model_uri, dataset, summary.metric))
+        model = loaded(model_uri) if dataset is not None else model_uri  # one load for the score and the plots
+        mine = _register(client, name, model_uri, summary, test_tags(model, dataset, summary.metric))
         version = _keep_one(client, name, summary, mine)
         created = version == mine
         if created:
-            log_classifier_plots(client, summary.best_run_id, model_uri, dataset)
+            log_classifier_plots(client, summary.best_run_id, model, dataset)
             _describe(client, name, version, summary)  # last: a described version is registered in full
     else:
         registered = client.get_model_version(name, version)

@@ -15,6 +15,7 @@ an MLflow model from code, with:
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -59,12 +60,36 @@ def distributions(obj) -> list[str]:
     return [d for d in packages_distributions().get(top, []) if d != "scikit-learn"]
 
 
-def trusted_types(obj) -> list[str]:
+def trusted_types(obj, *, sample: bool = False) -> list[str]:
     """The types skops must be told to trust to load ``obj`` (sklearn's tree internals, a booster, ...): the
-    model is ours, just fitted, so everything in it is trusted."""
+    model is ours, just fitted, so everything in it is trusted.
+
+    With ``sample``, they are listed from ``obj`` with each ensemble cut to its first member: a forest's trees all
+    bring the same types, and serializing two hundred of them only to list those is a second of a registration.
+    MLflow loads the saved model back with the list, so one it misses is refused there (:func:`log_model` then
+    lists them from the whole model).
+    """
     import skops.io
 
-    return skops.io.get_untrusted_types(data=skops.io.dumps(obj))
+    return skops.io.get_untrusted_types(data=skops.io.dumps(_first_members(obj) if sample else obj))
+
+
+def _first_members(obj):
+    """``obj`` (a copy, where it changes) with every fitted ensemble's ``estimators_`` list cut to one member."""
+    import copy
+
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(obj, Pipeline):
+        sampled = copy.copy(obj)
+        sampled.steps = [(name, _first_members(step)) for name, step in obj.steps]
+        return sampled
+    members = getattr(obj, "estimators_", None)
+    if isinstance(members, list) and len(members) > 1:
+        sampled = copy.copy(obj)
+        sampled.estimators_ = members[:1]
+        return sampled
+    return obj
 
 
 def log_model(*, task: str, classes: Sequence[Any], example, pipeline=None, preprocess=None, network=None,
@@ -88,6 +113,7 @@ def log_model(*, task: str, classes: Sequence[Any], example, pipeline=None, prep
     """
     import mlflow
     import mlflow.sklearn
+    from mlflow.exceptions import MlflowException
 
     from raysweep import packaging, predictions
     from raysweep.tabular_model import CONFIG, NETWORK, PIPELINE, PREDICTIONS, PREPROCESS, THRESHOLD, TabularModel
@@ -103,8 +129,15 @@ def log_model(*, task: str, classes: Sequence[Any], example, pipeline=None, prep
         key = PIPELINE if pipeline is not None else PREPROCESS
         artifacts[key] = str(Path(tmp) / key)
         with _preprocessor_flavor_note_off(pipeline is None):
-            mlflow.sklearn.save_model(fitted, artifacts[key], skops_trusted_types=trusted_types(fitted),
-                                      pip_requirements=pins)
+            try:
+                trusted = trusted_types(fitted, sample=True)
+                mlflow.sklearn.save_model(fitted, artifacts[key], skops_trusted_types=trusted, pip_requirements=pins)
+            except MlflowException as error:
+                if "untrusted types" not in str(error):
+                    raise
+                shutil.rmtree(artifacts[key])  # what the refused save left
+                trusted = trusted_types(fitted)
+                mlflow.sklearn.save_model(fitted, artifacts[key], skops_trusted_types=trusted, pip_requirements=pins)
         if network is not None:
             artifacts[NETWORK] = _network_file(network, Path(tmp))
         model = TabularModel().setup(config, fitted, predictions.to_frame, _load_network(network))

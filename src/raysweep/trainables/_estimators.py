@@ -27,6 +27,7 @@ from typing import Any
 
 from raysweep.errors import RaySweepError
 from raysweep.metrics import TASK_METRICS
+from raysweep.trainables._scoring import Validation
 
 #: Reported besides the task's validation metrics: seconds spent fitting so far.
 TRAIN_TIME = "train_time_s"
@@ -177,14 +178,15 @@ def grow(config: dict[str, Any], dataset, settings: dict[str, Any], pipeline=Non
         # have perturbed them) for what is still to grow.
         pipeline[-1].set_params(**params)
     preprocess, estimator = pipeline[0], pipeline[-1]
-    X_train, X_val = preprocess.transform(dataset.X_train), preprocess.transform(dataset.X_val)
+    X_train = preprocess.transform(dataset.X_train)
+    validation = Validation(preprocess.transform(dataset.X_val), dataset.task, len(dataset.classes))
     iterations = planned_iterations(config, settings)
     last = iterations if until is None else min(until, iterations)
     for i in range(done + 1, last + 1):
         start = time.perf_counter()
         _fit_slice(estimator, X_train, dataset.y_train, size_key, how, total, i, iterations)
         fit_seconds += time.perf_counter() - start
-        prediction = scores(estimator, X_val, dataset.task, len(dataset.classes))
+        prediction = validation.scores(estimator)
         yield i, pipeline, {**score(dataset.task, dataset.y_val, prediction), TRAIN_TIME: fit_seconds}
 
 
@@ -213,19 +215,6 @@ def planned_iterations(config: dict[str, Any], settings: dict[str, Any]) -> int:
     if size_key is None:
         return 1
     return max(1, min(settings["iterations"], _final_size(settings["target"], params, size_key)))
-
-
-def scores(estimator, X, task: str, n_classes: int):
-    """The prediction :func:`raysweep.metrics.score` takes: ``(n, k)`` probabilities, or regression values."""
-    import numpy as np
-
-    if task == "regression":
-        return np.asarray(estimator.predict(X), dtype="float64").reshape(-1)
-    proba = np.asarray(estimator.predict_proba(X), dtype="float64")
-    # A training split may lack a rare class: its column is 0, so codes and columns still line up.
-    full = np.zeros((len(proba), n_classes))
-    full[:, np.asarray(estimator.classes_).astype(int)] = proba
-    return full
 
 
 def make(target: str, params: dict[str, Any]):
