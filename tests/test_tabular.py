@@ -103,6 +103,22 @@ def test_preprocessing_and_a_torchscript_network_answer_the_same_table(task, cla
     assert list(answer.columns) == ([*classes, "label"] if classes else ["prediction"])
 
 
+class _NotInstalled:
+    """A model class of the user's own code: no distribution provides it."""
+
+
+@pytest.mark.parametrize(("model", "needed"), [
+    ("sklearn.ensemble.RandomForestClassifier", []),  # scikit-learn: always required
+    ("xgboost.XGBClassifier", ["xgboost"]),
+    (None, []),
+])
+def test_a_model_requires_the_distribution_that_provides_its_class(model, needed):
+    from raysweep.trainables._estimators import import_class
+
+    obj = import_class(model)() if model else _NotInstalled()
+    assert tabular.distributions(obj) == needed
+
+
 @pytest.mark.parametrize("sample_misses_one", [False, True])
 def test_a_pipeline_is_logged_with_every_type_skops_must_trust_and_answers_as_fitted(sample_misses_one, monkeypatch):
     from sklearn.ensemble import RandomForestClassifier

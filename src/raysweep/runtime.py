@@ -238,7 +238,10 @@ def driver_node_resource() -> str | None:
     """Ray's resource of the node this driver runs on (``node:<ip>``), or ``None`` where Ray does not say."""
     import ray
 
-    here = ray.get_runtime_context().get_node_id()
+    try:
+        here = ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - a driver outside the cluster (Ray Client) is on no node of it
+        return None
     ip = next((node["NodeManagerAddress"] for node in ray.nodes() if node["NodeID"] == here), None)
     return f"node:{ip}" if ip and f"node:{ip}" in ray.cluster_resources() else None
 

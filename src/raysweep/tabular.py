@@ -57,6 +57,8 @@ def distributions(obj) -> list[str]:
     from importlib.metadata import packages_distributions
 
     top = type(obj).__module__.split(".")[0]
+    if top == "sklearn":  # the common case, answered without reading every installed distribution (a second)
+        return []
     return [d for d in packages_distributions().get(top, []) if d != "scikit-learn"]
 
 
