@@ -59,7 +59,8 @@ def test_the_protocol_says_what_is_required_and_what_is_optional():
         "METRICS", "validate", "resource_needs", "make_trainable", "best_checkpoint", "log_model"
     )
     assert OPTIONAL_MEMBERS == {"MAKES_MODELS": True, "NEEDS_DATA": True, "RESTORES_CHECKPOINTS": False,
-                                "structural_params": None, "retrain": None, "metrics": None}
+                                "structural_params": None, "retrain": None, "metrics": None,
+                                "REGISTRATION_IMPORTS": ()}
     # A loaded trainer carries every member under the protocol's name.
     assert {f.name for f in fields(LoadedTrainer)} == {"name", "source", *REQUIRED_MEMBERS, *OPTIONAL_MEMBERS}
 
@@ -136,6 +137,18 @@ def test_an_object_or_a_class_in_a_module_loads_by_module_colon_attribute(user_p
         assert trainer.retrain is None and trainer.best_checkpoint(None, "score", "max") == "here"
 
 
+@pytest.mark.parametrize("name", ["sklearn", "estimator"])
+def test_a_loaded_trainer_keeps_what_the_sweep_imports_while_ray_starts(name):
+    # Dropped on the way, the sweep imports skops (seconds) after the last trial instead.
+    assert "skops.io" in trainables.load(name).REGISTRATION_IMPORTS
+
+
+def test_a_user_trainer_names_what_the_sweep_imports_while_ray_starts(user_package):
+    assert trainables.load(user_package("ahead", COMPLETE + 'REGISTRATION_IMPORTS = ["json"]\n')).REGISTRATION_IMPORTS == (
+        "json",)
+    assert trainables.load(user_package("plain", COMPLETE)).REGISTRATION_IMPORTS == ()
+
+
 def test_a_top_level_module_loads_by_its_bare_name(tmp_path, monkeypatch):
     name = f"toplevel_trainer_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(COMPLETE)
@@ -154,11 +167,13 @@ def test_a_top_level_module_loads_by_its_bare_name(tmp_path, monkeypatch):
          "def best_checkpoint(r, m, o): return None\n", "",
          "is missing make_trainable, log_model; a trainer provides METRICS, validate, resource_needs, "
          "make_trainable, best_checkpoint, log_model and may provide metrics, MAKES_MODELS, NEEDS_DATA, "
-         "RESTORES_CHECKPOINTS, structural_params, retrain (see raysweep.trainables.Trainer)"),
+         "RESTORES_CHECKPOINTS, structural_params, retrain, REGISTRATION_IMPORTS "
+         "(see raysweep.trainables.Trainer)"),
         ("", "", "is missing METRICS, validate, resource_needs, make_trainable, best_checkpoint, log_model;"),
         (COMPLETE + "validate = 3\nretrain = 'no'\n", "", "has validate, retrain not callable;"),
         (COMPLETE + 'METRICS = ("loss")\n', "", "has METRICS that is not a tuple of metric names;"),
         (COMPLETE + "NEEDS_DATA = 'no'\n", "", "has NEEDS_DATA not True/False;"),
+        (COMPLETE + 'REGISTRATION_IMPORTS = ("numpy")\n', "", "has REGISTRATION_IMPORTS not a tuple of module names;"),
         # A subclass of the protocol that leaves a method out inherits only its empty stub: still missing.
         ("from raysweep.trainables import Trainer\n"
          "class Half(Trainer):\n    METRICS = ('a',)\n    def validate(self, c, s): pass\n", ":Half",

@@ -211,22 +211,6 @@ def import_modules(modules: Sequence[str]) -> None:
             logging.getLogger(__name__).debug("head-start import of %s failed: %s", module, error)
 
 
-def warm_workers(count: int, num_cpus: float, modules: Sequence[str]) -> None:
-    """Have Ray start ``count`` worker processes now, each importing ``modules``, and return without waiting.
-
-    Tune starts a trial's process only once the experiment is set up, and that process then spends seconds
-    importing Ray Tune and the trainer's libraries before it trains. Tasks sent while the driver still creates the
-    parent run and sets up Tune do those imports in processes that Ray then keeps idle and hands to the first
-    trials (an idle worker of the job takes an actor). ``num_cpus``: a trial's, so they never hold more than
-    the trials will.
-    """
-    import ray
-
-    task = ray.remote(import_modules).options(num_cpus=num_cpus, max_retries=0)
-    for _ in range(count):
-        task.remote(tuple(modules))
-
-
 def alive_nodes() -> int:
     """Nodes of the connected Ray cluster that are alive."""
     import ray

@@ -97,7 +97,7 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
     if resume_from is None:  # last check before Ray: a concurrent sweep of the same name fails here, in one line
         claim_run_dir(plan)
     # Every check has passed: the store is readied and what comes next imported while Ray starts (seconds).
-    warm = (*_REPORT_IMPORTS, *getattr(trainer, "REGISTRATION_IMPORTS", ())) if plan.register else ()
+    warm = (*_REPORT_IMPORTS, *trainer.REGISTRATION_IMPORTS) if plan.register else ()
     prepared = runtime.Background(_prepare, plan, warm, name="raysweep-prepare")
     # Logging and registering a model and mlflow.search_runs go through MLflow's process-wide URIs.
     with runtime.session(cfg.cluster) as release_ray, compat.mlflow_store(plan.tracking_uri, plan.registry_uri):
@@ -114,11 +114,6 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
             home=runtime.driver_node_resource(),
             **trainer.resource_needs(cfg.trainer),
         )
-        if not fit.num_workers and getattr(trainer, "TRIAL_IMPORTS", ()):
-            # The first trials' processes start and import their libraries now, while the parent run and Tune's
-            # experiment are set up, instead of after.
-            runtime.warm_workers(min(fit.max_concurrent_trials, plan.num_trials), fit.trial["cpu"],
-                                 trainer.TRIAL_IMPORTS)
         experiment_id = queries.experiment_id(client, plan.experiment_name)
         data_record = lineage.record(dataset)
         # Signals wait while the parent run is created and while it ends with its children (signals.guard).

@@ -81,6 +81,10 @@ class Trainer(Protocol):
     #: ``None`` when it cannot.
     retrain: Callable[..., list[dict[str, float]]] | None = None
 
+    #: Modules logging its model imports (``("mlflow.sklearn",)``): the sweep imports them in the background
+    #: while it waits on Ray, not after the last trial.
+    REGISTRATION_IMPORTS: tuple[str, ...] = ()
+
     def validate(self, trainer_cfg: Any, search_space: dict[str, Any]) -> None:
         """Check the hyperparameters (search space and ``trainer.params``) before anything starts.
 
@@ -124,9 +128,11 @@ def _members(protocol: type) -> tuple[tuple[str, ...], dict[str, Any]]:
 #: Members every trainer provides, and those it may leave out with the value used then; read from
 #: :class:`Trainer`, so the protocol stays the one place that says what a trainer is.
 REQUIRED_MEMBERS, OPTIONAL_MEMBERS = _members(Trainer)
-# The optional True/False switches; every other member but METRICS is a function.
+# The optional True/False switches and lists of module names; every other member but METRICS is a function.
 _FLAGS = tuple(n for n, default in OPTIONAL_MEMBERS.items() if isinstance(default, bool))
-_CALLABLES = tuple(n for n in (*REQUIRED_MEMBERS, *OPTIONAL_MEMBERS) if n != "METRICS" and n not in _FLAGS)
+_MODULE_LISTS = tuple(n for n, default in OPTIONAL_MEMBERS.items() if isinstance(default, tuple))
+_CALLABLES = tuple(n for n in (*REQUIRED_MEMBERS, *OPTIONAL_MEMBERS) if n != "METRICS" and n not in _FLAGS
+                   and n not in _MODULE_LISTS)
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,7 @@ class LoadedTrainer:
     structural_params: Callable[[Any, Any], set[str]] | None = None
     retrain: Callable[..., list[dict[str, float]]] | None = None
     metrics: Callable[[Any, str | None], tuple[str, ...]] | None = None
+    REGISTRATION_IMPORTS: tuple[str, ...] = ()
 
     def reported_metrics(self, trainer_cfg: Any, task: str | None = None) -> tuple[str, ...]:
         """What its trials report for ``task`` (empty: not known before a trial reports)."""
@@ -206,7 +213,8 @@ def load(name: str) -> LoadedTrainer:
         source=source,
         **{n: getattr(obj, n) for n in REQUIRED_MEMBERS if n != "METRICS"},
         METRICS=tuple(obj.METRICS),
-        **{n: getattr(obj, n, default) for n, default in OPTIONAL_MEMBERS.items()},
+        **{n: getattr(obj, n, default) for n, default in OPTIONAL_MEMBERS.items() if n not in _MODULE_LISTS},
+        **{n: tuple(getattr(obj, n, ())) for n in _MODULE_LISTS},
     )
 
 
@@ -264,6 +272,11 @@ def _provides(obj: Any, member: str) -> bool:
 _ABSENT = object()
 
 
+def _names(value: Any) -> bool:
+    # ("val_auc") is a string, not a tuple: a slip that would match names letter by letter.
+    return isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
+
+
 def _check(name: str, obj: Any) -> None:
     """Raise one line naming every member ``obj`` lacks or provides wrongly; nothing when it is a trainer."""
     problems = []
@@ -273,13 +286,14 @@ def _check(name: str, obj: Any) -> None:
     not_callable = [n for n in _CALLABLES if getattr(obj, n, None) is not None and not callable(getattr(obj, n))]
     if not_callable:
         problems.append(f"has {', '.join(not_callable)} not callable")
-    metrics = getattr(obj, "METRICS", ())
-    # METRICS = ("val_auc") is a string, not a tuple: a slip that would match metric names letter by letter.
-    if not isinstance(metrics, (tuple, list)) or not all(isinstance(m, str) for m in metrics):
+    if not _names(getattr(obj, "METRICS", ())):
         problems.append("has METRICS that is not a tuple of metric names")
     flags = [n for n in _FLAGS if not isinstance(getattr(obj, n, False), bool)]
     if flags:
         problems.append(f"has {', '.join(flags)} not True/False")
+    lists = [n for n in _MODULE_LISTS if not _names(getattr(obj, n, ()))]
+    if lists:
+        problems.append(f"has {', '.join(lists)} not a tuple of module names")
     if problems:
         raise RaySweepError(
             f"trainer.name={name!r} {'; '.join(problems)}; a trainer provides {', '.join(REQUIRED_MEMBERS)} "

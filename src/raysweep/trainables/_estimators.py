@@ -36,8 +36,8 @@ MODEL_FILE = "model.joblib"  # the fitted Pipeline (preprocessing, estimator)
 EXAMPLE_FILE = "input_example.parquet"  # a few raw validation rows: the logged model's example and signature
 CONFIG_FILE = "model.json"  # raysweep.tabular.model_config: task, classes, columns
 PROGRESS_FILE = "progress.json"  # iteration, fit seconds
-#: What a trial's process imports, and :func:`log_model` in the driver (skops: all of scikit-learn, torch): early.
-TRIAL_IMPORTS = ("ray.tune", "sklearn.ensemble", "raysweep.tabular", "raysweep.tracking.worker", "pyarrow.parquet")
+#: What :func:`log_model` imports in the driver (skops.io: 4-5 s, it imports all of scikit-learn and torch):
+#: imported while Ray starts (raysweep.sweep).
 REGISTRATION_IMPORTS = ("mlflow.sklearn", "skops.io")
 
 #: Boosting libraries whose scikit-learn classes continue training from a booster: top-level module -> the

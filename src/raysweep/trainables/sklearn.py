@@ -17,11 +17,10 @@ from raysweep.errors import RaySweepError
 from raysweep.metrics import TASK_METRICS, VALIDATION_METRICS
 
 # best_checkpoint, log_model and resource_needs are Trainer members, the same for every scikit-learn API trainer;
-# TRIAL_IMPORTS and REGISTRATION_IMPORTS: what the sweep imports early (raysweep.sweep).
+# REGISTRATION_IMPORTS: what the sweep imports while Ray starts (raysweep.sweep).
 from raysweep.trainables._estimators import (  # noqa: F401
     REGISTRATION_IMPORTS,
     TRAIN_TIME,
-    TRIAL_IMPORTS,
     best_checkpoint,
     check_arguments,
     container,
