@@ -137,15 +137,15 @@ def test_an_object_or_a_class_in_a_module_loads_by_module_colon_attribute(user_p
         assert trainer.retrain is None and trainer.best_checkpoint(None, "score", "max") == "here"
 
 
-@pytest.mark.parametrize("name", ["sklearn", "estimator"])
+@pytest.mark.parametrize("name", ["sklearn", "estimator", "torch"])
 def test_a_loaded_trainer_keeps_what_the_sweep_imports_while_ray_starts(name):
     # Dropped on the way, the sweep imports skops (seconds) after the last trial instead.
     assert "skops.io" in trainables.load(name).REGISTRATION_IMPORTS
 
 
 def test_a_user_trainer_names_what_the_sweep_imports_while_ray_starts(user_package):
-    assert trainables.load(user_package("ahead", COMPLETE + 'REGISTRATION_IMPORTS = ["json"]\n')).REGISTRATION_IMPORTS == (
-        "json",)
+    ahead = trainables.load(user_package("ahead", COMPLETE + 'REGISTRATION_IMPORTS = ["json"]\n'))
+    assert ahead.REGISTRATION_IMPORTS == ("json",)
     assert trainables.load(user_package("plain", COMPLETE)).REGISTRATION_IMPORTS == ()
 
 

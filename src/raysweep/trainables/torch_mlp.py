@@ -47,6 +47,9 @@ REQUIREMENTS = ("torch",)
 #: Trials continue from the checkpoint Tune hands back (retries, resumed sweeps, PBT): the built-in loop restores
 #: weights, optimiser and epoch; a user's loop gets it as ``config["raysweep"].resume_from``.
 RESTORES_CHECKPOINTS = True
+#: What :func:`log_model` imports in the driver (the preprocessing is saved with skops, the network loaded with
+#: torch): imported while Ray starts (raysweep.sweep).
+REGISTRATION_IMPORTS = ("mlflow.sklearn", "skops.io", "torch")
 
 
 def structural_params(trainer_cfg, names) -> set[str]:
