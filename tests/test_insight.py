@@ -269,34 +269,6 @@ def test_summary_lists_the_top_importances():
     assert "| hyperparameter | importance for val_auc |\n|---|---|\n| max_depth | " in text
 
 
-def test_the_report_drawn_ahead_is_the_one_stored_with_the_registration(tracking_uri, tmp_path):
-    # The sweep draws the figures while it registers (report.draw in a thread), then stores them with the summary.
-    client = MlflowClient(tracking_uri)
-    experiment = client.create_experiment("report-ahead")
-    parent = client.create_run(experiment, run_name="sweep").info.run_id
-    trials = _trials(6)
-    ids = []
-    for i, value in enumerate(trials["metrics.val_auc"]):
-        run_id = client.create_run(experiment, run_name=f"t{i}", tags={"mlflow.parentRunId": parent}).info.run_id
-        for step in (1, 2):
-            client.log_metric(run_id, "val_auc", value - 0.1 / step, step=step)
-        ids.append(run_id)
-    trials = trials.assign(run_id=ids, start_time=pd.date_range("2026-01-01", periods=6, freq="s"))
-    trials = trials.sort_values("metrics.val_auc", ascending=False)
-    summary = SimpleNamespace(metric="val_auc", mode="max", sweep_run_name="sweep", parent_run_id=parent, n_trials=6,
-                              status_counts={"FINISHED": 6}, best_run_name="t0", best_value=0.9,
-                              best_params={"max_depth": "None"}, trials=trials)
-    drawing = report.draw(client, summary)
-    assert set(drawing.images) == {"parallel_coordinates.png", "metric_vs_params.png", "learning_curves.png",
-                                   "best_so_far.png", "importance.png"}
-    assert all(png.startswith(b"\x89PNG") for png in drawing.images.values())
-    stored = report.log_report(client, summary, "fraud-rf v3", drawing)
-    assert sorted(stored) == sorted(f"report/{name}" for name in [*drawing.images, "summary.md"])
-    folder = Path(client.download_artifacts(parent, "report", str(tmp_path)))
-    assert all((folder / name).read_bytes() == png for name, png in drawing.images.items())
-    assert "- registered: fraud-rf v3" in (folder / "summary.md").read_text()
-
-
 # --- Retention: the pure split and line, then the listing and removal on a folder, then real sweeps.
 
 

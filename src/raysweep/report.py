@@ -7,9 +7,7 @@ the MLflow UI shows them without a notebook.
 
 from __future__ import annotations
 
-import io
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -282,17 +280,8 @@ def summary_markdown(summary: SweepSummary, registration=None, importances: pd.D
     return "\n".join(lines) + "\n"
 
 
-@dataclass(frozen=True)
-class Drawing:
-    """The report's figures, as PNG bytes by file name, and the importances its summary lists."""
-
-    images: dict[str, bytes]
-    importances: pd.DataFrame
-
-
-def draw(client: MlflowClient, summary: SweepSummary) -> Drawing:
-    """Draw the report's figures: everything :func:`log_report` stores but the summary, which names the
-    registered version. Needs no registration, so a sweep draws them while it registers (another thread)."""
+def log_report(client: MlflowClient, summary: SweepSummary, registration=None) -> list[str]:
+    """Store the sweep's plots and summary as artifacts of its parent run; returns their artifact paths."""
     finished = summary.trials[summary.trials["status"] == "FINISHED"].dropna(subset=[f"metrics.{summary.metric}"])
     drawn = finished.head(LEARNING_CURVES)
     figures = {
@@ -307,28 +296,9 @@ def draw(client: MlflowClient, summary: SweepSummary) -> Drawing:
     importances = importance(finished, summary.metric, summary.mode)
     if not importances.empty:  # one trial, or nothing varied: no picture rather than an empty one
         figures["importance.png"] = _importance_figure(importances, summary.metric)
-    images = {}
-    for name, fig in figures.items():
-        png = io.BytesIO()
-        fig.savefig(png, format="png", dpi=100)
-        images[name] = png.getvalue()
-    return Drawing(images, importances)
-
-
-def log_report(client: MlflowClient, summary: SweepSummary, registration=None,
-               drawing: Drawing | None = None) -> list[str]:
-    """Store the sweep's plots and summary as artifacts of its parent run; returns their artifact paths.
-
-    Args:
-        client: Client bound to the sweep's tracking store.
-        summary: The sweep's summary.
-        registration: What registering the best model did, for the summary; ``None`` when nothing was.
-        drawing: The figures :func:`draw` made already; drawn now when ``None``.
-    """
-    drawing = drawing if drawing is not None else draw(client, summary)
     with tempfile.TemporaryDirectory() as tmp:
-        for name, png in drawing.images.items():
-            (Path(tmp) / name).write_bytes(png)
-        (Path(tmp) / "summary.md").write_text(summary_markdown(summary, registration, drawing.importances))
+        for name, fig in figures.items():
+            fig.savefig(Path(tmp) / name, dpi=100)
+        (Path(tmp) / "summary.md").write_text(summary_markdown(summary, registration, importances))
         client.log_artifacts(summary.parent_run_id, tmp, REPORT_DIR)
-    return [f"{REPORT_DIR}/{name}" for name in [*drawing.images, "summary.md"]]
+    return [f"{REPORT_DIR}/{name}" for name in [*figures, "summary.md"]]

@@ -179,7 +179,7 @@ def after_training(client, plan: SweepPlan, cfg: DictConfig, trainer, dataset, e
             parent run is ended FAILED when the server answers (:func:`raysweep.tracking.parent.parent_run`),
             and ``resume=true`` registers the best trial without training again.
     """
-    from raysweep import analysis, registry, report, runtime
+    from raysweep import analysis, registry
     from raysweep.tracking import outage
     from raysweep.tracking.reconcile import record_outcomes
 
@@ -196,7 +196,6 @@ def after_training(client, plan: SweepPlan, cfg: DictConfig, trainer, dataset, e
         summary = analysis.summarize(client, parent)
         analysis.record_best(client, summary)
         log.debug("phase summarized")
-        drawing = runtime.Background(report.draw, client, summary, name="raysweep-report")  # while registering
         registration = None
         if plan.register:
             first_look.setdefault("version", registry.sweep_version(client, parent, summary))
@@ -205,7 +204,7 @@ def after_training(client, plan: SweepPlan, cfg: DictConfig, trainer, dataset, e
                 # An earlier attempt registered it before the outage: this sweep's new version all the same.
                 registration = dataclasses.replace(registration, created=True)
         log.debug("phase registered")
-        _log_report(client, summary, registration, drawing, raise_outage=store.enabled)
+        _log_report(client, summary, registration, raise_outage=store.enabled)
         log.debug("phase report drawn")
         checkpoints = None
         if isinstance(registration, registry.Registration):  # only now: a resume needs them until here
@@ -244,9 +243,8 @@ def _prepare(plan: SweepPlan, warm: Sequence[str]):
     return client
 
 
-def _log_report(client, summary, registration, drawing, *, raise_outage: bool = False) -> None:
-    """Store the report on the parent run, its figures from ``drawing`` (a :class:`raysweep.runtime.Background`
-    running :func:`raysweep.report.draw`); a drawing problem must not fail a sweep that trained and registered.
+def _log_report(client, summary, registration, *, raise_outage: bool = False) -> None:
+    """Draw the report onto the parent run; a drawing problem must not fail a sweep that trained and registered.
 
     With ``raise_outage``, a store that does not answer is raised, so that the phase waits for it and draws again.
     """
@@ -254,7 +252,7 @@ def _log_report(client, summary, registration, drawing, *, raise_outage: bool = 
     from raysweep.tracking.outage import unreachable
 
     try:
-        report.log_report(client, summary, registration, drawing.result())
+        report.log_report(client, summary, registration)
     except Exception as error:  # noqa: BLE001 - reported, and the notebooks can draw it again
         if raise_outage and unreachable(error):
             raise
