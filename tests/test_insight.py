@@ -246,6 +246,21 @@ def test_stopped_early_reads_the_tag(column, expected):
     assert report.stopped_early(trials) == expected
 
 
+def test_importance_of_a_large_sweep_reads_a_fixed_sample_and_still_finds_what_matters(monkeypatch):
+    # fANOVA on every trial of a 10,000-trial sweep took minutes; a seeded sample of them keeps the answer.
+    monkeypatch.setattr(report, "IMPORTANCE_TRIALS", 40)
+    studied, study = [], report._study
+    monkeypatch.setattr(report, "_study", lambda finished, *args: studied.append(list(finished["run_id"])) or study(
+        finished, *args))
+    trials = _trials(400, seed=3)
+    table = report.importance(trials, "val_auc", "max")
+    assert table["param"].iloc[0] == "max_depth" and table["importance"].iloc[0] > 0.8
+    pd.testing.assert_frame_equal(table, report.importance(trials, "val_auc", "max"))
+    assert len(studied[0]) == 40 and studied[0] == studied[1]
+    report.importance(trials.head(30), "val_auc", "max")  # under the cap: every trial
+    assert len(studied[2]) == 30
+
+
 def _histories() -> pd.DataFrame:
     rows = [(run, run, step, 0.5 + 0.1 * step) for run in ("a", "b") for step in (1, 2, 3)]
     rows += [("c", "c", 1, 0.4)]  # stopped after one iteration

@@ -30,6 +30,9 @@ _RUN_NAME_COLUMN = f"tags.{RUN_NAME}"
 _STOPPED_COLUMN = f"tags.{STOPPED_EARLY_TAG}"
 #: Hyperparameters the stored summary lists by importance.
 TOP_IMPORTANCES = 5
+#: fANOVA's forest grows faster than linearly with the trials: ~6 s for 500 trials here, 154 s and 600 MiB for
+#: 10,000. Beyond this many finished trials, importance is computed on a seeded random sample of them.
+IMPORTANCE_TRIALS = 500
 
 
 def _figure(width: float = 8.0, height: float = 4.5):
@@ -157,7 +160,8 @@ def importance(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     The trials become an in-memory Optuna study: a hyperparameter whose values are all numbers is a float
     range over the values seen, any other one (``None`` included) a set of categories. Hyperparameters with a
     single value are left out; fewer than two finished trials, or a metric that is the same in all of them,
-    give an empty table.
+    give an empty table. Of more than :data:`IMPORTANCE_TRIALS` finished trials, a seeded random sample of that
+    many is used (the same trials give the same answer).
 
     Args:
         trials: The sweep's trials (``search_runs`` columns: ``status``, ``params.*``, ``metrics.<metric>``).
@@ -175,6 +179,8 @@ def importance(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
         return empty
     finished = trials[trials["status"] == "FINISHED"] if "status" in trials else trials
     finished = finished[np.isfinite(pd.to_numeric(finished[column], errors="coerce").astype(float))]
+    if len(finished) > IMPORTANCE_TRIALS:
+        finished = finished.sample(IMPORTANCE_TRIALS, random_state=0)
     params = param_columns(finished)
     if len(finished) < 2 or not params or finished[column].astype(float).nunique() < 2:
         return empty  # nothing to compare, or a metric that never moved (fANOVA divides by its variance)
