@@ -96,9 +96,9 @@ def summarize(client: MlflowClient, parent) -> SweepSummary:
     """
     params = parent.data.params
     metric, mode = params["sweep.metric"], params["sweep.mode"]
-    frame = queries.children_frame(parent.info.experiment_id, parent.info.run_id, metric, mode)
+    frame = queries.children_frame(parent.info.experiment_id, parent.info.run_id)
     column = f"metrics.{metric}"
-    if column in frame:  # best first by each trial's one number (a stable sort keeps search_runs' order of ties)
+    if column in frame:  # best first by each trial's one number (a stable sort keeps the earliest of ties first)
         frame = frame.reset_index(drop=True)
         order = model_values(frame, metric).sort_values(ascending=mode == "min", kind="stable", na_position="last")
         frame = frame.iloc[order.index].reset_index(drop=True)

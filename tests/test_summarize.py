@@ -1,0 +1,63 @@
+"""The post-sweep analysis on a store written by hand (no Ray): which trial is best, in what order trials come."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from raysweep.analysis import summarize
+from raysweep.errors import RaySweepError
+from raysweep.tracking.tags import MODEL_VALUE_TAG, PARENT_RUN_ID, RUN_NAME
+
+NAN = float("nan")
+
+
+def _sweep(client: MlflowClient, mode: str, children: list[tuple[str, float | None, str, str | None]]):
+    """A parent run and, started one second apart in list order, its children: (name, last metric value or None
+    for none reported, status, model value tag or None)."""
+    experiment = client.create_experiment("summarize")
+    parent = client.create_run(experiment, start_time=1_000, run_name="sweep")
+    client.log_batch(parent.info.run_id, params=[Param("sweep.metric", "score"), Param("sweep.mode", mode)])
+    for i, (name, value, status, model_value) in enumerate(children):
+        tags = {PARENT_RUN_ID: parent.info.run_id}
+        if model_value is not None:
+            tags[MODEL_VALUE_TAG] = model_value
+        run = client.create_run(experiment, start_time=2_000 + 1_000 * i, run_name=name, tags=tags)
+        metrics = [] if value is None else [Metric("score", value, 2_000 + 1_000 * i, 1)]
+        client.log_batch(run.info.run_id, metrics=metrics, params=[Param("lr", str(i))],
+                         tags=[RunTag("order", str(i))])
+        client.set_terminated(run.info.run_id, status)
+    return client.get_run(parent.info.run_id)
+
+
+@pytest.mark.parametrize(
+    "mode, children, best, order",
+    [
+        # Ties: the earliest trial first, and best. A trial without the metric goes last.
+        ("max", [("a", 0.5, "FINISHED", None), ("b", 0.9, "FINISHED", None), ("c", None, "FINISHED", None),
+                 ("d", 0.9, "FINISHED", None)], "b", ["b", "d", "a", "c"]),
+        ("min", [("a", 0.3, "FINISHED", None), ("b", 0.1, "FINISHED", None), ("c", 0.2, "FINISHED", None)],
+         "b", ["b", "c", "a"]),
+        # A failed trial keeps its place in the table but is never the best.
+        ("max", [("a", 0.99, "FAILED", None), ("b", 0.5, "FINISHED", None)], "b", ["a", "b"]),
+        # The model's value (the checkpoint registration takes) counts, not the metric's last value.
+        ("max", [("a", 0.9, "FINISHED", "0.2"), ("b", 0.5, "FINISHED", None)], "b", ["b", "a"]),
+        # A NaN metric is no number: it sorts last and is never the best.
+        ("max", [("a", NAN, "FINISHED", None), ("b", 0.1, "FINISHED", None)], "b", ["b", "a"]),
+    ],
+)
+def test_summarize_picks_the_best_finished_trial_and_orders_the_table(tracking_uri, mode, children, best, order):
+    client = MlflowClient(tracking_uri)
+    summary = summarize(client, _sweep(client, mode, children))
+    assert summary.best_run_name == best
+    assert list(summary.trials[f"tags.{RUN_NAME}"]) == order
+    assert summary.n_trials == len(children) and summary.best_params == {"lr": str(
+        [name for name, *_ in children].index(best))}
+
+
+def test_summarize_without_a_finished_trial_reporting_the_metric_names_the_fix(tracking_uri):
+    client = MlflowClient(tracking_uri)
+    parent = _sweep(client, "max", [("a", 0.9, "FAILED", None), ("b", None, "FINISHED", None)])
+    with pytest.raises(RaySweepError, match=r"no finished trial reporting 'score' \(2 trial runs\)"):
+        summarize(client, parent)
