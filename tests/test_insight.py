@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
@@ -259,6 +260,19 @@ def test_importance_of_a_large_sweep_reads_a_fixed_sample_and_still_finds_what_m
     assert len(studied[0]) == 40 and studied[0] == studied[1]
     report.importance(trials.head(30), "val_auc", "max")  # under the cap: every trial
     assert len(studied[2]) == 30
+
+
+def test_parallel_coordinates_draws_every_trial_across_its_axes_coloured_by_the_metric():
+    trials = _trials(12)
+    axes = report.parallel_coordinates(trials, "val_auc").axes[0]
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["max_depth", "n_estimators", "val_auc"]
+    (lines,) = axes.collections
+    segments = lines.get_segments()
+    assert len(segments) == 12 and all(len(s) == 3 for s in segments)  # criterion never varies: no axis
+    # Scaled to [0, 1] on each axis; the best trial ends at the top in the colour map's top colour.
+    best = int(trials["metrics.val_auc"].to_numpy().argmax())
+    assert segments[best][-1][1] == pytest.approx(1.0) and 0.0 <= min(p[1] for s in segments for p in s)
+    assert tuple(lines.get_colors()[best][:3]) == pytest.approx(matplotlib.colormaps["viridis"](1.0)[:3])
 
 
 def _histories() -> pd.DataFrame:
