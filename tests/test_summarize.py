@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from conftest import use_store
 from raysweep.analysis import summarize
 from raysweep.errors import RaySweepError
 from raysweep.tracking.tags import MODEL_VALUE_TAG, PARENT_RUN_ID, RUN_NAME
@@ -13,10 +16,16 @@ from raysweep.tracking.tags import MODEL_VALUE_TAG, PARENT_RUN_ID, RUN_NAME
 NAN = float("nan")
 
 
+@pytest.fixture
+def tracking_uri(module_store, monkeypatch):
+    """One store for the module (a new sqlite store takes seconds to migrate); an experiment per test."""
+    yield from use_store(module_store, monkeypatch)
+
+
 def _sweep(client: MlflowClient, mode: str, children: list[tuple[str, float | None, str, str | None]]):
     """A parent run and, started one second apart in list order, its children: (name, last metric value or None
     for none reported, status, model value tag or None)."""
-    experiment = client.create_experiment("summarize")
+    experiment = client.create_experiment(f"summarize-{uuid.uuid4().hex[:8]}")
     parent = client.create_run(experiment, start_time=1_000, run_name="sweep")
     client.log_batch(parent.info.run_id, params=[Param("sweep.metric", "score"), Param("sweep.mode", mode)])
     for i, (name, value, status, model_value) in enumerate(children):
