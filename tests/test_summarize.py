@@ -9,9 +9,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from conftest import use_store
-from raysweep.analysis import summarize
+from raysweep.analysis import record_best, summarize
 from raysweep.errors import RaySweepError
-from raysweep.tracking.tags import MODEL_VALUE_TAG, PARENT_RUN_ID, RUN_NAME
+from raysweep.tracking.tags import BEST_RUN_NAME_TAG, MODEL_VALUE_TAG, PARENT_RUN_ID, RUN_NAME
 
 NAN = float("nan")
 
@@ -70,3 +70,14 @@ def test_summarize_without_a_finished_trial_reporting_the_metric_names_the_fix(t
     parent = _sweep(client, "max", [("a", 0.9, "FAILED", None), ("b", None, "FINISHED", None)])
     with pytest.raises(RaySweepError, match=r"no finished trial reporting 'score' \(2 trial runs\)"):
         summarize(client, parent)
+
+
+def test_record_best_writes_the_best_trial_onto_the_parent_once_however_often_it_runs(tracking_uri):
+    client = MlflowClient(tracking_uri)
+    parent = _sweep(client, "max", [("a", 0.5, "FINISHED", None), ("b", 0.9, "FINISHED", None)])
+    summary = summarize(client, parent)
+    for _ in range(3):  # a retried after-training phase, then `raysweep analyse` twice
+        record_best(client, summary)
+    run = client.get_run(parent.info.run_id)
+    assert run.data.params["best.lr"] == "1" and run.data.tags[BEST_RUN_NAME_TAG] == "b"
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "best_score")] == [0.9]

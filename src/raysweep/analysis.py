@@ -177,14 +177,16 @@ def validation_data(client: MlflowClient, parent: Run):
 
 def record_best(client: MlflowClient, summary: SweepSummary) -> None:
     """Write the best child's run id, params and metric onto the parent run (idempotent)."""
-    existing = client.get_run(summary.parent_run_id).data.params
+    recorded = client.get_run(summary.parent_run_id).data
     params = [
-        Param(f"best.{k}", str(v)) for k, v in summary.best_params.items() if f"best.{k}" not in existing
+        Param(f"best.{k}", str(v)) for k, v in summary.best_params.items() if f"best.{k}" not in recorded.params
     ]
-    value = summary.best_value if math.isfinite(summary.best_value) else 0.0
+    name, value = f"best_{summary.metric}", summary.best_value if math.isfinite(summary.best_value) else 0.0
+    # Once per value: a retried or repeated analysis adds no second point to the metric's history.
+    metrics = [] if recorded.metrics.get(name) == value else [Metric(name, value, _now_ms(), 0)]
     client.log_batch(
         summary.parent_run_id,
-        metrics=[Metric(f"best_{summary.metric}", value, _now_ms(), 0)],
+        metrics=metrics,
         params=params,
         tags=[RunTag(BEST_RUN_TAG, summary.best_run_id), RunTag(BEST_RUN_NAME_TAG, summary.best_run_name)],
     )
