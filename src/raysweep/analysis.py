@@ -112,7 +112,8 @@ def summarize(client: MlflowClient, parent) -> SweepSummary:
         )
     best_value = float(values.iloc[best])
     best = finished.iloc[best]
-    best_params = {c[len("params."):]: best[c] for c in frame.columns if c.startswith("params.") and isinstance(best[c], str)}
+    best_params = {c[len("params."):]: best[c] for c in frame.columns
+                   if c.startswith("params.") and isinstance(best[c], str)}
     return SweepSummary(
         experiment_id=parent.info.experiment_id,
         parent_run_id=parent.info.run_id,
