@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 
 from conftest import use_store
 from raysweep.analysis import record_best, summarize
@@ -34,8 +34,7 @@ def _sweep(client: MlflowClient, mode: str, children: list[tuple[str, float | No
             tags[MODEL_VALUE_TAG] = model_value
         run = client.create_run(experiment, start_time=2_000 + 1_000 * i, run_name=name, tags=tags)
         metrics = [] if value is None else [Metric("score", value, 2_000 + 1_000 * i, 1)]
-        client.log_batch(run.info.run_id, metrics=metrics, params=[Param("lr", str(i))],
-                         tags=[RunTag("order", str(i))])
+        client.log_batch(run.info.run_id, metrics=metrics, params=[Param("lr", str(i))])
         client.set_terminated(run.info.run_id, status)
     return client.get_run(parent.info.run_id)
 
