@@ -182,7 +182,8 @@ def record_best(client: MlflowClient, summary: SweepSummary) -> None:
     params = [
         Param(f"best.{k}", str(v)) for k, v in summary.best_params.items() if f"best.{k}" not in recorded.params
     ]
-    name, value = f"best_{summary.metric}", summary.best_value if math.isfinite(summary.best_value) else 0.0
+    name = f"best_{summary.metric}"
+    value = summary.best_value if math.isfinite(summary.best_value) else 0.0
     # Once per value: a retried or repeated analysis adds no second point to the metric's history.
     metrics = [] if recorded.metrics.get(name) == value else [Metric(name, value, _now_ms(), 0)]
     client.log_batch(
