@@ -308,3 +308,26 @@ def detached_active_run() -> Iterator[None]:
     finally:
         fluent._active_run_stack.set(saved_stack)
         fluent._last_active_run_id.set(saved_last)
+
+
+def create_mlflow_tables(path: str) -> None:
+    """Make MLflow's tables in a new sqlite file at ``path``, as its SQL store does for an empty database.
+
+    This is MLflow's own schema creation and migration (``mlflow.store.db.utils._initialize_tables``), without
+    the default experiment a store adds when it opens (its artifact location depends on the opening process).
+    """
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+
+
+def mlflow_schema_revision() -> str:
+    """The database schema revision of the installed MLflow (what a SQL store must be at for MLflow to open it)."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    return _get_latest_schema_revision()

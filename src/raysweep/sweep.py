@@ -232,9 +232,9 @@ def _prepare(plan: SweepPlan, warm: Sequence[str]):
     from mlflow import MlflowClient
 
     from raysweep import runtime
-    from raysweep.tracking import queries
+    from raysweep.tracking import sqlite_store
 
-    queries.ready_store(plan.tracking_uri)  # two sweeps on a new sqlite file: its tables are made once
+    sqlite_store.ready_store(plan.tracking_uri)  # two sweeps on a new sqlite file: its tables are made once
     client = MlflowClient(plan.tracking_uri, plan.registry_uri)
     import mlflow.models  # noqa: F401 - the data's lineage record infers a signature with it, next
 

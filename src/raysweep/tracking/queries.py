@@ -52,27 +52,6 @@ def open_store(tracking_uri: str | None = None, registry_uri: str | None = None,
     return MlflowClient(tracking, registry)
 
 
-def ready_store(tracking_uri: str) -> None:
-    """Open a sqlite store once under a file lock, so that a new one gets its tables exactly once.
-
-    MLflow's tracking store creates a new database's tables (and runs its migrations) unlocked: two sweeps started
-    together on a new ``mlflow.db`` both migrate it, and one fails. Any other store is left alone.
-    """
-    if not tracking_uri.startswith("sqlite:///") or os.name == "nt":
-        return
-    import fcntl
-    import hashlib
-    import tempfile
-    from pathlib import Path
-
-    from mlflow import MlflowClient
-
-    key = hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"raysweep-store-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        MlflowClient(tracking_uri).search_experiments(max_results=1)
-
-
 def experiment_id(client: MlflowClient, name: str) -> str:
     """The id of the active experiment ``name``, created when missing, also when another sweep creates it now.
 
