@@ -114,6 +114,26 @@ def test_progress_callback_writes_one_step_per_ended_trial_and_keeps_only_a_mask
     client.set_terminated(parent)
 
 
+def test_progress_of_trials_ending_within_a_second_goes_in_one_write(tracking_uri):
+    # Short trials end several a second: each end written on its own cost the driver a request per trial.
+    client = MlflowClient(tracking_uri)
+    parent = client.create_run(client.create_experiment("progress")).info.run_id
+    callback = progress.SweepProgressCallback(tracking_uri=tracking_uri, parent_run_id=parent, metric="val_auc",
+                                              mode="max", planned=8)
+    trials = [_trial("RUNNING", i / 10) for i in range(8)]
+    callback.setup()
+    for i, trial in enumerate(trials, 1):
+        callback.on_trial_complete(i, trials, trial)
+        trial.status = "TERMINATED"
+        time.sleep(0.08)  # an end every 80 ms: eight in well under the second a write waits
+    callback.on_experiment_end(trials)
+
+    finished = client.get_metric_history(parent, progress.FINISHED_METRIC)
+    assert sorted(m.step for m in finished) == list(range(1, 9))  # every step kept
+    assert len({m.timestamp for m in finished}) <= 2, "a write per trial end, not one a second"
+    client.set_terminated(parent)
+
+
 def test_progress_callback_warns_once_and_never_raises_when_the_store_refuses(tracking_uri, caplog):
     callback = progress.SweepProgressCallback(tracking_uri=tracking_uri, parent_run_id="no-such-run",
                                               metric="val_auc", mode="max", planned=2)

@@ -1,7 +1,7 @@
 """Live progress on the sweep's parent run: trials ended of those planned and the best value so far.
 
 A Tune callback on the driver, so it works whichever process logs the trials (``mlflow=driver`` or ``worker``).
-Each time a trial ends it writes, in one batch, to the parent run:
+As trials end it writes to the parent run, within a second, in one batch per second at most:
 
 - metric ``sweep_trials_finished`` (step = that count; a chart in the MLflow UI), ``sweep_trials_failed``,
 - metric ``sweep_best_<metric>`` (same step), once a trial has reported the metric,
@@ -10,7 +10,7 @@ Each time a trial ends it writes, in one batch, to the parent run:
 Counts come from Tune's own trial list, which a resumed sweep restores with its finished trials, so a resume
 continues the count instead of starting again at 1. The list is read once, at the first trial end; after that
 each end only adds to the count (a recount per end would cost O(trials^2) over a sweep of many small trials), and
-the writes a slow store has let queue up go out as one batch, every step kept.
+the ends of one second (and the writes a slow store has let queue up) go out as one batch, every step kept.
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ BEST_METRIC_PREFIX = "sweep_best_"
 _FLUSH_TIMEOUT_S = 30.0
 #: Trial ends written in one batch at most (3 metrics each: within MLflow's 1,000 metrics a batch).
 _MAX_BATCHED = 300
+#: Seconds a write waits for more trial ends to take along: one request a second at most, however fast trials end
+#: (the end of the sweep is written at once).
+_BATCH_WINDOW_S = 1.0
 _ENDED = ("TERMINATED", "ERROR")
 
 
@@ -155,8 +158,14 @@ class SweepProgressCallback(Callback):
         done = False
         while not done:
             items = [self._queue.get()]
-            while len(items) < _MAX_BATCHED and not self._queue.empty():  # what queued while the last write ran
-                items.append(self._queue.get_nowait())
+            # The ends of the next second go in the same write (and what queued while the last one ran): short
+            # trials end several a second, and each write costs the driver's CPU, which trials share.
+            deadline = time.monotonic() + _BATCH_WINDOW_S
+            while items[-1] is not None and len(items) < _MAX_BATCHED:
+                try:
+                    items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
             if None in items:
                 done, items = True, items[:items.index(None)]
             if not items:
