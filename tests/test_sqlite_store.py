@@ -40,7 +40,7 @@ def test_a_new_store_is_mlflows_empty_store_copied_and_opens_like_one_mlflow_mad
                                                                                  migrations):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    ready_store(f"sqlite:///{tmp_path / 'first.db'}")  # makes the empty store once, for this MLflow version
+    ready_store(f"sqlite:///{tmp_path / 'first.db'}")  # makes the empty store once, for this MLflow schema revision
     template = empty_store()
     assert template is not None and template.parent == tmp_path / "cache" / "raysweep"
     with sqlite3.connect(template) as db:  # no default experiment: its artifact location is the opener's
