@@ -175,6 +175,27 @@ def test_detached_active_run_sets_the_callers_run_aside_and_back(tracking_uri):
 # --- output: what raysweep silences at its source (progress.py, _workers.py) ------------------------------
 
 
+def test_an_ended_trials_running_averages_compact_into_lists_that_tune_still_updates_and_restores():
+    from types import SimpleNamespace
+
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    trial = SimpleNamespace(run_metadata=_TrainingRunMetadata())
+    for step in range(1, 13):
+        trial.run_metadata.update_metric("score", float(step), step=step)
+    analysis = {k: dict(v) for k, v in trial.run_metadata.metric_analysis.items()}
+    pickled = len(trial.run_metadata.get_json_state())
+    compat.compact_ended_trial(trial)
+    state = trial.run_metadata.get_json_state()  # Tune's snapshot of it: the cache was dropped, not kept stale
+    assert trial.run_metadata.metric_analysis == analysis
+    assert "CLOUDPICKLE" not in state and len(state) < pickled
+    restored = _TrainingRunMetadata.from_json_state(state)
+    last = [float(step) for step in range(3, 13)]
+    assert restored.metric_n_steps == {"score": {"5": last[-5:], "10": last}}
+    restored.update_metric("score", 13.0, step=13)  # one result more still updates it (a list appends)
+    assert restored.metric_analysis["score"]["last"] == 13.0
+
+
 def test_token_auth_notice_logs_under_the_name_raysweep_quiets():
     import importlib
 

@@ -76,6 +76,19 @@ def test_sweep_yields_one_finished_child_per_trial_nested_under_the_parent(first
     assert {t.key: t.value for t in inputs[0][0].tags}[tag_names.TASK_TAG] == "binary"
 
 
+def test_tunes_saved_state_keeps_each_finished_trials_running_averages_as_plain_lists(first_sweep):
+    """The driver shrinks what Tune keeps of every finished trial (raysweep.memory.DriverMemory), and a resume reads
+    the sweep's state back from this file."""
+    from pathlib import Path
+
+    states = sorted(Path(first_sweep.plan.run_dir).glob("experiment_state-*.json"))
+    trials = json.loads(states[-1].read_text())["trial_data"]
+    assert len(trials) == len(first_sweep.summary.trials)
+    for _, metadata in trials:
+        windows = json.loads(metadata)["metric_n_steps"]
+        assert windows and all(isinstance(values, list) for by_n in windows.values() for values in by_n.values())
+
+
 def test_parent_names_the_best_child_which_tops_search_runs(first_sweep):
     client = MlflowClient()
     parent = client.get_run(first_sweep.summary.parent_run_id)

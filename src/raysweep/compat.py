@@ -124,6 +124,19 @@ def allow_frequent_experiment_checkpoints() -> None:
     os.environ.setdefault(TUNE_CHECKPOINT_SYNC_WARN_ENV, "0")
 
 
+def compact_ended_trial(trial) -> None:
+    """Shrink what Tune keeps of a trial that will report no more.
+
+    For the running ``last-5-avg``/``last-10-avg`` of each numeric result key Tune holds two ``deque``s per key
+    and trial (``trial.run_metadata.metric_n_steps``, private), 528 bytes or more each, for as long as the
+    driver runs, and writes them into every experiment-state snapshot as pickles. Only ``update_metric`` reads
+    them, to take in a new result; a list of the same values serves it as well and goes into the state as JSON.
+    """
+    metadata = trial.run_metadata
+    metadata.metric_n_steps = {key: {n: list(values) for n, values in windows.items()}
+                               for key, windows in metadata.metric_n_steps.items()}
+
+
 def trial_original_cwd(environ: Mapping[str, str] = os.environ) -> str:
     """The directory a trial process started in (the job's working_dir), before Tune moved it."""
     return environ.get(TUNE_ORIG_WORKING_DIR_ENV, os.getcwd())

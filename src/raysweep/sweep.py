@@ -179,7 +179,7 @@ def after_training(client, plan: SweepPlan, cfg: DictConfig, trainer, dataset, e
             parent run is ended FAILED when the server answers (:func:`raysweep.tracking.parent.parent_run`),
             and ``resume=true`` registers the best trial without training again.
     """
-    from raysweep import analysis, registry
+    from raysweep import analysis, memory, registry
     from raysweep.tracking import outage
     from raysweep.tracking.reconcile import record_outcomes
 
@@ -196,6 +196,7 @@ def after_training(client, plan: SweepPlan, cfg: DictConfig, trainer, dataset, e
         summary = analysis.summarize(client, parent)
         analysis.record_best(client, summary)
         log.debug("phase summarized")
+        memory.trim()  # the store's answer for every child, freed, before registration and the report allocate
         registration = None
         if plan.register:
             first_look.setdefault("version", registry.sweep_version(client, parent, summary))

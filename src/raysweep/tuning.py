@@ -99,13 +99,14 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
             return tuner.fit()
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+    from raysweep.memory import DriverMemory
     from raysweep.tracking.progress import SweepProgressCallback
 
     # Both logging modes: trials ended / planned and the best so far on the parent run, as trials end. Tune's
     # result.json (what a resume re-logs) and progress.csv are kept; its TensorBoard logger only on request.
     callbacks = [SweepProgressCallback(tracking_uri=plan.tracking_uri, parent_run_id=parent_id, metric=plan.metric,
                                        mode=plan.mode, planned=plan.num_trials), JsonLoggerCallback(),
-                 CSVLoggerCallback()]
+                 CSVLoggerCallback(), DriverMemory()]  # the driver's freed memory back as trials end
     if cfg.cluster.verbose == 0:  # raysweep's one line per trial; Tune's own tables at 1 and 2
         from raysweep.progress import TrialProgress
 
