@@ -159,6 +159,32 @@ def test_a_restored_callback_counts_the_trials_the_sweep_had_already_ended(capsy
     assert capsys.readouterr().out == line + "\n"
 
 
+def test_the_trial_list_is_read_at_the_first_end_only(capsys):
+    """Each end adds to the count: reading Tune's list of every trial at each end costs O(trials^2) in a sweep."""
+
+    class Trials(list):
+        reads = 0
+
+        def __iter__(self):
+            Trials.reads += 1
+            return super().__iter__()
+
+    callback = TrialProgress(planned=4, metric="val_auc", mode="max", params=["n"])
+    trials = Trials(_trials((0, "TERMINATED", 0.5), (1, "RUNNING", 0.7), (2, "RUNNING", 0.6), (3, "RUNNING")))
+    for trial in trials[1:3]:
+        callback.on_trial_complete(1, trials, trial)
+        trial.status = "TERMINATED"
+    callback.on_trial_error(2, trials, trials[3])
+    callback.on_trial_complete(3, trials, trials[2])  # told twice: counted once
+    assert Trials.reads == 1
+    assert [line.split("  ")[0] + " " + line.split("best=")[1] for line in capsys.readouterr().out.splitlines()] == [
+        "trial 2/4 0.7 (train_ab_00001)  left=2",
+        "trial 3/4 0.7 (train_ab_00001)  left=1",
+        "trial 4/4 0.7 (train_ab_00001)  left=0",
+        "trial 4/4 0.7 (train_ab_00001)  left=0",
+    ]
+
+
 def test_a_bar_only_on_a_terminal_and_never_in_the_pickled_state(monkeypatch):
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stdout", terminal)

@@ -125,6 +125,10 @@ class TrialProgress(Callback):
         self._failed: set[str] = set()
         self._bar = None
         self._last_draw = 0.0
+        # Trials ended and the best so far: counted from Tune's list at the first end (a restored sweep's trials
+        # ended before it), then advanced by each end; a recount per end costs O(trials^2) over a sweep.
+        self._done: int | None = None
+        self._best_so_far: tuple[str, float] | None = None
 
     @classmethod
     def for_plan(cls, plan) -> TrialProgress:
@@ -137,6 +141,7 @@ class TrialProgress(Callback):
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_bar"] = None  # a live bar holds the terminal's stream
+        state["_done"] = None  # counted again from the trials Tune restores with it
         return state
 
     # --- Tune's hooks -----------------------------------------------------------------------------------
@@ -149,11 +154,11 @@ class TrialProgress(Callback):
                              dynamic_ncols=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        self._completed.add(trial.trial_id)
+        self._count(trials, trial, failed=False)
         self._report(trials, trial, failed=None)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._failed.add(trial.trial_id)
+        self._count(trials, trial, failed=True)
         self._report(trials, trial, failed=error_line(getattr(trial, "error_file", None), getattr(trial, "path", None)))
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
@@ -168,37 +173,47 @@ class TrialProgress(Callback):
 
     # --- helpers ----------------------------------------------------------------------------------------
 
-    def _ended(self, trials: list) -> tuple[list, set[str]]:
-        """Completed trials (this run's and, after a resume, those the restored state had) and all ended ids."""
-        completed = [t for t in trials if t.trial_id in self._completed or t.status == _TERMINATED]
-        ended = {t.trial_id for t in completed} | self._failed | {t.trial_id for t in trials if t.status == _ERROR}
-        return completed, ended
+    def _count(self, trials: list, trial, failed: bool) -> None:
+        """Add ``trial``'s end to the count and the best so far (Tune marks its status only after the hook)."""
+        if self._done is None:
+            others = [t for t in trials if t is not trial]
+            # The ids restored with this callback, and the trials Tune restored as ended.
+            self._completed |= {t.trial_id for t in others
+                                if t.status == _TERMINATED and t.trial_id not in self._failed}
+            self._failed |= {t.trial_id for t in others if t.status == _ERROR and t.trial_id not in self._completed}
+            self._done = len((self._completed | self._failed) - {trial.trial_id})
+            self._best_so_far = self._best_of([t for t in others if t.trial_id in self._completed])
+        if trial.trial_id not in self._completed and trial.trial_id not in self._failed:
+            self._done += 1
+        (self._failed if failed else self._completed).add(trial.trial_id)
+        if not failed:
+            self._best_so_far = self._best_of([trial], also=self._best_so_far)
 
-    def _best(self, completed: list) -> tuple[str, float] | None:
-        return best_trial(((str(t), (t.last_result or {}).get(self.metric)) for t in completed), self.mode)
+    def _best_of(self, completed: list, also: tuple[str, float] | None = None) -> tuple[str, float] | None:
+        values = ((str(t), (t.last_result or {}).get(self.metric)) for t in completed)
+        return best_trial([also, *values] if also else values, self.mode)
 
     def _report(self, trials: list, trial, failed: str | None) -> None:
-        completed, ended = self._ended(trials)
         line = trial_line(
-            done=len(ended),
+            done=self._done,
             planned=self.planned,
             name=str(trial),
             params=format_params(trial.config or {}, self.params),
             metric=self.metric,
             value=(trial.last_result or {}).get(self.metric),
-            best=self._best(completed),
+            best=self._best_so_far,
             failed=failed,
         )
         if self._bar is not None:
             self._bar.write(line, file=sys.stdout)
-            self._draw(trials)
+            self.on_step_end(0, trials)
         else:
             print(line, flush=True)
 
     def _draw(self, trials: list) -> None:
-        completed, ended = self._ended(trials)
-        running = sum(1 for t in trials if t.status == "RUNNING" and t.trial_id not in ended)
-        self._bar.n = min(len(ended), self.planned)
-        self._bar.set_postfix_str(bar_postfix(running, self.metric, self._best(completed)), refresh=False)
+        running = sum(1 for t in trials if t.status == "RUNNING" and t.trial_id not in self._completed
+                      and t.trial_id not in self._failed)
+        self._bar.n = min(self._done or 0, self.planned)
+        self._bar.set_postfix_str(bar_postfix(running, self.metric, self._best_so_far), refresh=False)
         self._bar.refresh()
         self._last_draw = time.monotonic()
