@@ -17,12 +17,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import logging
 import time
 
 from ray.tune import Callback
-
-log = logging.getLogger(__name__)
 
 #: Allocations from this size up are mapped and unmapped on their own, never from the heap (glibc's default
 #: starts at 128 KiB and rises to the largest block freed so far).
@@ -44,7 +41,7 @@ def _libc():
 
 
 def pin_mmap_threshold(size: int = MMAP_THRESHOLD_BYTES) -> bool:
-    """Map allocations of ``size`` bytes and more on their own for the rest of this process.
+    """Map allocations of ``size`` bytes and more on their own for the rest of this process (a notebook's too).
 
     Returns:
         Whether the allocator took the setting (False off glibc).
@@ -72,7 +69,7 @@ class DriverMemory(Callback):
     """As trials end, shrink what Tune keeps of each finished one and trim the driver's heap, once per
     :data:`TRIM_INTERVAL_S` at most (see the module docstring).
 
-    Tune calls it from its own loop, which allocates nothing meanwhile; the trim itself takes milliseconds.
+    Tune calls it from its own loop, between trials' events; a trim takes milliseconds.
     """
 
     def __init__(self, interval_s: float = TRIM_INTERVAL_S):
