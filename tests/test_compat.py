@@ -172,9 +172,6 @@ def test_detached_active_run_sets_the_callers_run_aside_and_back(tracking_uri):
     assert client.get_run(inner.info.run_id).info.status == "FINISHED"
 
 
-# --- output: what raysweep silences at its source (progress.py, _workers.py) ------------------------------
-
-
 def test_an_ended_trials_running_averages_compact_into_lists_that_tune_still_updates_and_restores():
     from types import SimpleNamespace
 
@@ -194,6 +191,9 @@ def test_an_ended_trials_running_averages_compact_into_lists_that_tune_still_upd
     assert restored.metric_n_steps == {"score": {"5": last[-5:], "10": last}}
     restored.update_metric("score", 13.0, step=13)  # one result more still updates it (a list appends)
     assert restored.metric_analysis["score"]["last"] == 13.0
+
+
+# --- output: what raysweep silences at its source (progress.py, _workers.py) ------------------------------
 
 
 def test_token_auth_notice_logs_under_the_name_raysweep_quiets():
