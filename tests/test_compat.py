@@ -193,6 +193,34 @@ def test_an_ended_trials_running_averages_compact_into_lists_that_tune_still_upd
     assert restored.metric_analysis["score"]["last"] == 13.0
 
 
+def test_a_trial_as_a_result_is_what_tunes_result_grid_makes_of_it(tmp_path):
+    from types import SimpleNamespace
+
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune import Checkpoint, CheckpointConfig, ResultGrid
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    from raysweep.trainables import function
+
+    metadata = _TrainingRunMetadata()
+    metadata.checkpoint_manager = _CheckpointManager(CheckpointConfig(num_to_keep=2))
+    for step, score in enumerate((0.5, 0.9, 0.7), start=1):
+        (tmp_path / f"c{step}").mkdir()
+        metadata.checkpoint_manager.register_checkpoint(
+            _TrainingResult(Checkpoint(str(tmp_path / f"c{step}")), {"score": score, "training_iteration": step}))
+    trial = SimpleNamespace(run_metadata=metadata, last_result={"score": 0.7, "trial_id": "t1"}, path=str(tmp_path),
+                            trial_id="t1")
+    mine = compat.trial_result(trial)
+    grid = SimpleNamespace(_experiment_analysis=SimpleNamespace(trial_dataframes={}, _fs=None),
+                           _populate_exception=lambda trial: None)
+    tunes = ResultGrid._trial_to_result(grid, trial)
+    assert (mine.metrics, mine.path, mine.checkpoint.path) == (tunes.metrics, tunes.path, tunes.checkpoint.path), \
+        _says("ResultGrid builds a trial's Result differently (compat.trial_result)")
+    assert [(c.path, m) for c, m in mine.best_checkpoints] == [(c.path, m) for c, m in tunes.best_checkpoints]
+    assert function.best_checkpoint(mine, "score", "max") == str(tmp_path / "c2")  # the better of the two kept
+
+
 # --- output: what raysweep silences at its source (progress.py, _workers.py) ------------------------------
 
 

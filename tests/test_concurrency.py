@@ -22,7 +22,8 @@ from mlflow.entities.model_registry import ModelVersion, ModelVersionTag
 
 from conftest import SMOKE
 from raysweep import aliases, analysis
-from raysweep.tracking.reconcile import model_value
+from raysweep.metrics import PROGRESS
+from raysweep.tracking.reconcile import TrialOutcome, model_value, outcomes
 from raysweep.tracking.tags import (
     METRIC_TAG,
     MODE_TAG,
@@ -241,6 +242,30 @@ def test_a_torch_trials_number_is_its_checkpoints_row(tmp_path):
     assert model_value(result, checkpoint, "val_auc", logged_model=False) == 0.9
     # A trial that logged its final model itself (worker mode, mlflow.log_models): its last report.
     assert model_value(result, checkpoint, "val_auc", logged_model=True) == 0.8
+
+
+def test_trial_outcomes_keep_what_record_outcomes_and_retention_read(tmp_path):
+    from ray.tune import Checkpoint, Result
+
+    from raysweep.trainables import function
+
+    def result(trial_id, metrics, checkpoints=(), error=None):
+        return Result(metrics={"trial_id": trial_id, **metrics}, checkpoint=None, error=error,
+                      path=str(tmp_path / trial_id), best_checkpoints=[(Checkpoint(str(tmp_path / path)), m)
+                                                                       for path, m in checkpoints])
+
+    results = [
+        # Its better checkpoint is the earlier one: that model's value, beside the last report's.
+        result("t1", {"val_auc": 0.8, PROGRESS: 1.0}, [("c1", {"val_auc": 0.9}), ("c2", {"val_auc": 0.8})]),
+        result("t2", {"val_auc": 0.7, PROGRESS: 0.4}),  # stopped early, no checkpoint
+        result("t3", {}, error=RuntimeError("boom")),  # failed: nothing read of it but where it is
+    ]
+    found = outcomes(results, lambda r: function.best_checkpoint(r, "val_auc", "max"), "val_auc")
+    assert found == [
+        TrialOutcome("t1", str(tmp_path / "t1"), False, str(tmp_path / "c1"), 0.9, 0.8, 1.0),
+        TrialOutcome("t2", str(tmp_path / "t2"), False, None, None, 0.7, 0.4),
+        TrialOutcome("t3", str(tmp_path / "t3"), True, None, None, None, 1.0),
+    ]
 
 
 def test_the_best_trial_is_ranked_by_its_models_value(tracking_uri):

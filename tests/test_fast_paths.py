@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from mlflow import MlflowClient
 
 from conftest import SMOKE
 from raysweep import sweep
+from raysweep.leading import cpus_idle
 from raysweep.tracking.buffer import MetricBuffer
 
 #: Fixed-cost trials short enough that actors are reused many times over.
@@ -110,3 +112,41 @@ def test_busy_fixed_cost_trials_spend_cpu_time_and_refuse_a_non_boolean():
     fixed_cost.validate(OmegaConf.create({"params": {"seconds_per_iteration": 0.1, "busy": True}}), {"x": 1})
     with pytest.raises(RaySweepError, match="busy"):
         fixed_cost.validate(OmegaConf.create({"params": {"busy": "yes"}}), {"x": 1})
+
+
+@pytest.mark.parametrize(
+    ("statuses", "planned", "capacity", "idle"),
+    [
+        (["TERMINATED", "RUNNING"], 2, 2, True),  # the last trial runs alone: a slot stays empty
+        (["TERMINATED", "TERMINATED", "ERROR"], 3, 2, True),  # every trial ended
+        (["TERMINATED", "RUNNING", "RUNNING"], 3, 2, False),  # every slot busy
+        (["TERMINATED", "RUNNING", "PENDING"], 3, 2, False),  # a trial waits for the empty slot
+        (["TERMINATED", "RUNNING"], 3, 2, False),  # the searcher has not made the last trial yet
+        (["TERMINATED", "PAUSED", "RUNNING"], 3, 2, False),  # a paused trial (PBT) takes its slot back
+        (["TERMINATED", "RUNNING"], 2, 1, False),  # one trial at a time: never a slot to spare
+    ],
+)
+def test_cpus_idle_only_when_no_trial_will_take_the_room(statuses, planned, capacity, idle):
+    assert cpus_idle(statuses, planned, capacity) is idle
+
+
+@pytest.mark.slow
+def test_the_leading_trials_model_is_logged_ahead_and_the_registered_one_is_the_only_model(ray_address, make_cfg,
+                                                                                          caplog):
+    caplog.set_level(logging.DEBUG, logger="raysweep.leading")
+    outcome = sweep.run(make_cfg("+sweep=fraud", *SMOKE))  # 4 trials, two at a time: the last runs alone
+    lines = [r.getMessage() for r in caplog.records if r.name == "raysweep.leading"]
+    ahead = [line for line in lines if "logged ahead in" in line]
+    assert 1 <= len(ahead) <= 2, lines  # at the last trial's start of running alone, and if it then leads
+    client = MlflowClient()
+    summary = outcome.summary
+    children = client.search_runs([summary.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{summary.parent_run_id}'")
+    assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
+    models = [m for c in children for m in client.search_logged_models(
+        [summary.experiment_id], filter_string=f"source_run_id = '{c.info.run_id}'")]
+    # A model logged ahead for a trial that a later one beat is deleted; registration took the leader's.
+    (model,) = models
+    version = client.get_model_version("fraud-rf", outcome.registration.version)
+    assert model.source_run_id == summary.best_run_id and version.source == f"models:/{model.model_id}"
+    assert len(ahead) - len([line for line in lines if "deleted" in line]) == 1

@@ -26,6 +26,7 @@ from raysweep import report, retention, runtime, sweep
 from raysweep.errors import RaySweepError
 from raysweep.retention import TrialCheckpoints
 from raysweep.tracking import progress
+from raysweep.tracking.reconcile import TrialOutcome
 from raysweep.tracking.tags import (
     CHECKPOINT_TAG,
     PARENT_ROLE,
@@ -371,10 +372,10 @@ def test_apply_removes_other_trials_checkpoints_and_keeps_their_results(tmp_path
         _write(folder / "checkpoint_000000" / "model.pkl", 1000)
         _write(folder / "checkpoint_000001" / "model.pkl", 1000)
         _write(folder / "result.json", 10)
-        results.append(SimpleNamespace(metrics={"trial_id": trial_id}, path=str(folder)))
+        results.append(TrialOutcome(trial_id, str(folder), failed=False))
     # An errored trial without a result, and a distributed trial's Ray Train folder (named by its trial id).
     _write(run_dir / "train_t3_0_x=3" / "checkpoint_000000" / "m", 500)
-    results.append(SimpleNamespace(metrics={}, path=str(run_dir / "train_t3_0_x=3")))
+    results.append(TrialOutcome(None, str(run_dir / "train_t3_0_x=3"), failed=True))
     _write(run_dir / "train" / "t2" / "checkpoint_2026-01-01" / "m", 300)
     _write(run_dir / "train" / "t1" / "checkpoint_2026-01-01" / "m", 300)
 
@@ -392,7 +393,7 @@ def test_apply_removes_other_trials_checkpoints_and_keeps_their_results(tmp_path
 def test_apply_with_keep_all_only_measures(tmp_path):
     folder = tmp_path / "sweep" / "train_t1"
     _write(folder / "checkpoint_000000" / "m", 100)
-    done = retention.apply([SimpleNamespace(metrics={"trial_id": "t1"}, path=str(folder))], str(tmp_path / "sweep"),
+    done = retention.apply([TrialOutcome("t1", str(folder), failed=False)], str(tmp_path / "sweep"),
                            "other", keep_all=True)
     assert done.removed == () and done.kept[0].size == 100 and (folder / "checkpoint_000000").exists()
 

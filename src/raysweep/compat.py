@@ -137,6 +137,23 @@ def compact_ended_trial(trial) -> None:
                                for key, windows in metadata.metric_n_steps.items()}
 
 
+def trial_result(trial):
+    """A finished trial as ``ray.tune.Result``, built from Tune's own ``Trial`` the way its ``ResultGrid`` builds
+    one (checkpoints from the trial's private checkpoint manager), less the history ``metrics_dataframe``, which
+    Tune reads back from the trial's files only when ``fit`` returns (``None`` here)."""
+    from ray.tune import Result
+
+    manager = trial.run_metadata.checkpoint_manager
+    latest = manager.latest_checkpoint_result
+    return Result(
+        metrics=dict(trial.last_result or {}),
+        checkpoint=latest.checkpoint if latest else None,
+        error=None,
+        path=trial.path,
+        best_checkpoints=[(r.checkpoint, r.metrics) for r in manager.best_checkpoint_results],
+    )
+
+
 def trial_original_cwd(environ: Mapping[str, str] = os.environ) -> str:
     """The directory a trial process started in (the job's working_dir), before Tune moved it."""
     return environ.get(TUNE_ORIG_WORKING_DIR_ENV, os.getcwd())

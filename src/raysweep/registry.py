@@ -7,13 +7,13 @@ Aliases only: MLflow's registry stages are deprecated (:func:`require_aliases` s
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mlflow import MlflowClient
-from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
+
+from raysweep import trial_model
 
 # The aliases' names and moves live in raysweep.aliases; importers of registry find them here too.
 from raysweep.aliases import CHALLENGER, CHAMPION, champion_version, promote, settle  # noqa: F401
@@ -22,15 +22,13 @@ from raysweep.errors import NoModelError, RaySweepError
 from raysweep.evaluation import compare, evaluate, loaded, log_classifier_plots, test_tags  # noqa: F401 - API
 from raysweep.ranking import is_better
 from raysweep.tracking.tags import (
-    CHECKPOINT_TAG, METRIC_TAG, MODE_TAG, MODEL_URI_TAG, PREVIOUS_CHAMPION_TAG, PROMOTED_BY_TAG, PROMOTION_REASON_TAG,
-    TEST_METRIC_TAG, TEST_VALUE_TAG, VALUE_TAG, VERSION_PARENT_TAG, VERSION_SWEEP_TAG, VERSION_TRIAL_TAG,
+    METRIC_TAG, MODE_TAG, PREVIOUS_CHAMPION_TAG, PROMOTED_BY_TAG, PROMOTION_REASON_TAG, TEST_METRIC_TAG, TEST_VALUE_TAG,
+    VALUE_TAG, VERSION_PARENT_TAG, VERSION_SWEEP_TAG, VERSION_TRIAL_TAG,
 )
 
 if TYPE_CHECKING:
     from raysweep.analysis import SweepSummary
 
-#: On the best trial's run: its logged models before registration logged one ("-": none); see _logged_before.
-_LOGGING_TAG = "raysweep.registration_models_before"
 
 @dataclass(frozen=True)
 class Registration:
@@ -93,7 +91,8 @@ def register_best(client: MlflowClient, parent, summary: SweepSummary, dataset=N
     created = version is None
     if created:
         try:
-            model_uri = _log_model(client, parent, summary)
+            model_uri = trial_model.model_uri(client, client.get_run(summary.best_run_id),
+                                              parent.data.params.get("trainer.name"))
         except NoModelError as error:
             return NotRegistered(name, str(error))
         model = loaded(model_uri) if dataset is not None else model_uri  # one load for the score and the plots
@@ -133,65 +132,6 @@ def _keep_one(client: MlflowClient, name: str, summary: SweepSummary, mine: str)
     if keep != mine:
         client.delete_model_version(name, mine)
     return keep
-
-
-def _log_model(client: MlflowClient, parent, summary: SweepSummary) -> str:
-    import mlflow
-
-    from raysweep import trainables
-
-    best = client.get_run(summary.best_run_id)
-    if MODEL_URI_TAG in best.data.tags:
-        return best.data.tags[MODEL_URI_TAG]
-    checkpoint = best.data.tags.get(CHECKPOINT_TAG)
-    if not checkpoint:
-        raise NoModelError(f"best trial {summary.best_run_name} kept no checkpoint; report one "
-                           "(ray.tune.report(metrics, checkpoint=...)) holding a model to have it registered")
-    trainer = trainables.load(parent.data.params["trainer.name"])
-    reused = _logged_before(client, best)
-    if reused is not None:
-        return reused
-    with tempfile.TemporaryDirectory() as tmp:
-        local = _fetch_checkpoint(checkpoint, tmp)
-        try:
-            with mlflow.start_run(run_id=summary.best_run_id):
-                info = trainer.log_model(local)
-        finally:
-            # start_run re-opened the finished child; put its status back whatever happened.
-            client.set_terminated(summary.best_run_id, "FINISHED", end_time=best.info.end_time)
-    client.log_batch(summary.best_run_id, tags=[RunTag(MODEL_URI_TAG, info.model_uri)])
-    return info.model_uri
-
-
-def _logged_before(client: MlflowClient, best) -> str | None:
-    """The model an attempt that a tracking-server outage cut short logged in full to ``best`` (a half-logged one is
-    deleted): the first attempt records on the run the logged models it had before (the trial's own)."""
-    from mlflow.entities import LoggedModelStatus
-
-    run_id = best.info.run_id
-    logged = client.search_logged_models([best.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
-    if _LOGGING_TAG not in best.data.tags:
-        client.set_tag(run_id, _LOGGING_TAG, ",".join(sorted(m.model_id for m in logged)) or "-")
-        return None
-    mine = [m for m in logged if m.model_id not in best.data.tags[_LOGGING_TAG].split(",")]
-    for model in sorted(mine, key=lambda m: m.status == LoggedModelStatus.READY):  # half-logged first
-        if model.status != LoggedModelStatus.READY:
-            client.delete_logged_model(model.model_id)
-        else:
-            client.log_batch(run_id, tags=[RunTag(MODEL_URI_TAG, f"models:/{model.model_id}")])
-            return f"models:/{model.model_id}"
-    return None
-
-
-def _fetch_checkpoint(path: str, tmp: str) -> str:
-    from ray.tune import Checkpoint
-
-    try:
-        return Checkpoint(path).to_directory(tmp)
-    except FileNotFoundError:
-        raise RaySweepError(
-            f"checkpoint {path!r} of the best trial is gone; keep the Ray results folder (cluster.storage_path)"
-        ) from None
 
 
 def _register(client: MlflowClient, name: str, model_uri: str, summary: SweepSummary,

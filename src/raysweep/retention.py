@@ -100,7 +100,7 @@ def format_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def after_registration(client, summary, results, run_dir: str, keep_all: bool) -> Retention | None:
+def after_registration(client, summary, trials, run_dir: str, keep_all: bool) -> Retention | None:
     """Keep the registered trial's checkpoints and remove the others' (all stay with ``keep_all``).
 
     Call only once the sweep ended and its best model is registered. A storage problem is reported as a warning
@@ -109,7 +109,7 @@ def after_registration(client, summary, results, run_dir: str, keep_all: bool) -
     Args:
         client: Client bound to the sweep's tracking store.
         summary: The sweep's :class:`raysweep.analysis.SweepSummary` (its best run is the registered trial).
-        results: Tune's ``ResultGrid``.
+        trials: Each trial's :class:`raysweep.tracking.reconcile.TrialOutcome` (its id and folder).
         run_dir: The sweep's Tune folder.
         keep_all: ``cluster.keep_checkpoints``.
 
@@ -120,18 +120,19 @@ def after_registration(client, summary, results, run_dir: str, keep_all: bool) -
 
     try:
         tags = client.get_run(summary.best_run_id).data.tags
-        return apply(results, run_dir, tags.get(TRIAL_ID_TAG), keep_all, [tags.get(CHECKPOINT_TAG, "")])
+        return apply(trials, run_dir, tags.get(TRIAL_ID_TAG), keep_all, [tags.get(CHECKPOINT_TAG, "")])
     except Exception as error:  # noqa: BLE001 - leftover checkpoints cost space, not correctness
         log.warning("checkpoints of the other trials not removed from %s: %s: %s", run_dir, type(error).__name__, error)
         return None
 
 
-def apply(results, run_dir: str, keep_trial_id: str | None, keep_all: bool,
+def apply(trials, run_dir: str, keep_trial_id: str | None, keep_all: bool,
           protected: Iterable[str] = ()) -> Retention:
     """List every trial's checkpoints under the sweep's Tune folder and remove those of all but the kept trial.
 
     Args:
-        results: Tune's ``ResultGrid`` of the sweep (one ``Result`` per trial, with its folder).
+        trials: The sweep's trials, each with ``trial_id`` (``None`` for one that never reported) and ``path`` (its
+            folder): :class:`raysweep.tracking.reconcile.TrialOutcome`.
         run_dir: The sweep's Tune folder (:attr:`raysweep.plan.SweepPlan.run_dir`): a path or a URI.
         keep_trial_id: Tune's id of the registered trial.
         keep_all: ``cluster.keep_checkpoints``: remove nothing, only measure.
@@ -142,10 +143,9 @@ def apply(results, run_dir: str, keep_trial_id: str | None, keep_all: bool,
     fs, root = pyarrow.fs.FileSystem.from_uri(run_dir)
     root = root.rstrip("/")
     folders: dict[str, list[str]] = {}
-    for result in results:
-        trial_id = (result.metrics or {}).get("trial_id") or _folder_name(result.path)
-        path = _fs_path(result.path)
-        folders.setdefault(trial_id, []).extend(_checkpoints(fs, path))
+    for trial in trials:
+        trial_id = trial.trial_id or _folder_name(trial.path)
+        folders.setdefault(trial_id, []).extend(_checkpoints(fs, _fs_path(trial.path)))
     # Ray Train runs of distributed trials: one folder per trial, named by its trial id.
     for info in _listing(fs, f"{root}/{TRAIN_FOLDER}", recursive=False):
         if info.type == pyarrow.fs.FileType.Directory:

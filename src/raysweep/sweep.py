@@ -91,7 +91,7 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
     import ray
 
     from raysweep import resources, stopping, tuning
-    from raysweep.tracking import lineage, metadata, outage, queries
+    from raysweep.tracking import lineage, metadata, outage, queries, reconcile
     from raysweep.tracking.parent import driver_tags, parent_run
 
     if resume_from is None:  # last check before Ray: a concurrent sweep of the same name fails here, in one line
@@ -138,20 +138,24 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
             store = outage.clock(plan.tracking_uri, cfg.mlflow.max_outage_s)
             with signals.tune_running(), outage.watch(store, lambda: client.get_experiment(experiment_id),
                                                       compat.request_tune_stop):
-                results = tuning.fit(plan, cfg, trainable, fit, trainer.reported_metrics(cfg.trainer, task), context,
-                                     experiment_id, parent_id, data_record)
+                # Only each trial's outcome is kept: Tune's ResultGrid holds every trial's history as a DataFrame.
+                trials = reconcile.outcomes(
+                    tuning.fit(plan, cfg, trainable, fit, trainer.reported_metrics(cfg.trainer, task), context,
+                               experiment_id, parent_id, data_record),
+                    lambda result: trainer.best_checkpoint(result, plan.metric, plan.mode), plan.metric,
+                )
             release_ray()  # nothing after Tune needs Ray: it stops while the sweep registers its model
             log.debug("phase tune finished")
             summary, registration, checkpoints = after_training(
-                client, plan, cfg, trainer, dataset, experiment_id, parent_id, results,
+                client, plan, cfg, dataset, experiment_id, parent_id, trials,
                 interrupted=signals.received is not None,
             )
     log.debug("phase ray stopped")
     return SweepOutcome(plan, summary, registration, time.perf_counter() - started, checkpoints)
 
 
-def after_training(client, plan: SweepPlan, cfg: DictConfig, trainer, dataset, experiment_id: str, parent_id: str,
-                   results, *, interrupted: bool = False) -> tuple[Any, Any, Any]:
+def after_training(client, plan: SweepPlan, cfg: DictConfig, dataset, experiment_id: str, parent_id: str,
+                   trials, *, interrupted: bool = False) -> tuple[Any, Any, Any]:
     """Everything after ``Tuner.fit`` returned: square the runs with Tune, summarize, register, report, clean up.
 
     Against a tracking server the phase rides out an outage as the trials do: MLflow's calls give up within seconds
@@ -163,11 +167,10 @@ def after_training(client, plan: SweepPlan, cfg: DictConfig, trainer, dataset, e
         client: Client bound to the sweep's tracking and registry stores.
         plan: The sweep's plan.
         cfg: The composed config (``mlflow.max_outage_s``, ``cluster.keep_checkpoints``).
-        trainer: The loaded trainer (where a trial's best checkpoint is).
         dataset: The sweep's data (the new version's test score), or ``None``.
         experiment_id: The sweep's experiment.
         parent_id: The sweep's parent run.
-        results: Tune's ``ResultGrid``.
+        trials: Each trial's :class:`raysweep.tracking.reconcile.TrialOutcome`.
         interrupted: A signal stopped the trials: their runs stay as the signal left them.
 
     Returns:
@@ -187,11 +190,8 @@ def after_training(client, plan: SweepPlan, cfg: DictConfig, trainer, dataset, e
     first_look: dict[str, Any] = {}  # the sweep's version when first looked: None, and a later one is this phase's
 
     def attempt():
-        record_outcomes(
-            client, experiment_id, parent_id, results,
-            lambda result: trainer.best_checkpoint(result, plan.metric, plan.mode),
-            scheduler=plan.scheduler, resumed=plan.resume, interrupted=interrupted,
-        )
+        record_outcomes(client, experiment_id, parent_id, trials, scheduler=plan.scheduler, resumed=plan.resume,
+                        interrupted=interrupted)
         parent = client.get_run(parent_id)
         summary = analysis.summarize(client, parent)
         analysis.record_best(client, summary)
@@ -211,7 +211,7 @@ def after_training(client, plan: SweepPlan, cfg: DictConfig, trainer, dataset, e
         if isinstance(registration, registry.Registration):  # only now: a resume needs them until here
             from raysweep import retention
 
-            checkpoints = retention.after_registration(outage.patient(client, store), summary, results, plan.run_dir,
+            checkpoints = retention.after_registration(outage.patient(client, store), summary, trials, plan.run_dir,
                                                        cfg.cluster.keep_checkpoints)
         return summary, registration, checkpoints
 

@@ -136,12 +136,20 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
         # Worker mode: trials write their own runs, but Tune's driver writes each trial's folder.
         callbacks.append(TrialFolderCallback(tracking_uri=plan.tracking_uri, registry_uri=plan.registry_uri,
                                              experiment_id=experiment_id, parent_run_id=parent_id))
+    trainer = trainables.load(cfg.trainer.name)
+    if plan.register and trainer.MAKES_MODELS:
+        from raysweep.leading import LeadingModel
+
+        # The best finished trial's model is logged while the last trials leave CPUs idle, not after them.
+        callbacks.append(LeadingModel(tracking_uri=plan.tracking_uri, experiment_id=experiment_id, parent_id=parent_id,
+                                      metric=plan.metric, mode=plan.mode, trainer_name=cfg.trainer.name,
+                                      planned=plan.num_trials, capacity=resources.max_concurrent_trials))
     search_alg, param_space = strategy.searcher(
         cfg.search_alg, plan.search_space, plan.metric, plan.mode, resources.max_concurrent_trials,
         warm=plan.warm_start,
     )
     # PBT perturbs only what leaves the model's shape alone: an exploit continues the cloned trial's checkpoint.
-    fixed = trainables.load(cfg.trainer.name).fixed_under_pbt(cfg.trainer, plan.search_space)
+    fixed = trainer.fixed_under_pbt(cfg.trainer, plan.search_space)
     stop = cfg.sweep.stop
     user_error, stopper = strategy.with_first_user_error(strategy.stopper(
         plan.metric, plan.mode, stop.time_budget_s, stop.metric_threshold,

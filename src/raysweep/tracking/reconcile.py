@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from mlflow import MlflowClient
 from mlflow.entities import RunTag
@@ -20,12 +21,51 @@ from raysweep.tracking.tags import (
 )
 
 
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What the sweep keeps of one trial once Tune has finished: Tune's ``ResultGrid`` holds every trial's whole
+    history (a DataFrame each: ~13 MiB per 1,000 trials), and nothing after Tune needs more than this."""
+
+    trial_id: str | None
+    path: str  # the trial's folder (a URI on remote storage)
+    failed: bool  # Tune's account ends with an error
+    checkpoint: str | None = None  # the trainer's best checkpoint: the model registration takes
+    checkpoint_value: float | None = None  # the sweep metric reported with that checkpoint
+    last_value: float | None = None  # the sweep metric's last reported value (a model the trial logged itself)
+    progress: float = 1.0  # share of its planned iterations the trial ran (``raysweep.metrics.PROGRESS``)
+
+
+def outcomes(results: Iterable, best_checkpoint: Callable[[object], str | None], metric: str | None) \
+        -> list[TrialOutcome]:
+    """Each trial's :class:`TrialOutcome`, read from Tune's ``Result`` objects (no store, so no outage to wait out).
+
+    Args:
+        results: Tune's ``ResultGrid`` (one ``Result`` per trial).
+        best_checkpoint: The trainer's ``best_checkpoint(result)``: where a trial's model is.
+        metric: The sweep metric.
+    """
+    found = []
+    for result in results:
+        metrics = result.metrics or {}
+        failed = result.error is not None
+        checkpoint = None if failed else best_checkpoint(result)
+        found.append(TrialOutcome(
+            trial_id=metrics.get("trial_id"),
+            path=result.path,
+            failed=failed,
+            checkpoint=checkpoint,
+            checkpoint_value=None if failed else model_value(result, checkpoint, metric, logged_model=False),
+            last_value=None if failed else model_value(result, checkpoint, metric, logged_model=True),
+            progress=metrics.get(PROGRESS, 1.0),
+        ))
+    return found
+
+
 def record_outcomes(
     client: MlflowClient,
     experiment_id: str,
     parent_id: str,
-    results: Iterable,
-    best_checkpoint: Callable[[object], str | None],
+    trials: Iterable[TrialOutcome],
     *,
     scheduler: str,
     resumed: bool,
@@ -44,32 +84,29 @@ def record_outcomes(
         client: Client bound to the sweep's tracking store.
         experiment_id: The sweep's experiment.
         parent_id: The sweep's parent run.
-        results: Tune's ``ResultGrid`` (one ``Result`` per trial).
-        best_checkpoint: The trainer's ``best_checkpoint(result)``: where a trial's model is.
+        trials: Each trial's :class:`TrialOutcome` (:func:`outcomes`).
         scheduler: The scheduler's name (``fifo`` stops nothing early).
         resumed: The sweep was resumed in this driver.
         interrupted: A signal stopped the sweep: runs stay as the signal left them.
     """
     runs = {r.data.tags.get(TRIAL_ID_TAG): r for r in queries.children(client, experiment_id, parent_id)}
     parent = client.get_run(parent_id)
-    stop_reason, metric = parent.data.tags.get(STOP_REASON_TAG), parent.data.params.get("sweep.metric")
+    stop_reason = parent.data.tags.get(STOP_REASON_TAG)
     causes = ", ".join(c for c in (scheduler if scheduler != "fifo" else None, stop_reason) if c)
     known = set()
-    for result in results:
-        metrics = result.metrics or {}
-        trial_id = metrics.get("trial_id")
-        known.add(trial_id)
-        run = runs.get(trial_id)
-        if run is None or result.error is not None:
+    for trial in trials:
+        known.add(trial.trial_id)
+        run = runs.get(trial.trial_id)
+        if run is None or trial.failed:
             continue
         tags = {}
-        path = best_checkpoint(result)
-        if path:
-            tags[CHECKPOINT_TAG] = path
-        value = model_value(result, path, metric, logged_model=MODEL_URI_TAG in run.data.tags)
+        if trial.checkpoint:
+            tags[CHECKPOINT_TAG] = trial.checkpoint
+        # A model the trial logged itself (worker mode, mlflow.log_models) is its final one: its last report.
+        value = trial.last_value if MODEL_URI_TAG in run.data.tags else trial.checkpoint_value
         if value is not None:
             tags[MODEL_VALUE_TAG] = repr(value)
-        if not interrupted and metrics.get(PROGRESS, 1.0) < 1.0:
+        if not interrupted and trial.progress < 1.0:
             tags[STOPPED_EARLY_TAG] = causes or "stopped"
         if tags:
             client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
