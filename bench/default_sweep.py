@@ -16,7 +16,9 @@ store and Tune folder in a temp directory, and reads back from the store it wrot
 - ``exit``: the last trial's run ended -> process exit;
 - ``trials``: the trials' time in Tune (``time_total_s``) beside their fit seconds: what a trial spends besides
   fitting (scoring, checkpoints, reporting);
-- the driver's phases: the ``raysweep.sweep`` DEBUG lines (time since launch) the sweep writes at each step.
+- the driver's phases: the ``raysweep.sweep`` DEBUG lines (time since launch) the sweep writes at each step;
+- models logged ahead: the best finished trial's model, logged while the last trials ran
+  (:mod:`raysweep.leading`), and how many of them a later trial beat (deleted; registration logged its own).
 
 Every number is the median of the repetitions, with min and max; with ``--baseline`` the versions alternate
 (ABBA...), so a neighbour's load falls on all. The machine should be otherwise idle: on a busy one the ratio says
@@ -42,6 +44,7 @@ DRIVER = (
     "logging.basicConfig(level=logging.WARNING, format='%(created).3f %(name)s %(levelname)s %(message)s')\n"
     "log = logging.getLogger('raysweep.sweep')\n"
     "log.setLevel(logging.DEBUG)\n"
+    "logging.getLogger('raysweep.leading').setLevel(logging.DEBUG)\n"
     "atexit.register(log.debug, 'phase last exit handler')  # registered first: runs last\n"
     "sys.argv = ['raysweep', *sys.argv[1:]]\n"
     "from raysweep.__main__ import main\n"
@@ -77,6 +80,10 @@ def run_once(overrides: list[str], cpus: int, src: str | None = None) -> dict[st
         numbers = _from_store(store, launched, exited, cpus)
         numbers.update(_trial_time(work / "ray"))
         numbers.update(_phases(done.stderr, launched))
+        # raysweep.leading's lines: the leading trial's model logged while the last trials ran, and deleted again
+        # when a later trial beat it (registration then logged the new leader's after the last trial).
+        numbers["models logged ahead"] = done.stderr.count("logged ahead in")
+        numbers["of them deleted (beaten)"] = done.stderr.count("a later trial leads")
         kept = re.search(r"checkpoints kept \d+ trials? \(([\d.]+) MB\), removed \d+ \(([\d.]+) MB\)", done.stdout)
         if kept:
             numbers["checkpoints MB (last 2 per trial)"] = float(kept[1]) + float(kept[2])

@@ -130,6 +130,38 @@ def test_cpus_idle_only_when_no_trial_will_take_the_room(statuses, planned, capa
     assert cpus_idle(statuses, planned, capacity) is idle
 
 
+def test_the_leading_model_is_the_best_finished_trials_once_a_slot_stays_empty(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from ray.tune import Checkpoint, Result
+
+    from raysweep import compat, leading
+
+    values = {"t1": 0.7, "t2": float("nan"), "t3": 0.9, "t4": 0.9, "t5": 0.8}  # t4 ties t3: t3 finished first
+    monkeypatch.setattr(compat, "trial_result", lambda trial: Result(
+        metrics={"score": values[trial.trial_id]}, checkpoint=None, error=None, path=str(tmp_path),
+        best_checkpoints=[(Checkpoint(str(tmp_path / trial.trial_id)), {"score": values[trial.trial_id]})]))
+    logged = []
+    monkeypatch.setattr(leading.LeadingModel, "_log", lambda self, trial_id, checkpoint: logged.append(trial_id))
+    callback = leading.LeadingModel(tracking_uri="unused", experiment_id="0", parent_id="p", metric="score",
+                                    mode="max", trainer_name="function", planned=5, capacity=2)
+    trials = [SimpleNamespace(trial_id=t, status="RUNNING") for t in values]
+
+    def end(trial_id):
+        trial = next(t for t in trials if t.trial_id == trial_id)
+        callback.on_trial_complete(0, trials, trial)  # Tune calls it while the trial still reads RUNNING
+        trial.status = "TERMINATED"
+        if callback._thread is not None:
+            callback._thread.join()
+
+    for trial_id in ("t2", "t1", "t3"):  # t4 and t5 still run: no slot to spare
+        end(trial_id)
+    assert logged == [] and callback._leader[1] == "t3"  # NaN never leads
+    end("t4")  # t5 runs alone now: the leader's model is logged, once
+    end("t5")
+    assert logged == ["t3"] and callback._leader[1] == "t3"
+
+
 @pytest.mark.slow
 def test_the_leading_trials_model_is_logged_ahead_and_the_registered_one_is_the_only_model(ray_address, make_cfg,
                                                                                           caplog):

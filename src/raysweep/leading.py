@@ -10,6 +10,7 @@ far; when that trial is still the best after the last one, registration finds it
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 
@@ -86,7 +87,8 @@ class LeadingModel(Callback):
         checkpoint = self._trainer.best_checkpoint(result, self._metric, self._mode)
         value = model_value(result, checkpoint, self._metric, logged_model=False)
         # Ties keep the trial that finished first, as the sweep's ranking keeps the one that started first.
-        if value is not None and (self._leader is None or is_better(value, self._leader[0], self._mode)):
+        if value is not None and not math.isnan(value) and \
+                (self._leader is None or is_better(value, self._leader[0], self._mode)):
             self._leader = (value, trial.trial_id, checkpoint)
         if self._leader is None or self._leader[1] in self._logged or self._busy():
             return
