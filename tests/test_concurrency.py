@@ -27,6 +27,7 @@ from raysweep.tracking.reconcile import TrialOutcome, model_value, outcomes
 from raysweep.tracking.tags import (
     METRIC_TAG,
     MODE_TAG,
+    MODEL_CHECKPOINT_TAG,
     MODEL_URI_TAG,
     MODEL_VALUE_TAG,
     PARENT_ROLE,
@@ -266,6 +267,31 @@ def test_trial_outcomes_keep_what_record_outcomes_and_retention_read(tmp_path):
         TrialOutcome("t2", str(tmp_path / "t2"), False, None, None, 0.7, 0.4),
         TrialOutcome("t3", str(tmp_path / "t3"), True, None, None, None, 1.0),
     ]
+
+
+def test_a_model_logged_before_is_taken_again_only_from_the_same_checkpoint(tracking_uri):
+    """What an attempt cut short, or the leading trial's model logged ahead (raysweep.leading), left on a run."""
+    from mlflow.entities import LoggedModelStatus
+
+    from raysweep.trial_model import _logged_before
+
+    client = MlflowClient()
+    experiment_id = client.create_experiment("logged-before")
+    run = client.create_run(experiment_id)
+    own = client.create_logged_model(experiment_id, name="own", source_run_id=run.info.run_id)  # the trial's
+    assert _logged_before(client, client.get_run(run.info.run_id), "/ckpt/2") is None  # first call: records
+    ready = client.create_logged_model(experiment_id, name="model", source_run_id=run.info.run_id)
+    client.finalize_logged_model(ready.model_id, LoggedModelStatus.READY)
+    half = client.create_logged_model(experiment_id, name="model", source_run_id=run.info.run_id)  # cut short
+
+    again = client.get_run(run.info.run_id)
+    assert _logged_before(client, again, "/ckpt/2") == f"models:/{ready.model_id}"
+    assert {m.model_id for m in client.search_logged_models([experiment_id])} == {own.model_id, ready.model_id}
+    # Asked for another checkpoint (the trial's best changed): its model is not that one, and goes.
+    assert _logged_before(client, again, "/ckpt/1") is None
+    assert {m.model_id for m in client.search_logged_models([experiment_id])} == {own.model_id}
+    assert client.get_run(run.info.run_id).data.tags[MODEL_CHECKPOINT_TAG] == "/ckpt/1"
+    assert half.model_id not in {m.model_id for m in client.search_logged_models([experiment_id])}
 
 
 def test_the_best_trial_is_ranked_by_its_models_value(tracking_uri):

@@ -18,8 +18,8 @@ from mlflow import MlflowClient
 from ray.tune import Callback
 
 from raysweep.ranking import is_better
-from raysweep.tracking.tags import MODEL_URI_TAG
-from raysweep.trial_model import LOGGING_TAG, log_from_checkpoint
+from raysweep.tracking.tags import MODEL_CHECKPOINT_TAG, MODEL_URI_TAG, MODELS_BEFORE_TAG
+from raysweep.trial_model import log_from_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,8 @@ class LeadingModel(Callback):
         try:
             client.delete_logged_model(uri.removeprefix("models:/"))
             for run in queries.children(client, *self._where[1:], trial_id=trial_id, max_results=1):
-                client.delete_tag(run.info.run_id, LOGGING_TAG)
+                for tag in (MODELS_BEFORE_TAG, MODEL_CHECKPOINT_TAG):
+                    client.delete_tag(run.info.run_id, tag)
             log.debug("model logged ahead for trial %s deleted: a later trial leads", trial_id)
         except Exception as error:  # noqa: BLE001 - an extra logged model costs space, not correctness
             log.debug("model logged ahead for trial %s not deleted: %s: %s", trial_id, type(error).__name__, error)

@@ -9,12 +9,7 @@ from mlflow import MlflowClient
 from mlflow.entities import RunTag
 
 from raysweep.errors import NoModelError, RaySweepError
-from raysweep.tracking.tags import CHECKPOINT_TAG, MODEL_URI_TAG
-
-#: On a trial's run: its logged models before raysweep logged one from its checkpoint ("-": none).
-LOGGING_TAG = "raysweep.registration_models_before"
-#: On a model raysweep logged from a checkpoint: that checkpoint's path.
-FROM_CHECKPOINT_TAG = "raysweep.checkpoint"
+from raysweep.tracking.tags import CHECKPOINT_TAG, MODEL_CHECKPOINT_TAG, MODEL_URI_TAG, MODELS_BEFORE_TAG
 
 
 def model_uri(client: MlflowClient, run, trainer_name: str | None) -> str:
@@ -63,27 +58,30 @@ def log_from_checkpoint(client: MlflowClient, run, checkpoint: str, trainer_name
         finally:
             # start_run re-opened the finished trial's run; put its status back whatever happened.
             client.set_terminated(run_id, "FINISHED", end_time=run.info.end_time)
-    client.set_logged_model_tags(info.model_id, {FROM_CHECKPOINT_TAG: checkpoint})
     return info.model_uri
 
 
 def _logged_before(client: MlflowClient, run, checkpoint: str) -> str | None:
     """The model an earlier call logged in full to ``run`` from ``checkpoint``; any other it logged (half-logged,
     or from another checkpoint) is deleted. The first call records on the run the logged models it had before
-    (the trial's own)."""
+    (the trial's own) and, before anything is uploaded, the checkpoint it logs from."""
     from mlflow.entities import LoggedModelStatus
 
-    run_id = run.info.run_id
+    run_id, tags = run.info.run_id, run.data.tags
     logged = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
-    if LOGGING_TAG not in run.data.tags:
-        client.set_tag(run_id, LOGGING_TAG, ",".join(sorted(m.model_id for m in logged)) or "-")
+    if MODELS_BEFORE_TAG not in tags:
+        client.log_batch(run_id, tags=[RunTag(MODELS_BEFORE_TAG, ",".join(sorted(m.model_id for m in logged)) or "-"),
+                                       RunTag(MODEL_CHECKPOINT_TAG, checkpoint)])
         return None
-    mine = [m for m in logged if m.model_id not in run.data.tags[LOGGING_TAG].split(",")]
+    # A run an older raysweep began logging to records no checkpoint: it logged the one registration takes.
+    same = tags.get(MODEL_CHECKPOINT_TAG, checkpoint) == checkpoint
+    mine = [m for m in logged if m.model_id not in tags[MODELS_BEFORE_TAG].split(",")]
     for model in sorted(mine, key=lambda m: m.status == LoggedModelStatus.READY):  # half-logged first
-        # A model logged before its source was tagged (an older raysweep) came from the registered checkpoint.
-        if model.status == LoggedModelStatus.READY and model.tags.get(FROM_CHECKPOINT_TAG, checkpoint) == checkpoint:
+        if same and model.status == LoggedModelStatus.READY:
             return f"models:/{model.model_id}"
         client.delete_logged_model(model.model_id)
+    if not same:
+        client.set_tag(run_id, MODEL_CHECKPOINT_TAG, checkpoint)
     return None
 
 

@@ -63,6 +63,10 @@ CHECKPOINT_TAG = "raysweep.checkpoint"
 MODEL_VALUE_TAG = "raysweep.model_value"
 #: ``models:/m-...`` of the model logged to a child run (the one registration takes when it is the best).
 MODEL_URI_TAG = "raysweep.model_uri"
+#: Set before raysweep logs a trial's model from its checkpoint (registration, or ahead of it): the logged models
+#: the run had before ("-": none), and that checkpoint; a retry after an outage finds what it logged by them.
+MODELS_BEFORE_TAG = "raysweep.registration_models_before"
+MODEL_CHECKPOINT_TAG = "raysweep.registration_checkpoint"
 #: Last line of a failed trial's error.
 ERROR_TAG = "raysweep.error"
 #: On a child run that ended before its last iteration: what stopped it (scheduler, sweep stop criteria).
