@@ -208,6 +208,34 @@ class _UnansweringJob:
         return True
 
 
+class _ExitingJob(_UnansweringJob):
+    """A driver that has ended its runs and takes ``polls`` more looks to exit (Ray's shutdown on a busy node)."""
+
+    def __init__(self, polls: int):
+        super().__init__()
+        self.polls = polls
+
+    def get_job_status(self, job_id: str) -> str:
+        self.polls -= 1
+        return "FAILED" if self.polls < 0 else super().get_job_status(job_id)
+
+
+@pytest.mark.parametrize(("polls", "grace_s", "stopped_by_ray"), [(5, 5.0, False), (1000, 0.2, True)])
+def test_stop_lets_a_driver_that_ended_its_runs_exit_within_the_grace(tracking_uri, polls, grace_s, stopped_by_ray):
+    from raysweep import stopping
+
+    store = MlflowClient(tracking_uri)
+    experiment = store.create_experiment("stop")
+    parent = store.create_run(experiment, tags={"raysweep.role": "sweep", "raysweep.job_id": "job-1"}).info.run_id
+    store.set_terminated(parent, "KILLED")  # as the driver does on the request, before its own exit
+    jobs = _ExitingJob(polls)
+
+    stopped = stopping.stop(jobs, store, "job-1", timeout_s=60, poll_s=0.01, grace_s=grace_s)
+
+    assert jobs.stopped is stopped_by_ray and not stopped.forced  # not cut short while it exits (SIGKILL 3 s on)
+    assert stopped.job_status == ("STOPPED" if stopped_by_ray else "FAILED") and stopped.parent_status == "KILLED"
+
+
 def test_stop_falls_back_to_ray_and_ends_what_a_hung_driver_left_running(tracking_uri):
     from raysweep import stopping
     from raysweep.errors import RaySweepError

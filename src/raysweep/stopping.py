@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 POLL_S = 2.0
 #: Default of ``raysweep stop --timeout``: how long the driver may take to stop before Ray stops it (seconds).
 TIMEOUT_S = 600.0
+#: Once the driver has ended its runs, how long its exit (Ray's shutdown, its last line) may take before Ray stops
+#: the job: Ray's stop sends SIGKILL 3 s after SIGTERM, which a driver on a busy node can outlast (seconds).
+EXIT_GRACE_S = 15.0
 _TERMINAL = {"STOPPED", "SUCCEEDED", "FAILED"}
 
 
@@ -101,7 +104,7 @@ class Stopped:
 
 
 def stop(jobs, store, job_id: str, *, timeout_s: float = TIMEOUT_S, poll_s: float = POLL_S,
-         say: Callable[[str], None] = lambda line: None) -> Stopped:
+         grace_s: float = EXIT_GRACE_S, say: Callable[[str], None] = lambda line: None) -> Stopped:
     """Stop the sweep running as Ray job ``job_id``, letting its driver end every run first.
 
     Args:
@@ -110,6 +113,7 @@ def stop(jobs, store, job_id: str, *, timeout_s: float = TIMEOUT_S, poll_s: floa
         job_id: The job's submission id.
         timeout_s: How long the driver may take to stop before Ray stops it (SIGTERM, SIGKILL 3 s later).
         poll_s: Seconds between two looks at the job and the store.
+        grace_s: How long the driver may take to exit once its runs are ended, before Ray stops it.
         say: Where progress lines go.
 
     Returns:
@@ -122,7 +126,7 @@ def stop(jobs, store, job_id: str, *, timeout_s: float = TIMEOUT_S, poll_s: floa
     if status in _TERMINAL:
         return Stopped(job_id, status, *_parent_state(_find_parent(store, job_id)))
     deadline = time.monotonic() + timeout_s
-    parent, forced = None, False
+    parent, forced, runs_ended = None, False, None
     while status not in _TERMINAL:
         if parent is None:
             parent = _find_parent(store, job_id)
@@ -130,7 +134,9 @@ def stop(jobs, store, job_id: str, *, timeout_s: float = TIMEOUT_S, poll_s: floa
                 store.set_tag(parent.info.run_id, STOP_REQUESTED_TAG, job_id)
                 say(f"asked the driver of job {job_id} to stop; waiting while it ends sweep "
                     f"{parent.info.run_name!r} (parent run {parent.info.run_id})")
-        elif store.get_run(parent.info.run_id).info.status != "RUNNING":
+        elif runs_ended is None and store.get_run(parent.info.run_id).info.status != "RUNNING":
+            runs_ended = time.monotonic()
+        if runs_ended is not None and time.monotonic() - runs_ended >= grace_s:
             break  # its runs are ended: what is left (Ray's own shutdown) may be cut short
         if time.monotonic() >= deadline:
             forced = True
