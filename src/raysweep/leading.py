@@ -92,9 +92,10 @@ class LeadingModel(Callback):
             self._leader = (value, trial.trial_id, checkpoint)
         if self._leader is None or self._leader[1] in self._logged or self._busy():
             return
-        # Tune tells of the trial's end before it sets the trial's status: it counts as ended here.
-        statuses = [("TERMINATED" if t is trial else t.status) for t in trials] if len(trials) >= self._planned else []
-        if statuses and cpus_idle(statuses, self._planned, self._capacity):
+        # Tune tells of the trial's end before it sets the trial's status: it counts as ended here. The statuses are
+        # read only once every planned trial exists, not at each end of a long sweep.
+        if len(trials) >= self._planned and cpus_idle([("TERMINATED" if t is trial else t.status) for t in trials],
+                                                      self._planned, self._capacity):
             _, trial_id, checkpoint = self._leader
             self._logged[trial_id] = None
             self._thread = threading.Thread(target=self._log, args=(trial_id, checkpoint), daemon=True,
