@@ -40,14 +40,20 @@ AFTER_TUNE: dict[str, int] = {}
 def first_sweep(ray_address, module_store, tmp_path_factory):
     """A 4-trial smoke sweep, run once in this process on the shared Ray."""
     import gc
+    import weakref
 
     from ray.tune import ResultGrid
 
     from raysweep import sweep
 
+    # Earlier tests in this process may have left grids behind (in cycles, or held by their fixtures): only this
+    # sweep's count.
+    gc.collect()
+    earlier = weakref.WeakSet(o for o in gc.get_objects() if isinstance(o, ResultGrid))
+
     def after_training(*args, **kwargs):
         # No gc.collect(): what only the cycle collector would free is still held when the runs are read.
-        AFTER_TUNE["result grids"] = sum(isinstance(o, ResultGrid) for o in gc.get_objects())
+        AFTER_TUNE["result grids"] = sum(isinstance(o, ResultGrid) and o not in earlier for o in gc.get_objects())
         return run_after(*args, **kwargs)
 
     run_after = sweep.after_training
