@@ -39,20 +39,6 @@ def test_the_job_config_variable_is_the_one_ray_hands_a_job_driver():
     assert compat.job_config_json({}) is None
 
 
-def test_ray_workers_find_their_setup_hook_in_the_variable_a_local_ray_inherits():
-    from ray._private import ray_constants
-    from ray._private.workers import default_worker
-
-    assert ray_constants.WORKER_PROCESS_SETUP_HOOK_ENV_VAR == compat.WORKER_SETUP_HOOK_ENV, _says(
-        "Ray's workers look for worker_process_setup_hook elsewhere (runtime.start of a local Ray)")
-    assert "WORKER_PROCESS_SETUP_HOOK_ENV_VAR" in inspect.getsource(default_worker), _says(
-        "Ray's default worker no longer reads its setup hook from its environment (runtime.start of a local Ray)")
-    previous = os.environ.get(compat.WORKER_SETUP_HOOK_ENV)
-    with compat.inherited_worker_setup_hook("raysweep._workers.setup"):
-        assert os.environ[compat.WORKER_SETUP_HOOK_ENV] == "raysweep._workers.setup"
-    assert os.environ.get(compat.WORKER_SETUP_HOOK_ENV) == previous
-
-
 def test_train_placement_group_cleaner_logs_under_the_name_raysweep_quiets():
     import importlib
 

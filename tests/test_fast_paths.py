@@ -99,44 +99,6 @@ def test_benchmark_smoke_run_prints_every_table(ray_address, repo_root, tmp_path
         assert heading in out.stdout, out.stdout
 
 
-# A local Ray of one CPU as a sweep starts it; the first actor is asked for once Ray's worker started ahead is idle.
-FIRST_ACTOR = """
-import json, logging, os, sys, time
-import psutil, ray
-from raysweep import compat, runtime
-
-runtime.start(num_cpus=1)
-deadline = time.monotonic() + 60
-while not any(p.info["cmdline"] and p.info["cmdline"][0] == "ray::IDLE" for p in psutil.process_iter(["cmdline"])):
-    assert time.monotonic() < deadline, "Ray started no worker ahead"
-    time.sleep(0.1)
-
-@ray.remote(num_cpus=1)
-class Trial:
-    def facts(self):
-        return os.getpid(), logging.getLogger(compat.TRAIN_PG_CLEANER_LOGGER).level
-
-asked = time.time()
-pid, level = ray.get(Trial.remote().facts.remote())
-print(json.dumps({"started_before": psutil.Process(pid).create_time() < asked, "hook_ran": level == logging.ERROR,
-                  "job_runtime_env": ray.get_runtime_context().runtime_env,
-                  "hook_left_in_driver": compat.WORKER_SETUP_HOOK_ENV in os.environ}))
-ray.shutdown()
-"""
-
-
-def test_a_local_rays_first_trial_takes_a_worker_started_ahead_which_ran_the_setup_hook(tmp_path):
-    """With any job runtime env, Ray starts a new process for each of the first trials (~1 s each) instead."""
-    import json
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    done = subprocess.run([sys.executable, "-c", FIRST_ACTOR], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.splitlines()[-1]) == {
-        "started_before": True, "hook_ran": True, "job_runtime_env": {}, "hook_left_in_driver": False}
-
-
 def test_busy_fixed_cost_trials_spend_cpu_time_and_refuse_a_non_boolean():
     # bench/overhead.py's CPU-bound trials: their seconds are CPU time of the trial's thread, not sleep.
     from omegaconf import OmegaConf

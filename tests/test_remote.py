@@ -59,15 +59,17 @@ def test_forwarded_env_takes_only_mlflow_connection_variables_not_already_in_the
                                                                            "MLFLOW_EXPERIMENT_NAME": "e"}
 
 
-def test_ray_runtime_env_ships_the_package_only_outside_a_job():
+def test_ray_runtime_env_ships_the_package_only_when_joining_a_cluster_outside_a_job():
     environ = {"MLFLOW_TRACKING_TOKEN": "t"}
-    joining = remote.ray_runtime_env(environ)
+    # A local Ray's workers inherit the driver's environment: nothing for Ray's agent to write into its log.
+    assert remote.ray_runtime_env(False, environ) == {}
+    joining = remote.ray_runtime_env(True, environ)
     assert Path(joining["py_modules"][0]).name == "raysweep"
     assert joining["env_vars"] == {"MLFLOW_TRACKING_TOKEN": "t"}
     job = {"RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps({"runtime_env": {"env_vars": {"MLFLOW_TRACKING_TOKEN": "t"}}}),
            **environ}
     # Inside a job that set the token already: Ray refuses a driver that sets it again.
-    assert remote.ray_runtime_env(job) == {}
+    assert remote.ray_runtime_env(True, job) == {}
 
 
 @pytest.mark.parametrize(

@@ -55,9 +55,6 @@ TRIAL_FAILED_MESSAGE = "Trial task failed for trial"
 RAY_COLOR_PREFIX_ENV = "RAY_COLOR_PREFIX"
 #: ``0``: no log de-duplication, whose "[repeated Nx across cluster]" marker is always coloured (read at import).
 RAY_DEDUP_LOGS_ENV = "RAY_DEDUP_LOGS"
-#: Where a Ray worker process finds its ``worker_process_setup_hook`` at start (``ray._private.ray_constants``;
-#: read by ``ray._private.workers.default_worker``).
-WORKER_SETUP_HOOK_ENV = "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"
 
 
 def keep_ray_off_uv_run(environ=os.environ) -> None:
@@ -119,27 +116,6 @@ def tune_without_sigint_handler() -> Iterator[None]:
             os.environ.pop(TUNE_SIGINT_ENV, None)
         else:
             os.environ[TUNE_SIGINT_ENV] = previous
-
-
-@contextmanager
-def inherited_worker_setup_hook(hook: str) -> Iterator[None]:
-    """While this is open, a local Ray started here runs ``hook`` in every worker process, as
-    ``runtime_env={"worker_process_setup_hook": hook}`` would, but without a job runtime env.
-
-    A job with any runtime env gets none of the workers Ray starts ahead at ``ray.init`` (those run no runtime
-    env): its first trials wait ~1 s each for new worker processes. The workers of a raylet started here inherit
-    this process's environment, where Ray's workers look for the hook. The variable is gone once Ray has
-    started: nothing else this process starts should see it.
-    """
-    previous = os.environ.get(WORKER_SETUP_HOOK_ENV)
-    os.environ[WORKER_SETUP_HOOK_ENV] = hook
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(WORKER_SETUP_HOOK_ENV, None)
-        else:
-            os.environ[WORKER_SETUP_HOOK_ENV] = previous
 
 
 def allow_frequent_experiment_checkpoints() -> None:

@@ -150,26 +150,26 @@ def check_reachable_from_nodes(uri: str, alive_nodes: int, what: str = "tracking
         )
 
 
-def ray_runtime_env(environ: Mapping[str, str] = os.environ) -> dict:
-    """runtime_env fields that give the workers of a cluster this driver joins its MLflow connection and code.
+def ray_runtime_env(connecting: bool, environ: Mapping[str, str] = os.environ) -> dict:
+    """runtime_env fields that give every Ray worker the driver's MLflow connection and raysweep's code.
 
-    A local Ray gets none (:func:`raysweep.runtime.start`): its workers are children of the raylet this driver
-    started, so they inherit its environment, secrets included, and Ray's runtime env agent would write every
-    ``env_vars`` it sets up, verbatim, into ``runtime_env_agent.log`` (readable by whoever reads the node's logs).
-    A cluster's workers see only what ``env_vars`` carries. Unless the driver runs as a Ray job (which brought the
-    code already), the raysweep package goes along as a py_module: the cluster may not have it installed, or have
-    another version.
+    A local Ray's workers are children of the raylet this driver started, so they inherit its environment,
+    secrets included: nothing is forwarded then, because Ray's runtime env agent writes every ``env_vars`` it
+    sets up, verbatim, into ``runtime_env_agent.log`` (readable by whoever reads the node's Ray logs).
 
     Args:
+        connecting: The driver joins an existing cluster, whose workers see only what ``env_vars`` carries.
+            Unless it runs as a Ray job (which brought the code already), the raysweep package goes along as a
+            py_module: the cluster may not have it installed, or have another version.
         environ: The driver's environment.
     """
     from pathlib import Path
 
     fields: dict = {}
-    env_vars = forwarded_env(environ, job_env_vars(environ))
+    env_vars = forwarded_env(environ, job_env_vars(environ)) if connecting else {}
     if env_vars:
         fields["env_vars"] = env_vars
-    if not _in_job(environ):
+    if connecting and not _in_job(environ):
         fields["py_modules"] = [str(Path(__file__).resolve().parent)]
     return fields
 

@@ -89,28 +89,25 @@ def _init(address, num_cpus, logging_level, forward_mlflow_env, dashboard_port) 
     from raysweep import remote
     from raysweep._workers import SETUP_HOOK
 
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging_level}
+    runtime_env: dict[str, Any] = {"worker_process_setup_hook": SETUP_HOOK}
+    if forward_mlflow_env:
+        runtime_env.update(remote.ray_runtime_env(connecting=bool(address)))
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging_level, "runtime_env": runtime_env}
     if address:
         if dashboard_port is not None:
             raise RaySweepError(
                 f"cluster.dashboard_port starts the dashboard of a local Ray, but this sweep joins {address}; "
                 "open that cluster's own dashboard and leave cluster.dashboard_port null"
             )
-        runtime_env = remote.ray_runtime_env() if forward_mlflow_env else {}
-        ray.init(address=address, runtime_env={**runtime_env, "worker_process_setup_hook": SETUP_HOOK}, **kwargs)
-        return
-    # A local Ray's workers are this process's grandchildren: they inherit the hook, and the job needs no runtime
-    # env (with one, none of the workers Ray starts ahead would take its trials).
-    with compat.inherited_worker_setup_hook(SETUP_HOOK):
-        if dashboard_port is not None:
-            check_dashboard_port(dashboard_port)
-            context = ray.init(num_cpus=num_cpus, dashboard_host="127.0.0.1", dashboard_port=dashboard_port,
-                               **{**kwargs, "include_dashboard": True})
-            print(f"raysweep: Ray dashboard at http://{context.dashboard_url or f'127.0.0.1:{dashboard_port}'}",
-                  flush=True)
-        else:
-            # Away from Ray's default port, where another Ray on this machine may already be.
-            ray.init(num_cpus=num_cpus, dashboard_port=free_port(), **kwargs)
+        ray.init(address=address, **kwargs)
+    elif dashboard_port is not None:
+        check_dashboard_port(dashboard_port)
+        kwargs["include_dashboard"] = True
+        context = ray.init(num_cpus=num_cpus, dashboard_host="127.0.0.1", dashboard_port=dashboard_port, **kwargs)
+        print(f"raysweep: Ray dashboard at http://{context.dashboard_url or f'127.0.0.1:{dashboard_port}'}", flush=True)
+    else:
+        # Away from Ray's default port, where another Ray on this machine may already be.
+        ray.init(num_cpus=num_cpus, dashboard_port=free_port(), **kwargs)
 
 
 def cluster_address(cluster_cfg) -> str | None:
