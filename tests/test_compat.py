@@ -39,6 +39,19 @@ def test_the_job_config_variable_is_the_one_ray_hands_a_job_driver():
     assert compat.job_config_json({}) is None
 
 
+def test_tune_gives_every_trial_actor_a_runtime_env_of_its_own():
+    """Why a local Ray starts no idle workers ahead (compat.NO_WORKERS_AHEAD): Ray gives them only to tasks and
+    actors without a runtime env."""
+    from ray.tune.execution.class_cache import _ActorClassCache
+
+    class Trainable:
+        pass
+
+    assert _ActorClassCache().get(Trainable)._default_options.get("runtime_env"), _says(
+        "Tune's trial actors have no runtime env of their own: workers started ahead would take them "
+        "(compat.NO_WORKERS_AHEAD)")
+
+
 def test_train_placement_group_cleaner_logs_under_the_name_raysweep_quiets():
     import importlib
 

@@ -99,6 +99,38 @@ def test_benchmark_smoke_run_prints_every_table(ray_address, repo_root, tmp_path
         assert heading in out.stdout, out.stdout
 
 
+# A local Ray as a sweep starts it: which of its processes are workers, a few seconds after it started.
+WORKERS_AFTER_START = """
+import json, time
+import psutil, ray
+from raysweep import runtime
+
+runtime.start(num_cpus=2)
+time.sleep(3)
+names = []
+for process in psutil.Process().children(recursive=True):
+    try:
+        names.append(process.cmdline()[0])
+    except (psutil.Error, IndexError):
+        pass
+print(json.dumps(sorted(name for name in names if name.startswith("ray::"))))
+ray.shutdown()
+"""
+
+
+def test_a_local_ray_starts_no_idle_workers_that_no_trial_would_take(tmp_path):
+    """Ray starts one idle worker per CPU when a driver connects; Tune's trial actors cannot use them (they carry
+    a runtime env of their own: test_compat), so they only took CPU from the first trials."""
+    import json
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-c", WORKERS_AFTER_START], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    workers = json.loads(done.stdout.splitlines()[-1])
+    assert "ray::IDLE" not in workers, workers
+
+
 def test_busy_fixed_cost_trials_spend_cpu_time_and_refuse_a_non_boolean():
     # bench/overhead.py's CPU-bound trials: their seconds are CPU time of the trial's thread, not sleep.
     from omegaconf import OmegaConf
