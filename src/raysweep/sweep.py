@@ -91,8 +91,6 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
     import ray
 
     from raysweep import resources, stopping, tuning
-    from raysweep.tracking import lineage, metadata, outage, queries, reconcile
-    from raysweep.tracking.parent import driver_tags, parent_run
 
     if resume_from is None:  # last check before Ray: a concurrent sweep of the same name fails here, in one line
         claim_run_dir(plan)
@@ -104,6 +102,10 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
         log.debug("phase ray started")
         client = prepared.result()
         log.debug("phase store ready")
+        # Imported once MLflow is (by _prepare, while Ray started), not before ray.init: 0.7 s of start-up.
+        from raysweep.tracking import lineage, metadata, outage, queries, reconcile
+        from raysweep.tracking.parent import driver_tags, parent_run
+
         nodes = runtime.alive_nodes()
         for uri, what in ((plan.tracking_uri, "tracking store"), (plan.registry_uri, "model registry")):
             if uri:
