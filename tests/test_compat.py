@@ -52,6 +52,15 @@ def test_tune_gives_every_trial_actor_a_runtime_env_of_its_own():
         "(compat.NO_WORKERS_AHEAD)")
 
 
+def test_ray_train_takes_its_preemption_watcher_switch_from_the_sweeps_driver():
+    from ray.train.v2._internal import constants
+
+    assert constants.ENABLE_PREEMPTION_WATCHER_ENV_VAR == compat.TRAIN_PREEMPTION_WATCHER_ENV, _says(
+        "Ray Train's preemption watcher has another switch (runtime.start of a local Ray)")
+    assert compat.TRAIN_PREEMPTION_WATCHER_ENV in constants.ENV_VARS_TO_PROPAGATE, _says(
+        "Tune no longer hands the driver's preemption-watcher switch to its trials (runtime.start)")
+
+
 def test_train_placement_group_cleaner_logs_under_the_name_raysweep_quiets():
     import importlib
 

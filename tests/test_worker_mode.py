@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -75,10 +76,13 @@ def test_worker_mode_trial_that_raises_ends_failed_with_its_error(ray_address, m
 @pytest.mark.parametrize("mode, trials, extra", [("worker", 2, []), ("driver", 1, ["mlflow.system_metrics=true"])])
 def test_two_worker_torch_trials_log_one_child_each_and_register(mode, trials, extra, ray_address, make_cfg,
                                                                  tracking_uri):
+    before = _actor_processes("PreemptionWatcher")
     outcome = sweep.run(make_cfg(*TORCH_SMOKE, f"mlflow={mode}", f"sweep.num_samples={trials}", *extra))
     client = MlflowClient()
     parent, children = _sweep_runs(client)
     assert len(children) == trials
+    # On a local Ray nothing preempts a node: Ray Train started no watcher process for any trial.
+    assert _actor_processes("PreemptionWatcher") == before
     assert {r.info.status for r in [parent, *children]} == {"FINISHED"}
     for child in children:
         assert child.data.tags["raysweep.world_size"] == "2"
@@ -107,6 +111,14 @@ def test_two_worker_torch_trials_log_one_child_each_and_register(mode, trials, e
         generate_fraud(40, 0.1, 4, seed=5).drop(columns=["is_fraud"]))
     assert list(answer.columns) == ["0", "1", "label"] and len(answer) == 40
     assert 0.0 <= answer["1"].min() <= answer["1"].max() <= 1.0
+
+
+def _actor_processes(class_name: str) -> set[Path]:
+    """Worker processes of this session's Ray that hosted an actor of ``class_name`` (their output files)."""
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    return {f for f in logs.glob("worker-*.out") if f":actor_name:{class_name}" in f.read_text(errors="replace")}
 
 
 @pytest.mark.parametrize(

@@ -60,6 +60,9 @@ RAY_DEDUP_LOGS_ENV = "RAY_DEDUP_LOGS"
 #: and Tune gives every trial actor a runtime env of its own (``ray.tune.execution.class_cache``). Starting them
 #: only takes CPU from the first trials (~0.6 s on 2 cores).
 NO_WORKERS_AHEAD = {"prestart_worker_first_driver": False}
+#: ``0``: Ray Train starts no preemption watcher (an actor, a process of its own) for each trial's worker group.
+#: Tune hands the driver's value to every trial (``ray.train.v2._internal.constants.ENV_VARS_TO_PROPAGATE``).
+TRAIN_PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 def keep_ray_off_uv_run(environ=os.environ) -> None:

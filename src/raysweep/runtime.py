@@ -93,7 +93,6 @@ def _init(address, num_cpus, logging_level, forward_mlflow_env, dashboard_port) 
     if forward_mlflow_env:
         runtime_env.update(remote.ray_runtime_env(connecting=bool(address)))
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging_level, "runtime_env": runtime_env}
-    local = {"num_cpus": num_cpus, "_system_config": compat.NO_WORKERS_AHEAD}
     if address:
         if dashboard_port is not None:
             raise RaySweepError(
@@ -101,14 +100,18 @@ def _init(address, num_cpus, logging_level, forward_mlflow_env, dashboard_port) 
                 "open that cluster's own dashboard and leave cluster.dashboard_port null"
             )
         ray.init(address=address, **kwargs)
-    elif dashboard_port is not None:
+        return
+    # Nothing preempts a local Ray's node: Ray Train's watcher would be one more process per torch trial.
+    os.environ.setdefault(compat.TRAIN_PREEMPTION_WATCHER_ENV, "0")
+    kwargs.update(num_cpus=num_cpus, _system_config=compat.NO_WORKERS_AHEAD)
+    if dashboard_port is not None:
         check_dashboard_port(dashboard_port)
         kwargs["include_dashboard"] = True
-        context = ray.init(dashboard_host="127.0.0.1", dashboard_port=dashboard_port, **local, **kwargs)
+        context = ray.init(dashboard_host="127.0.0.1", dashboard_port=dashboard_port, **kwargs)
         print(f"raysweep: Ray dashboard at http://{context.dashboard_url or f'127.0.0.1:{dashboard_port}'}", flush=True)
     else:
         # Away from Ray's default port, where another Ray on this machine may already be.
-        ray.init(dashboard_port=free_port(), **local, **kwargs)
+        ray.init(dashboard_port=free_port(), **kwargs)
 
 
 def cluster_address(cluster_cfg) -> str | None:
