@@ -62,10 +62,11 @@ def test_smoke_sweep_from_the_command_line(ray_address, tmp_path, cli_env, track
     assert not list((tmp_path / "ray").rglob("events.out.tfevents*"))
 
 
-# The end of a finished sweep, as `python -m raysweep` does it: the user's exit handlers, a thread still writing
-# and output without a newline all come through; only the interpreter's teardown is skipped.
+# The end of a finished sweep, as `python -m raysweep` does it: the user's exit handlers, a thread still writing,
+# an executor nobody shut down (its idle worker is no daemon) and output without a newline all come through; only
+# the interpreter's teardown is skipped.
 EXIT_AFTER_A_SWEEP = """
-import atexit, sys, threading, time
+import atexit, concurrent.futures, sys, threading, time
 from pathlib import Path
 from raysweep.__main__ import _exit_finished
 
@@ -75,6 +76,8 @@ def late():
     time.sleep(0.3)
     (folder / "thread").write_text("joined")
 threading.Thread(target=late).start()
+pool = concurrent.futures.ThreadPoolExecutor(1)
+pool.submit(lambda: (folder / "pool").write_text("ran")).result()
 print("last line", end="")
 sys.stderr.write("last warning")
 _exit_finished()
@@ -87,6 +90,7 @@ def test_a_finished_sweep_exits_0_after_its_threads_exit_handlers_and_output(tmp
                           timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (0, "last line", "last warning")
     assert (tmp_path / "handler").read_text() == "ran" and (tmp_path / "thread").read_text() == "joined"
+    assert (tmp_path / "pool").read_text() == "ran"
 
 
 def _running_children(db: Path) -> int:

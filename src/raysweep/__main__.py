@@ -137,11 +137,10 @@ def _exit_finished() -> NoReturn:
     caller) lives on.
     """
     import atexit
-    import threading
 
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    from raysweep import compat
+
+    compat.shut_down_threads()  # executors' workers stopped, other threads joined
     atexit._run_exitfuncs()  # logging's flush, Ray's and MLflow's own handlers, temporary folders
     sys.stdout.flush()
     sys.stderr.flush()

@@ -369,3 +369,18 @@ def mlflow_schema_revision() -> str:
     from mlflow.store.db.utils import _get_latest_schema_revision
 
     return _get_latest_schema_revision()
+
+
+# --- Python ----------------------------------------------------------------------------------------------
+
+
+def shut_down_threads() -> None:
+    """What Python does with threads at exit, before its atexit handlers: ``threading._shutdown``.
+
+    It first runs the hooks registered with ``threading._register_atexit`` (``concurrent.futures`` stops its
+    executors' worker threads there, which are not daemons), then joins every non-daemon thread. Joining the
+    threads alone would wait forever on a live executor's idle worker.
+    """
+    import threading
+
+    threading._shutdown()
