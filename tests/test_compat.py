@@ -8,6 +8,8 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import subprocess
+import sys
 import time
 
 import mlflow
@@ -394,3 +396,25 @@ def test_no_tune_stop_is_requested_before_tune_listens():
         assert compat.request_tune_stop() is True and seen == [compat.TUNE_STOP_SIGNAL]
     finally:
         signal.signal(compat.TUNE_STOP_SIGNAL, previous)
+
+
+# skops' list of scikit-learn's estimators, and whether torch was imported for it: plain, then with the shim that
+# brings torch skipped. The list must not change; only the torch import goes.
+SKOPS_TRUSTED_NAMES = """
+import sys
+from contextlib import nullcontext
+from raysweep import compat
+
+with (compat.skops_without_torch() if sys.argv[1] == "skip" else nullcontext()):
+    import skops.io._trusted_types as trusted
+print(sorted(trusted.SKLEARN_ESTIMATOR_TYPE_NAMES), "torch" in sys.modules)
+import sklearn.externals.array_api_compat.torch  # the shim still imports afterwards
+"""
+
+
+def test_skops_lists_the_same_estimators_without_the_sklearn_shim_that_imports_torch():
+    pytest.importorskip("torch")
+    plain, skipped = (subprocess.run([sys.executable, "-c", SKOPS_TRUSTED_NAMES, how], capture_output=True, text=True,
+                                     timeout=300, check=True).stdout for how in ("plain", "skip"))
+    assert plain.endswith("True\n"), "skops' import no longer brings torch: compat.skops_without_torch can go"
+    assert skipped.endswith("False\n") and skipped.split("] ")[0] == plain.split("] ")[0]

@@ -214,3 +214,26 @@ def test_the_leading_trials_model_is_logged_ahead_and_the_registered_one_is_the_
     version = client.get_model_version("fraud-rf", outcome.registration.version)
     assert model.source_run_id == summary.best_run_id and version.source == f"models:/{model.model_id}"
     assert len(ahead) - len([line for line in lines if "deleted" in line]) == 1
+
+
+# What a scikit-learn sweep's driver imports ahead for registration, and a forest's trusted types listed in a
+# process that imported nothing ahead: skops comes, torch (installed here) does not.
+SKLEARN_REGISTRATION = """
+import sys
+from raysweep import runtime, tabular
+from raysweep.trainables import sklearn as trainer
+{}
+print("skops.io" in sys.modules, "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("step", [
+    "runtime.import_modules(trainer.REGISTRATION_IMPORTS)",
+    "from sklearn.ensemble import RandomForestClassifier\n"
+    "assert tabular.trusted_types(RandomForestClassifier(3).fit([[0], [1]], [0, 1]), sample=True) is not None",
+])
+def test_a_sklearn_models_registration_imports_skops_without_torch(step):
+    pytest.importorskip("torch")
+    out = subprocess.run([sys.executable, "-c", SKLEARN_REGISTRATION.format(step)], capture_output=True, text=True,
+                         timeout=300, check=True)
+    assert out.stdout.split() == ["True", "False"]

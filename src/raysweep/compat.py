@@ -371,16 +371,30 @@ def mlflow_schema_revision() -> str:
     return _get_latest_schema_revision()
 
 
-# --- Python ----------------------------------------------------------------------------------------------
+# --- Python and scikit-learn ----------------------------------------------------------------------------
+
+#: sklearn's array-API shim for torch, imported with torch (1.3-2.4 s) by the package walk of skops.io's import.
+SKLEARN_TORCH_SHIM = "sklearn.externals.array_api_compat.torch"
+
+
+@contextmanager
+def skops_without_torch() -> Iterator[None]:
+    """Imports inside skip :data:`SKLEARN_TORCH_SHIM` (and torch) unless imported already; the walk passes over a
+    package that fails to import, and skops' list is the same. Afterwards the shim imports as usual."""
+    import sys
+
+    if blocked := SKLEARN_TORCH_SHIM not in sys.modules:
+        sys.modules[SKLEARN_TORCH_SHIM] = None  # the import system's "not importable" marker
+    try:
+        yield
+    finally:
+        if blocked and sys.modules.get(SKLEARN_TORCH_SHIM, ...) is None:
+            del sys.modules[SKLEARN_TORCH_SHIM]
 
 
 def shut_down_threads() -> None:
-    """What Python does with threads at exit, before its atexit handlers: ``threading._shutdown``.
-
-    It first runs the hooks registered with ``threading._register_atexit`` (``concurrent.futures`` stops its
-    executors' worker threads there, which are not daemons), then joins every non-daemon thread. Joining the
-    threads alone would wait forever on a live executor's idle worker.
-    """
+    """What Python does with threads at exit, before its atexit handlers: run ``threading``'s exit hooks (where
+    ``concurrent.futures`` stops its executors' idle workers, no daemons), then join every non-daemon thread."""
     import threading
 
     threading._shutdown()

@@ -210,7 +210,8 @@ def import_modules(modules: Sequence[str]) -> None:
 
     for module in modules:
         try:
-            importlib.import_module(module)
+            with compat.skops_without_torch():  # skops.io's import would bring torch, which logging a model never uses
+                importlib.import_module(module)
         except Exception as error:  # noqa: BLE001 - reported where it matters, by the import that needs it
             logging.getLogger(__name__).debug("head-start import of %s failed: %s", module, error)
 

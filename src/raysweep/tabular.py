@@ -71,7 +71,10 @@ def trusted_types(obj, *, sample: bool = False) -> list[str]:
     MLflow loads the saved model back with the list, so one it misses is refused there (:func:`log_model` then
     lists them from the whole model).
     """
-    import skops.io
+    from raysweep import compat
+
+    with compat.skops_without_torch():  # imported here first when nothing warmed it up
+        import skops.io
 
     return skops.io.get_untrusted_types(data=skops.io.dumps(_first_members(obj) if sample else obj))
 
