@@ -272,3 +272,32 @@ def test_the_fraud_family_retrains_on_the_fraud_data():
     cfg = SimpleNamespace(family="random_forest", params={}, iterations=2, seed=0, cpus_per_trial=1)
     reports = sklearn.retrain(cfg, dataset, {"n_estimators": 10, "max_depth": 4})
     assert [set(m) for m in reports] == [set(_metrics("binary"))] * 2 and reports[1]["val_auc"] > 0.6
+
+
+def test_a_checkpoint_is_a_plain_pickle_and_one_written_by_joblib_still_restores(datasets, tmp_path):
+    """Checkpoints are written with pickle (a forest's tree arrays 5-8 x faster than joblib.dump); a sweep
+    resumed from checkpoints written with joblib.dump before still continues from them."""
+    import pickle
+
+    import joblib
+    from ray import tune
+
+    from raysweep.tabular import model_config
+
+    dataset = datasets["binary"]
+    settings = _settings("sklearn.ensemble.RandomForestClassifier", iterations=2)
+    *_, (_, pipeline, _) = engine.grow({"n_estimators": 6, "max_depth": 3}, dataset, settings)
+    described = model_config(dataset.task, dataset.classes, dataset.feature_names)
+    expected = pipeline.predict_proba(dataset.X_val)
+    for folder, write in (("pickle", None), ("joblib", joblib.dump)):
+        path = tmp_path / folder
+        path.mkdir()
+        engine._save(pipeline, dataset.X_val.head(5), described, str(path), {"iteration": 2, "fit_seconds": 0.5})
+        if write is not None:
+            write(pipeline, path / engine.MODEL_FILE)
+        else:
+            with open(path / engine.MODEL_FILE, "rb") as file:
+                np.testing.assert_allclose(pickle.load(file).predict_proba(dataset.X_val), expected)
+        restored, progress = engine._restore(tune.Checkpoint.from_directory(str(path)))
+        assert progress == {"done": 2, "fit_seconds": 0.5}
+        np.testing.assert_allclose(restored.predict_proba(dataset.X_val), expected)

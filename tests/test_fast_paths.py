@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import subprocess
@@ -51,6 +52,32 @@ def test_light_paths_leave_heavy_imports_out(modules, kept_out):
     code = f"import sys; import {', '.join(modules)}; print(' '.join(m for m in {kept_out!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.split() == []
+
+
+#: The checks before Ray of a sweep of a built-in scikit-learn family, then of one with a parameter it lacks.
+CHECKS = """
+import sys
+from raysweep.compose import compose
+from raysweep.errors import RaySweepError
+from raysweep.plan import make_plan
+make_plan(compose(["+sweep=fraud"]))
+try:
+    make_plan(compose(["+sweep=fraud", "+search_space.leaves=3"]))
+except RaySweepError as error:
+    print("refused" if "'leaves' is not a parameter of RandomForestClassifier" in str(error) else error)
+print("sklearn" in sys.modules)
+"""
+
+
+def test_a_built_in_familys_parameters_are_checked_without_scikit_learn_once_cached(tmp_path):
+    # Importing scikit-learn was ~1 s of the checks that must pass before Ray starts.
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", CHECKS], capture_output=True, text=True, timeout=120, check=True,
+                           env=env) for _ in range(2)]
+    assert [run.stdout.split() for run in runs] == [["refused", "True"], ["refused", "False"]]
+    assert [p.name for p in (tmp_path / "raysweep").iterdir()] == [
+        f"params-sklearn.ensemble.RandomForestClassifier-sklearn.ensemble.RandomForestRegressor-scikit-learn-"
+        f"{importlib.metadata.version('scikit-learn')}.json"]
 
 
 @pytest.mark.slow

@@ -3,17 +3,14 @@
 MLflow makes a new sqlite store's tables by running its whole migration history (~1.8 s here, before the store
 answers its first call), and without a lock: two sweeps started together on a new ``mlflow.db`` both migrate it,
 and one fails. :func:`ready_store` opens a sqlite store once under a file lock, and a new one starts as a copy of
-an empty store MLflow made at the same schema revision, kept in raysweep's cache folder (made once per revision
-and machine). MLflow then adds its default experiment on opening, as it does for any new store.
+an empty store MLflow made at the same schema revision, kept in raysweep's cache folder (:mod:`raysweep.cache`;
+made once per revision and machine). MLflow then adds its default experiment on opening, as it does for any new store.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-#: Where the empty stores are kept, one per MLflow schema revision (``$XDG_CACHE_HOME``, else ``~/.cache``).
-CACHE_DIR_ENV = "XDG_CACHE_HOME"
 
 
 def ready_store(tracking_uri: str) -> None:
@@ -61,9 +58,9 @@ def empty_store() -> Path | None:
     """
     import tempfile
 
-    from raysweep import compat
+    from raysweep import cache, compat
 
-    folder = Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache") / "raysweep"
+    folder = cache.folder()
     path = folder / f"mlflow-schema-{compat.mlflow_schema_revision()}.db"
     if path.is_file():
         return path

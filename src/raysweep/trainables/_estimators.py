@@ -19,6 +19,7 @@ Module-level imports stay light (no scikit-learn): driver-mode trial processes i
 from __future__ import annotations
 
 import json
+import pickle
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,7 +33,10 @@ from raysweep.trainables._scoring import Validation
 #: Reported besides the task's validation metrics: seconds spent fitting so far.
 TRAIN_TIME = "train_time_s"
 
-MODEL_FILE = "model.joblib"  # the fitted Pipeline (preprocessing, estimator)
+#: The fitted Pipeline (preprocessing, estimator), a plain pickle (protocol 5) that ``joblib.load`` also reads, as
+#: it reads the joblib dumps of checkpoints written before: pickle writes a forest's many small tree arrays 5-8 x
+#: faster than ``joblib.dump``, and a trial writes one per report.
+MODEL_FILE = "model.joblib"
 EXAMPLE_FILE = "input_example.parquet"  # a few raw validation rows: the logged model's example and signature
 CONFIG_FILE = "model.json"  # raysweep.tabular.model_config: task, classes, columns
 PROGRESS_FILE = "progress.json"  # iteration, fit seconds
@@ -337,9 +341,8 @@ def _final_size(target: str, params: dict[str, Any], size_key: str | None) -> in
 
 def _save(pipeline, example, described: dict[str, Any], folder: str, progress: dict[str, Any]) -> None:
     """Write a checkpoint folder: the pipeline, an input example, what the model answers, how far it got."""
-    import joblib
-
-    joblib.dump(pipeline, Path(folder) / MODEL_FILE)
+    with open(Path(folder) / MODEL_FILE, "wb") as file:
+        pickle.dump(pipeline, file, protocol=5)
     example.to_parquet(Path(folder) / EXAMPLE_FILE)
     (Path(folder) / CONFIG_FILE).write_text(json.dumps(described))
     (Path(folder) / PROGRESS_FILE).write_text(json.dumps(progress))

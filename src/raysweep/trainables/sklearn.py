@@ -76,7 +76,7 @@ def validate(trainer_cfg, search_space: dict[str, Any]) -> None:
     family = _family(trainer_cfg)
     names = [*search_space, *trainer_cfg.params]
     classifier, regressor = (family.classifier.rsplit(".", 1)[1], family.regressor.rsplit(".", 1)[1])
-    known = set(make(family.classifier, {}).get_params()) | set(make(family.regressor, {}).get_params())
+    known = parameter_names(family)
     for name in names:
         if name not in known:
             raise RaySweepError(f"{name!r} is not a parameter of {classifier} or {regressor}; remove it from "
@@ -85,6 +85,24 @@ def validate(trainer_cfg, search_space: dict[str, Any]) -> None:
         raise RaySweepError(f"search_space.{family.size_key} is missing; the {trainer_cfg.family} trainer grows it "
                             "per iteration")
     resource_needs(trainer_cfg)  # refuses use_gpu
+
+
+def parameter_names(family: Family) -> set[str]:
+    """The parameters the family's classifier or regressor takes.
+
+    Read once per scikit-learn version and kept (:mod:`raysweep.cache`): importing scikit-learn to read them was
+    ~1 s of the checks before Ray starts, the sweep's critical path; the driver imports it later anyway, while
+    Ray starts.
+    """
+    from importlib.metadata import version
+
+    from raysweep import cache
+
+    def read() -> list[str]:
+        return sorted(set(make(family.classifier, {}).get_params()) | set(make(family.regressor, {}).get_params()))
+
+    return set(cache.remembered(f"params-{family.classifier}-{family.regressor}-scikit-learn-{version('scikit-learn')}"
+                                ".json", read))
 
 
 def make_trainable(trainer_cfg, dataset, context):
