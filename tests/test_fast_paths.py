@@ -38,6 +38,44 @@ def test_metric_buffer_writes_every_value_once_in_few_calls(tracking_uri):
         client.set_terminated(run_id)
 
 
+class _CountingClient(MlflowClient):
+    """A real client that records what each of its ``log_batch`` calls carried."""
+
+    calls: list[set[str]]
+
+    def log_batch(self, run_id, **entities):
+        self.calls.append({kind for kind, values in entities.items() if values})
+        return super().log_batch(run_id, **entities)
+
+
+def test_tags_nobody_waits_for_are_written_with_the_runs_metrics_in_one_call(tracking_uri):
+    client = MlflowClient(tracking_uri)
+    counting = _CountingClient(tracking_uri)
+    counting.calls = []
+    measured, tagged, full = (client.create_run("0").info.run_id for _ in range(3))
+    buffer = MetricBuffer(counting, interval_s=3600)
+    buffer.add(measured, {"a": 1.0}, 1)
+    buffer.tag(measured, {"node": "10.0.0.1"})
+    buffer.tag(tagged, {"node": "10.0.0.2"})  # no metrics yet: written on its own at the flush
+    assert counting.calls == [] and "node" not in client.get_run(measured).data.tags
+    buffer.flush()
+    assert counting.calls == [{"metrics", "tags"}, {"tags"}]
+    assert client.get_run(measured).data.tags["node"] == "10.0.0.1" and client.get_run(measured).data.metrics == \
+        {"a": 1.0}
+    assert client.get_run(tagged).data.tags["node"] == "10.0.0.2"
+    # MLflow takes 1,000 entities per call, tags included: a tag and 1,000 metrics are two calls, nothing lost.
+    counting.calls.clear()
+    buffer.tag(full, {"node": "10.0.0.3"})
+    for step in range(1, 1001):
+        buffer.add(full, {"a": float(step)}, step)
+    buffer.flush()
+    assert counting.calls == [{"metrics", "tags"}, {"metrics"}]
+    assert [m.step for m in client.get_metric_history(full, "a")] == list(range(1, 1001))
+    assert client.get_run(full).data.tags["node"] == "10.0.0.3"
+    for run_id in (measured, tagged, full):
+        client.set_terminated(run_id)
+
+
 @pytest.mark.parametrize(
     ("modules", "kept_out"),
     [

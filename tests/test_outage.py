@@ -74,12 +74,14 @@ def test_buffered_metrics_stay_until_written(monkeypatch, tracking_uri):
     run_id = store.create_run(store.create_experiment("buffer")).info.run_id
     clock = outage.Outage(60.0)
     buffer = MetricBuffer(MlflowClient(_dead_server()), interval_s=0, outage=clock)
+    buffer.tag(run_id, {"node": "10.0.0.1"})
     buffer.add(run_id, {"score": 1.0}, step=1)  # due at once; the server does not answer and the trial goes on
     buffer.add(run_id, {"score": 2.0}, step=2)
     assert clock.down_s > 0
     buffer._client = store  # the server is back
     buffer.flush()
     assert [(m.step, m.value) for m in store.get_metric_history(run_id, "score")] == [(1, 1.0), (2, 2.0)]
+    assert store.get_run(run_id).data.tags["node"] == "10.0.0.1"  # kept with the metrics through the outage
     assert clock.down_s == 0
     store.set_terminated(run_id)
 

@@ -8,11 +8,12 @@ import sys
 
 import mlflow
 import pytest
+import ray
 from mlflow import MlflowClient
 
 from conftest import SMOKE, sweep_into, use_store
 from raysweep import analysis, registry
-from raysweep.tracking.tags import CHECKPOINT_TAG, PARENT_ROLE, ROLE_TAG, TRIAL_ID_TAG
+from raysweep.tracking.tags import CHECKPOINT_TAG, NODE_TAG, PARENT_ROLE, ROLE_TAG, TRIAL_ID_TAG
 from raysweep.tracking import tags as tag_names
 
 pytestmark = pytest.mark.slow
@@ -83,6 +84,7 @@ def test_sweep_yields_one_finished_child_per_trial_nested_under_the_parent(first
         history = client.get_metric_history(child.info.run_id, "val_auc")
         assert sorted(m.step for m in history) == [1, 2]
         assert child.data.tags[CHECKPOINT_TAG]
+        assert child.data.tags[NODE_TAG] == ray.util.get_node_ip_address()  # written with the trial's metrics
 
     # The parent carries the config, the overrides, versions and commit.
     assert parent.data.params["sweep.num_samples"] == "4"

@@ -3,8 +3,9 @@
 A per-metric ``log_metric`` loop costs a round trip per value (~280 values/s on sqlite, fewer over HTTP);
 ``log_batch`` takes up to 1,000 metrics in one call. Trials report a handful of metrics per iteration, so
 raysweep gathers them and writes each run's pending values when a second has passed, when 1,000 are
-waiting, and always when a trial ends. Values leave the buffer only once written: a write that fails (a
-tracking server that stopped answering, see :mod:`raysweep.tracking.outage`) keeps them for the next one.
+waiting, and always when a trial ends. Tags nobody waits for (the node a trial runs on) ride along in the same
+call instead of one of their own. Values leave the buffer only once written: a write that fails (a tracking
+server that stopped answering, see :mod:`raysweep.tracking.outage`) keeps them for the next one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from functools import partial
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunTag
 
 from raysweep.tracking.outage import Outage, unreachable
 
@@ -39,6 +40,7 @@ class MetricBuffer:
         self._interval_s = interval_s
         self._outage = outage if outage is not None and outage.enabled else None
         self._pending: dict[str, list[Metric]] = defaultdict(list)
+        self._tags: dict[str, dict[str, str]] = {}
         self._count = 0
         self._flushed_at = time.monotonic()
 
@@ -59,6 +61,10 @@ class MetricBuffer:
                     self._outage.give_up()
                     raise self._outage.error() from None
 
+    def tag(self, run_id: str, values: Mapping[str, str]) -> None:
+        """Queue tags for ``run_id``, written with its next metrics (at the latest by :meth:`flush`)."""
+        self._tags.setdefault(run_id, {}).update(values)
+
     def flush(self, run_id: str | None = None) -> None:
         """Write the pending metrics of ``run_id`` (of every run when ``None``), waiting out an outage."""
         self._write(run_id, wait=True)
@@ -68,14 +74,18 @@ class MetricBuffer:
         if wait and self._outage is not None:
             log_batch = partial(self._outage.call, self._client.log_batch)
         wrote = False
-        for rid in [run_id] if run_id is not None else list(self._pending):
+        for rid in [run_id] if run_id is not None else list(dict.fromkeys([*self._pending, *self._tags])):
             metrics = self._pending.get(rid, [])
-            while metrics:
-                batch = metrics[:_MAX_BATCH]
-                log_batch(rid, metrics=batch)
+            tags = [RunTag(k, v) for k, v in self._tags.get(rid, {}).items()]
+            while metrics or tags:
+                batch = metrics[:_MAX_BATCH - len(tags)]  # MLflow's limit counts metrics and tags together
+                log_batch(rid, metrics=batch, tags=tags)
                 wrote = True
                 del metrics[:len(batch)]
                 self._count -= len(batch)
+                if tags:
+                    self._tags.pop(rid, None)
+                    tags = []
             self._pending.pop(rid, None)
         if wrote and self._outage is not None:
             self._outage.answered()

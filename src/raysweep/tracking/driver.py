@@ -124,7 +124,7 @@ class SweepLoggerCallback(MLflowLoggerCallback):
         node = result.get("node_ip")
         if node and self._nodes.get(trial.trial_id) != node:
             self._nodes[trial.trial_id] = node
-            self._writer.submit(self._runs.tags, trial.trial_id, {NODE_TAG: node})
+            self._writer.submit(self._runs.tags, trial.trial_id, {NODE_TAG: node}, with_metrics=True)
 
     def log_trial_end(self, trial, failed: bool = False):
         error = _error_summary(trial.error_file) if failed and trial.error_file else None

@@ -170,9 +170,13 @@ class TrialRuns:
         if trial_id in self._runs and folder:
             save_folder(self.client, self._runs[trial_id], folder)
 
-    def tags(self, trial_id: str, values: Mapping[str, str]) -> None:
-        """Set tags on the trial's run."""
+    def tags(self, trial_id: str, values: Mapping[str, str], *, with_metrics: bool = False) -> None:
+        """Set tags on the trial's run; ``with_metrics``: in the run's next metrics batch, not a call of their own
+        (at the latest when the trial ends; a sweep of many short trials writes one call fewer per trial)."""
         if trial_id not in self._runs:
+            return
+        if with_metrics:
+            self._buffer.tag(self._runs[trial_id], {k: str(v) for k, v in values.items()})
             return
         self.client.log_batch(self._runs[trial_id], tags=[RunTag(k, str(v)) for k, v in values.items()])
 
