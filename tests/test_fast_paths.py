@@ -278,7 +278,9 @@ def test_the_leading_trials_model_is_logged_ahead_and_the_registered_one_is_the_
     (model,) = models
     version = client.get_model_version("fraud-rf", outcome.registration.version)
     assert model.source_run_id == summary.best_run_id and version.source == f"models:/{model.model_id}"
-    assert len(ahead) - len([line for line in lines if "deleted" in line]) == 1
+    # What was logged ahead and kept is that model. When the last trial took the lead while the model it beat was
+    # still being logged, that one was deleted and registration logged the leader's itself: none is kept.
+    assert len(ahead) - len([line for line in lines if "deleted" in line]) in (0, 1)
 
 
 # What a scikit-learn sweep's driver imports ahead for registration, and a forest's trusted types listed in a
