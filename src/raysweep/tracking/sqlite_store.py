@@ -4,7 +4,8 @@ MLflow makes a new sqlite store's tables by running its whole migration history 
 answers its first call), and without a lock: two sweeps started together on a new ``mlflow.db`` both migrate it,
 and one fails. :func:`ready_store` opens a sqlite store once under a file lock, and a new one starts as a copy of
 an empty store MLflow made at the same schema revision, kept in raysweep's cache folder (:mod:`raysweep.cache`;
-made once per revision and machine). MLflow then adds its default experiment on opening, as it does for any new store.
+made once per revision and machine). MLflow then adds its default experiment on opening, as it does for any new
+store.
 """
 
 from __future__ import annotations
