@@ -15,7 +15,11 @@ from mlflow import MlflowClient
 from conftest import SMOKE
 from raysweep import sweep
 from raysweep.leading import cpus_idle
+from raysweep.tracking import queries
 from raysweep.tracking.buffer import MetricBuffer
+from raysweep.tracking.driver import _Writer
+from raysweep.tracking.lifecycle import TrialRuns
+from raysweep.tracking.tags import ERROR_TAG, NODE_TAG, PARENT_ROLE, ROLE_TAG
 
 #: Fixed-cost trials short enough that actors are reused many times over.
 OVERHEAD = ["+sweep=overhead", "sweep.num_samples=12", "trainer.iterations=3",
@@ -39,13 +43,21 @@ def test_metric_buffer_writes_every_value_once_in_few_calls(tracking_uri):
 
 
 class _CountingClient(MlflowClient):
-    """A real client that records what each of its ``log_batch`` calls carried."""
+    """A real client that records what each of its ``log_batch`` calls carried (and its other writes by name)."""
 
-    calls: list[set[str]]
+    calls: list[set[str] | str]
 
     def log_batch(self, run_id, **entities):
         self.calls.append({kind for kind, values in entities.items() if values})
         return super().log_batch(run_id, **entities)
+
+    def create_run(self, *args, **kwargs):
+        self.calls.append("create_run")
+        return super().create_run(*args, **kwargs)
+
+    def set_terminated(self, *args, **kwargs):
+        self.calls.append("set_terminated")
+        return super().set_terminated(*args, **kwargs)
 
 
 def test_tags_nobody_waits_for_are_written_with_the_runs_metrics_in_one_call(tracking_uri):
@@ -74,6 +86,71 @@ def test_tags_nobody_waits_for_are_written_with_the_runs_metrics_in_one_call(tra
     assert client.get_run(full).data.tags["node"] == "10.0.0.3"
     for run_id in (measured, tagged, full):
         client.set_terminated(run_id)
+
+
+def _counted_runs(tracking_uri: str) -> tuple[MlflowClient, _CountingClient, TrialRuns]:
+    client = MlflowClient(tracking_uri)
+    counting = _CountingClient(tracking_uri)
+    counting.calls = []
+    experiment_id = queries.experiment_id(client, "calls")
+    parent = client.create_run(experiment_id, tags={ROLE_TAG: PARENT_ROLE}).info.run_id
+    return client, counting, TrialRuns(counting, experiment_id, parent, metrics=["score"])
+
+
+@pytest.mark.parametrize(
+    ("error", "expected_tags"),
+    [
+        (None, {NODE_TAG}),
+        ("ValueError: boom", {NODE_TAG, ERROR_TAG}),
+    ],
+)
+def test_a_short_trials_run_is_three_writes_params_and_error_with_its_metrics(tracking_uri, error, expected_tags):
+    client, counting, runs = _counted_runs(tracking_uri)
+    runs.start("t1", "train_t1", {"lr": 0.1, "depth": 3})
+    runs.metrics("t1", {"score": 0.5}, 1)
+    runs.tags("t1", {NODE_TAG: "10.0.0.1"}, with_metrics=True)
+    runs.end("t1", "FAILED" if error else "FINISHED", error)
+    assert counting.calls == ["create_run", {"params", "metrics", "tags"}, "set_terminated"]
+    run = client.get_run(runs.run_id("t1"))
+    assert run.data.params == {"lr": "0.1", "depth": "3"} and run.data.metrics == {"score": 0.5}
+    assert expected_tags <= set(run.data.tags) and run.info.status == ("FAILED" if error else "FINISHED")
+
+
+def test_params_tags_and_metrics_past_mlflows_limits_per_call_are_all_written(tracking_uri):
+    client = MlflowClient(tracking_uri)
+    counting = _CountingClient(tracking_uri)
+    counting.calls = []
+    run_id = client.create_run("0").info.run_id
+    buffer = MetricBuffer(counting, interval_s=3600)
+    buffer.params(run_id, {f"p{i}": str(i) for i in range(150)})
+    buffer.tag(run_id, {f"t{i}": str(i) for i in range(150)})
+    buffer.add(run_id, {f"m{i}": float(i) for i in range(900)}, 1)
+    buffer.flush()
+    # 100 params and 100 tags a call, 1,000 entities in all: two calls.
+    assert counting.calls == [{"params", "tags", "metrics"}] * 2
+    data = client.get_run(run_id).data
+    assert len(data.params) == 150 and len({k for k in data.tags if k.startswith("t")}) == 150
+    assert len(data.metrics) == 900
+    client.set_terminated(run_id)
+
+
+def test_a_new_runs_params_show_within_seconds_while_no_trial_reports(tracking_uri):
+    client, _, runs = _counted_runs(tracking_uri)
+    writer = _Writer(idle=runs.write_due)
+    writer.submit(runs.start, "t1", "train_t1", {"lr": 0.1})
+
+    def params() -> dict[str, str]:
+        try:
+            return client.get_run(runs.run_id("t1")).data.params
+        except KeyError:  # the writer has not started the run yet
+            return {}
+
+    deadline = time.monotonic() + 30  # the writer writes them a second after its last queued write
+    while not params() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert params() == {"lr": "0.1"}
+    writer.submit(runs.end, "t1", "FINISHED")
+    writer.close()
 
 
 @pytest.mark.parametrize(

@@ -69,6 +69,22 @@ def test_a_restarted_trial_goes_back_to_its_run_after_its_last_step(tracking_uri
     assert [m.value for m in client.get_metric_history(second.run_id("t1"), "score")] == [0.1, 0.2, 0.3]
 
 
+def test_a_run_whose_driver_died_before_its_first_write_gets_its_params_when_reopened(tracking_uri):
+    client, experiment_id, parent = _sweep(tracking_uri)
+    killed = _runs(client, experiment_id, parent)
+    killed.start("t1", "train_t1", {"lr": 0.1, "depth": 3})  # params wait for the run's first metrics...
+    assert client.get_run(killed.run_id("t1")).data.params == {}  # ...which this driver never wrote
+
+    resumed = _runs(client, experiment_id, parent)
+    assert resumed.start("t1", "train_t1", {"lr": 0.1, "depth": 3}) is False
+    resumed.metrics("t1", {"score": 0.3}, 1)
+    resumed.end("t1", "FINISHED")
+    run = client.get_run(resumed.run_id("t1"))
+    assert run.data.params == {"lr": "0.1", "depth": "3"}
+    assert not any(k.startswith("config.") for k in run.data.tags), "no hyperparameter changed"
+    assert run.data.metrics == {"score": 0.3} and run.info.status == "FINISHED"
+
+
 def test_failure_is_tagged_and_samplers_stop(tracking_uri):
     client, experiment_id, parent = _sweep(tracking_uri)
     runs = _runs(client, experiment_id, parent, system_metrics=True, tracking_uri=tracking_uri)
@@ -78,6 +94,15 @@ def test_failure_is_tagged_and_samplers_stop(tracking_uri):
     assert run.info.status == "FAILED"
     assert run.data.tags[ERROR_TAG].startswith("RuntimeError") and len(run.data.tags[ERROR_TAG]) == 500
     assert runs._monitors == {}
+
+
+def test_a_trial_shorter_than_one_sampling_interval_still_gets_system_metrics(tracking_uri):
+    client, experiment_id, parent = _sweep(tracking_uri)
+    runs = _runs(client, experiment_id, parent, system_metrics=True, tracking_uri=tracking_uri)
+    runs.start("t1", "train_t1", {})
+    runs.end("t1", "FINISHED")  # well within the sampler's first second
+    metrics = client.get_run(runs.run_id("t1")).data.metrics
+    assert any(k.startswith("system/cpu_utilization") for k in metrics), sorted(metrics)
 
 
 def test_adapters_choose_how_runs_are_created_and_ended(tracking_uri):

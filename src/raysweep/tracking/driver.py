@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -100,7 +100,7 @@ class SweepLoggerCallback(MLflowLoggerCallback):
             dataset=self._dataset,
             outage=clock,
         )
-        self._writer = _Writer()
+        self._writer = _Writer(idle=self._runs.write_due)
 
     def __getstate__(self):
         # Tune pickles its callbacks with the Tuner; connections and the writer thread are made in setup().
@@ -177,17 +177,26 @@ class TrialFolderCallback(LoggerCallback):
             save_folder(self._client, run_id, folder)
 
 
+#: Seconds without a queued write after which the writer writes what fell due meanwhile.
+_IDLE_S = 1.0
+
+
 class _Writer:
     """One background thread that runs queued MLflow writes in order; the first failure is raised on close.
 
     A write waits while the tracking server does not answer (the trials go on; their writes queue up here). When
     the outage outlasts ``mlflow.max_outage_s`` the writes still queued are dropped, not raised: the sweep's
     driver stops Tune and reports the outage itself (:func:`raysweep.tracking.outage.watch`).
+
+    Args:
+        idle: Called when no write has been queued for a second (to write the metrics, params and tags that fell
+            due while no trial reported).
     """
 
-    def __init__(self):
+    def __init__(self, idle: Callable[[], None] | None = None):
         self._queue: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
+        self._idle = idle
         self._thread = threading.Thread(target=self._run, name="raysweep-mlflow-writer", daemon=True)
         self._thread.start()
 
@@ -206,7 +215,13 @@ class _Writer:
 
     def _run(self) -> None:
         gave_up = False
-        while (item := self._queue.get()) is not None:
+        while True:
+            try:
+                item = self._queue.get(timeout=None if self._idle is None else _IDLE_S)
+            except queue.Empty:
+                item = (self._idle, (), {})
+            if item is None:
+                break
             fn, args, kwargs = item
             if self._error is None and not gave_up:
                 try:
