@@ -281,19 +281,6 @@ def system_metrics_monitor(run_id: str, tracking_uri: str, interval_s: float = 1
     return monitor
 
 
-def stop_system_metrics(monitor) -> None:
-    """Stop a sampler from :func:`system_metrics_monitor`, writing the samples it took since it last wrote.
-
-    MLflow's sampling loop writes once per interval and drops what it sampled since when it is stopped, so a trial
-    shorter than one interval would get no system metrics at all.
-    """
-    monitor.finish()
-    leftover = monitor.aggregate_metrics()
-    if leftover:
-        monitor.publish_metrics(leftover)
-        monitor.mlflow_logger.flush()
-
-
 @contextmanager
 def global_tracking_uri(uri: str) -> Iterator[None]:
     """Point MLflow's process-wide tracking URI at ``uri`` while this is open.

@@ -256,7 +256,13 @@ class TrialRuns:
     def _stop_monitor(self, run_id: str) -> None:
         monitor = self._monitors.pop(run_id, None)
         if monitor is not None:
-            compat.stop_system_metrics(monitor)
+            monitor.finish()
+            # MLflow's sampler writes once per interval and drops what it sampled since when stopped: without this
+            # a trial shorter than one interval would get no system metrics at all.
+            leftover = monitor.aggregate_metrics()
+            if leftover:
+                monitor.publish_metrics(leftover)
+                monitor.mlflow_logger.flush()
 
 
 def save_folder(client: MlflowClient, run_id: str, folder: str) -> list[str]:
