@@ -116,6 +116,33 @@ def test_a_short_trials_run_is_three_writes_params_and_error_with_its_metrics(tr
     assert expected_tags <= set(run.data.tags) and run.info.status == ("FAILED" if error else "FINISHED")
 
 
+def test_a_worker_mode_trials_run_writes_its_params_in_one_call_and_ends_with_one(tracking_uri, monkeypatch):
+    import mlflow
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    from raysweep.tracking.worker import WorkerLogging, trial_log
+
+    client = MlflowClient(tracking_uri)
+    experiment_id = queries.experiment_id(client, "worker-calls")
+    parent = client.create_run(experiment_id, tags={ROLE_TAG: PARENT_ROLE}).info.run_id
+    calls = []
+    # Counted where every client writes, Ray's setup_mlflow and MLflow's fluent API included.
+    for name in ("create_run", "log_param", "log_batch", "set_tag", "update_run_info"):
+        def spy(store, *args, _name=name, _write=getattr(SqlAlchemyStore, name), **kwargs):
+            calls.append(_name)
+            return _write(store, *args, **kwargs)
+
+        monkeypatch.setattr(SqlAlchemyStore, name, spy)
+    params = {"n_estimators": 100, "max_depth": 10, "min_samples_leaf": 4, "max_features": "sqrt"}
+    with trial_log(WorkerLogging(tracking_uri, None, experiment_id, parent), params, "train_t1", "t1") as log:
+        log.metrics({"val_auc": 0.9}, 1)
+    # Ray's setup_mlflow alone would write one request per hyperparameter, and mlflow.end_run a second end.
+    assert calls == ["create_run", "log_batch", "log_batch", "update_run_info"]
+    run = client.get_run(queries.trial_run_id(client, experiment_id, parent, "t1"))
+    assert run.data.params == {k: str(v) for k, v in params.items()} and run.data.metrics == {"val_auc": 0.9}
+    assert run.info.status == "FINISHED" and mlflow.active_run() is None
+
+
 def test_params_tags_and_metrics_past_mlflows_limits_per_call_are_all_written(tracking_uri):
     client = MlflowClient(tracking_uri)
     counting = _CountingClient(tracking_uri)

@@ -110,23 +110,31 @@ def trial_log(
     import mlflow
     import ray.util
     from mlflow import MlflowClient
+    from mlflow.entities import Param
     from ray.air.integrations.mlflow import setup_mlflow
 
     from raysweep.tracking import outage
     from raysweep.tracking.lifecycle import TrialRuns
 
     def create(name: str, tags: dict[str, str], config: dict[str, Any]) -> str:
-        # Ray's own worker-side entry: starts the fluent run (params from the config) that user code logs to.
-        setup_mlflow(config, tracking_uri=logging.tracking_uri, registry_uri=logging.registry_uri,
+        # Ray's own worker-side entry: starts the fluent run that user code logs to. The params go in one call
+        # after it, before user code runs: setup_mlflow writes them one request per hyperparameter.
+        setup_mlflow({}, tracking_uri=logging.tracking_uri, registry_uri=logging.registry_uri,
                      experiment_id=logging.experiment_id, run_name=name, tags=tags, rank_zero_only=True)
-        return mlflow.active_run().info.run_id
+        run_id = mlflow.active_run().info.run_id
+        if config:
+            runs.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in config.items()])
+        return run_id
 
     def terminate(run_id: str, status: str) -> None:
-        runs.client.set_terminated(run_id, status)  # waits out an outage; end_run's own write would not be retried
-        try:
-            mlflow.end_run(status)  # leaves no active run in this (maybe reused) process
-        except Exception:  # noqa: BLE001 - the run is ended already; only the fluent API's bookkeeping is left
-            pass
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            try:
+                mlflow.end_run(status)  # one write, and no active run left in this (maybe reused) process
+                return
+            except Exception:  # noqa: BLE001 - end_run drops the run before it writes: the write is retried below
+                pass
+        runs.client.set_terminated(run_id, status)  # waits out an outage
 
     runs = TrialRuns(
         MlflowClient(logging.tracking_uri, logging.registry_uri),
