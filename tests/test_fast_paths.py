@@ -143,6 +143,31 @@ def test_a_worker_mode_trials_run_writes_its_params_in_one_call_and_ends_with_on
     assert run.info.status == "FINISHED" and mlflow.active_run() is None
 
 
+def test_a_worker_mode_run_still_ends_when_mlflows_end_run_fails_to_write(tracking_uri, monkeypatch):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    from raysweep.tracking.worker import WorkerLogging, trial_log
+
+    client = MlflowClient(tracking_uri)
+    experiment_id = queries.experiment_id(client, "worker-end")
+    parent = client.create_run(experiment_id, tags={ROLE_TAG: PARENT_ROLE}).info.run_id
+    write, failures = SqlAlchemyStore.update_run_info, []
+
+    def fails_once(store, *args, **kwargs):
+        if not failures:  # mlflow.end_run's write: it has dropped the active run already
+            failures.append(args)
+            raise MlflowException("database is locked")
+        return write(store, *args, **kwargs)
+
+    monkeypatch.setattr(SqlAlchemyStore, "update_run_info", fails_once)
+    with trial_log(WorkerLogging(tracking_uri, None, experiment_id, parent), {"lr": 0.1}, "train_t1", "t1"):
+        pass
+    run = client.get_run(queries.trial_run_id(client, experiment_id, parent, "t1"))
+    assert failures and run.info.status == "FINISHED" and mlflow.active_run() is None
+
+
 def test_params_tags_and_metrics_past_mlflows_limits_per_call_are_all_written(tracking_uri):
     client = MlflowClient(tracking_uri)
     counting = _CountingClient(tracking_uri)
