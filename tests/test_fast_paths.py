@@ -88,12 +88,17 @@ def test_tags_nobody_waits_for_are_written_with_the_runs_metrics_in_one_call(tra
         client.set_terminated(run_id)
 
 
-def _counted_runs(tracking_uri: str) -> tuple[MlflowClient, _CountingClient, TrialRuns]:
+def _sweep(tracking_uri: str, name: str) -> tuple[MlflowClient, str, str]:
+    """A client, an experiment and a parent run in it."""
     client = MlflowClient(tracking_uri)
+    experiment_id = queries.experiment_id(client, name)
+    return client, experiment_id, client.create_run(experiment_id, tags={ROLE_TAG: PARENT_ROLE}).info.run_id
+
+
+def _counted_runs(tracking_uri: str) -> tuple[MlflowClient, _CountingClient, TrialRuns]:
+    client, experiment_id, parent = _sweep(tracking_uri, "calls")
     counting = _CountingClient(tracking_uri)
     counting.calls = []
-    experiment_id = queries.experiment_id(client, "calls")
-    parent = client.create_run(experiment_id, tags={ROLE_TAG: PARENT_ROLE}).info.run_id
     return client, counting, TrialRuns(counting, experiment_id, parent, metrics=["score"])
 
 
@@ -122,9 +127,7 @@ def test_a_worker_mode_trials_run_writes_its_params_in_one_call_and_ends_with_on
 
     from raysweep.tracking.worker import WorkerLogging, trial_log
 
-    client = MlflowClient(tracking_uri)
-    experiment_id = queries.experiment_id(client, "worker-calls")
-    parent = client.create_run(experiment_id, tags={ROLE_TAG: PARENT_ROLE}).info.run_id
+    client, experiment_id, parent = _sweep(tracking_uri, "worker-calls")
     calls = []
     # Counted where every client writes, Ray's setup_mlflow and MLflow's fluent API included.
     for name in ("create_run", "log_param", "log_batch", "set_tag", "update_run_info"):
@@ -150,9 +153,7 @@ def test_a_worker_mode_run_still_ends_when_mlflows_end_run_fails_to_write(tracki
 
     from raysweep.tracking.worker import WorkerLogging, trial_log
 
-    client = MlflowClient(tracking_uri)
-    experiment_id = queries.experiment_id(client, "worker-end")
-    parent = client.create_run(experiment_id, tags={ROLE_TAG: PARENT_ROLE}).info.run_id
+    client, experiment_id, parent = _sweep(tracking_uri, "worker-end")
     write, failures = SqlAlchemyStore.update_run_info, []
 
     def fails_once(store, *args, **kwargs):

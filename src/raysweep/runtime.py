@@ -6,6 +6,7 @@ The one place that starts Ray: the sweep, the test suite's session fixture and t
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -161,8 +162,11 @@ def session(cluster_cfg) -> Iterator[Callable[[], None]]:
     start(cluster_address(cluster_cfg), cluster_cfg.num_cpus, dashboard_port=dashboard_port)
     stopping: list[Background] = []
 
+    # Before Ray stops, in this thread: Ray's handles in garbage cycles (a resumed Tune leaves some) are freed while
+    # Ray runs. A collection after it stopped would end the process (exit 1, "core worker has already been shutdown").
     def release() -> None:
         if not stopping:
+            gc.collect()
             stopping.append(Background(ray.shutdown, name="raysweep-ray-shutdown"))
 
     try:
@@ -171,6 +175,7 @@ def session(cluster_cfg) -> Iterator[Callable[[], None]]:
         if stopping:
             stopping[0].result()
         else:
+            gc.collect()
             ray.shutdown()
 
 

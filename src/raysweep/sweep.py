@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -147,9 +146,6 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
                                experiment_id, parent_id, data_record),
                     lambda result: trainer.best_checkpoint(result, plan.metric, plan.mode), plan.metric,
                 )
-            # Ray's handles in garbage cycles (a resumed Tune's leave some) are freed while Ray still runs: a later
-            # collection, after it stopped, would end the process (exit 1, "core worker has already been shutdown").
-            gc.collect()
             release_ray()  # nothing after Tune needs Ray: it stops while the sweep registers its model
             log.debug("phase tune finished")
             summary, registration, checkpoints = after_training(
