@@ -18,7 +18,13 @@ store and Tune folder in a temp directory, and reads back from the store it wrot
   fitting (scoring, checkpoints, reporting);
 - the driver's phases: the ``raysweep.sweep`` DEBUG lines (time since launch) the sweep writes at each step;
 - models logged ahead: the best finished trial's model, logged while the last trials ran
-  (:mod:`raysweep.leading`), and how many of them a later trial beat (deleted; registration logged its own).
+  (:mod:`raysweep.leading`), and how many of them a later trial beat (deleted; registration logged its own);
+- ``CPU s``: where the machine's CPU time went (Linux: ``/proc``, sampled every 0.2 s): the sweep's process and
+  every process it started, grouped as the driver, the trial processes (Ray workers; their fit seconds are in
+  them), Ray's own processes (GCS, raylet, agents, dashboard, monitors) and any other (a tool MLflow runs), and
+  what stayed idle (wall x CPUs less all of them), in all and between launch, the first fit, the last trial's end
+  and exit. Wall x CPUs = fit seconds + the CPU spent on anything else + idle, so the ratio is
+  1 + (CPU not spent fitting + idle) / fit seconds: these rows are the ratio's parts.
 
 Every number is the median of the repetitions, with min and max; with ``--baseline`` the versions alternate
 (ABBA...), so a neighbour's load falls on all. The machine should be otherwise idle: on a busy one the ratio says
@@ -35,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -73,8 +80,11 @@ def run_once(overrides: list[str], cpus: int, src: str | None = None) -> dict[st
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(src).resolve()), env.get("PYTHONPATH")]))
         args = [sys.executable, "-c", DRIVER, "+sweep=fraud", f"cluster.storage_path={work / 'ray'}", *overrides]
         launched = time.time()
-        done = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, check=False)
+        sweep = subprocess.Popen(args, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with CpuMeter(sweep.pid) as cpu:
+            stdout, stderr = sweep.communicate()
         exited = time.time()
+        done = subprocess.CompletedProcess(args, sweep.returncode, stdout, stderr)
         if done.returncode != 0:
             raise SystemExit(f"sweep failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         numbers = _from_store(store, launched, exited, cpus)
@@ -84,10 +94,116 @@ def run_once(overrides: list[str], cpus: int, src: str | None = None) -> dict[st
         # when a later trial beat it (registration then logged the new leader's after the last trial).
         numbers["models logged ahead"] = done.stderr.count("logged ahead in")
         numbers["of them deleted (beaten)"] = done.stderr.count("a later trial leads")
+        numbers.update(cpu.seconds(wall=exited - launched, cpus=cpus))
+        first_fit = launched + numbers["launch -> first fit began"]
+        last_end = exited - numbers["last trial ended -> exit"]
+        numbers["CPU s: idle, launch -> first fit"] = cpu.idle(launched, first_fit, cpus)
+        numbers["CPU s: idle, first fit -> last trial ended"] = cpu.idle(first_fit, last_end, cpus)
+        numbers["CPU s: idle, last trial ended -> exit"] = cpu.idle(last_end, exited, cpus)
+        # Fit seconds are wall seconds of single-threaded fits: CPU seconds of the trial processes, near enough.
+        numbers["CPU s: trial processes, not fitting"] = (numbers["CPU s: trial processes"]
+                                                         - numbers["fit seconds (all trials)"])
         kept = re.search(r"checkpoints kept \d+ trials? \(([\d.]+) MB\), removed \d+ \(([\d.]+) MB\)", done.stdout)
         if kept:
             numbers["checkpoints MB (last 2 per trial)"] = float(kept[1]) + float(kept[2])
         return numbers
+
+
+#: Ray's processes that name themselves ``ray::...`` as its workers do.
+RAY_AGENTS = (b"ray::DashboardAgent", b"ray::RuntimeEnvAgent")
+
+
+class CpuMeter:
+    """CPU seconds of a process and of every process it starts, read from ``/proc`` every ``every`` seconds.
+
+    A process is followed from the first sample that finds it below the root (or below one followed) until it
+    ends, even when it is handed to init: Ray's processes outlive their parents' waits. What a process spends
+    after its last sample is missed (at most ``every`` seconds of it, at exit).
+    """
+
+    def __init__(self, root: int, every: float = 0.2):
+        self._root, self._every = root, every
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._seen: dict[tuple[int, str], list] = {}  # (pid, start) -> [kind, CPU seconds]
+        self._timeline: list[tuple[float, float]] = []  # (time, CPU seconds of all followed so far)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample_until_done, daemon=True)
+
+    def __enter__(self) -> CpuMeter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _sample_until_done(self) -> None:
+        while not self._done.wait(self._every):
+            self._sample()
+
+    def _sample(self) -> None:
+        stats = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        fields = f.read().rpartition(")")[2].split()
+                except OSError:  # ended since the listing
+                    continue
+                # Fields after the name: state, ppid, ..., utime (12th), stime (13th), ..., start time (20th).
+                stats[int(entry)] = (int(fields[1]), fields[19], (int(fields[11]) + int(fields[12])) / self._tick)
+        followed = {pid for pid, start in self._seen if pid in stats and stats[pid][1] == start}
+        followed.add(self._root)
+        grew = True
+        while grew:  # new descendants of anything followed, to any depth
+            new = {pid for pid, (ppid, _, _) in stats.items() if ppid in followed and pid not in followed}
+            followed |= new
+            grew = bool(new)
+        for pid in followed:
+            if pid in stats:
+                _, start, cpu = stats[pid]
+                key = (pid, start)
+                if key not in self._seen:
+                    self._seen[key] = [None, 0.0]
+                if self._seen[key][0] in (None, "other processes"):  # a worker seen between fork and exec
+                    self._seen[key][0] = self._kind(pid)
+                self._seen[key][1] = max(self._seen[key][1], cpu)
+        self._timeline.append((time.time(), sum(cpu for _, cpu in self._seen.values())))
+
+    def _kind(self, pid: int) -> str:
+        if pid == self._root:
+            return "driver"
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            return "other processes"
+        # A Ray worker boots as `python setup_worker.py`, execs `python default_worker.py`, then names itself
+        # ray::IDLE, ray::ImplicitFunc...; the agents name themselves too (the raylet's arguments name both scripts).
+        if any(a.endswith(b"_worker.py") for a in args[:2]) or (args[0].startswith(b"ray::")
+                                                              and args[0] not in RAY_AGENTS):
+            return "trial processes"
+        if args[0].startswith(b"ray::") or any(b"/site-packages/ray/" in a for a in args[:2]):
+            return "Ray's own processes"
+        return "other processes"
+
+    def idle(self, start: float, end: float, cpus: int) -> float:
+        """CPU seconds nothing followed used between the samples nearest to ``start`` and ``end`` (epoch)."""
+        inside = [(t, cpu) for t, cpu in self._timeline if start <= t <= end]
+        if len(inside) < 2:
+            return 0.0
+        (t0, cpu0), (t1, cpu1) = inside[0], inside[-1]
+        return (t1 - t0) * cpus - (cpu1 - cpu0)
+
+    def seconds(self, wall: float, cpus: int) -> dict[str, float]:
+        """CPU seconds per kind of process, all together, and the CPU time nothing used (``wall`` x ``cpus`` less
+        everything measured)."""
+        kinds = dict.fromkeys(("driver", "trial processes", "Ray's own processes", "other processes"), 0.0)
+        for kind, cpu in self._seen.values():
+            kinds[kind] += cpu
+        used = sum(kinds.values())
+        return {**{f"CPU s: {kind}": cpu for kind, cpu in kinds.items()}, "CPU s: all": used,
+                "CPU s: idle (wall x CPUs - all)": wall * cpus - used}
 
 
 def _from_store(store: Path, launched: float, exited: float, cpus: int) -> dict[str, float]:

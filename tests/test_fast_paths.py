@@ -294,6 +294,32 @@ def test_benchmark_smoke_run_prints_every_table(ray_address, repo_root, tmp_path
         assert heading in out.stdout, out.stdout
 
 
+#: Burns 0.6 s of CPU.
+BURN = "import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.6:\n    pass\n"
+
+
+def test_default_sweep_bench_counts_the_cpu_of_a_process_and_of_what_it_starts(repo_root, tmp_path):
+    """bench/default_sweep.py's CPU accounting: the root and its descendants, each once, by kind."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("default_sweep_bench", repo_root / "bench" / "default_sweep.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    worker = tmp_path / "default_worker.py"  # named as Ray's worker script is
+    worker.write_text(BURN)
+    root_code = f"import subprocess, sys\nchild = subprocess.Popen([sys.executable, sys.argv[1]])\n{BURN}child.wait()\n"
+    started = time.time()
+    root = subprocess.Popen([sys.executable, "-c", root_code, str(worker)])
+    with bench.CpuMeter(root.pid, every=0.05) as meter:
+        assert root.wait(timeout=60) == 0
+    cpu = meter.seconds(wall=time.time() - started, cpus=2)
+    # Each burned 0.6 s (plus its interpreter's start); the child's last ~0.05 s may fall after its last sample.
+    assert 0.6 <= cpu["CPU s: driver"] < 1.2, cpu
+    assert 0.5 <= cpu["CPU s: trial processes"] < 1.2, cpu
+    assert cpu["CPU s: Ray's own processes"] == cpu["CPU s: other processes"] == 0, cpu
+    assert cpu["CPU s: all"] == pytest.approx(cpu["CPU s: driver"] + cpu["CPU s: trial processes"])
+
+
 # A local Ray as a sweep starts it: which of its processes are workers, a few seconds after it started.
 WORKERS_AFTER_START = """
 import json, time

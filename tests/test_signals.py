@@ -26,6 +26,10 @@ from raysweep.errors import SweepInterrupted
 
 #: A sweep whose trials run long enough to be interrupted mid-way (20 iterations each, 4 trials).
 LONG = ["+sweep=fraud", "data.n_samples=4000", "trainer.iterations=20", "sweep.num_samples=4", "cluster.verbose=0"]
+#: LONG with trials enough to outlast `raysweep stop`'s own start and the driver's next look (seconds on a busy
+#: machine): four trials once all finished first, and the stop then found no trial to kill. A stop that works
+#: ends the sweep long before these trials would.
+OUTLASTS_STOP = [*(o for o in LONG if not o.startswith("sweep.num_samples=")), "sweep.num_samples=40"]
 
 
 # --- StopSignals, in this process ----------------------------------------------------------------------------
@@ -276,7 +280,7 @@ def test_raysweep_stop_ends_a_submitted_sweep_killed_with_nothing_running(tmp_pa
         job_id = f"raysweep-stop-{uuid.uuid4().hex[:6]}"
         submit = subprocess.run(
             [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--no-wait", "--submission-id", job_id,
-             "--entrypoint-num-cpus", "0", "--", "python", "-m", "raysweep", *LONG, "cluster=remote",
+             "--entrypoint-num-cpus", "0", "--", "python", "-m", "raysweep", *OUTLASTS_STOP, "cluster=remote",
              f"mlflow.tracking_uri={tracking_uri}", f"cluster.storage_path={tmp_path / 'ray'}"],
             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert submit.returncode == 0, submit.stdout + submit.stderr
