@@ -19,7 +19,7 @@ store and Tune folder in a temp directory, and reads back from the store it wrot
 - the driver's phases: the ``raysweep.sweep`` DEBUG lines (time since launch) the sweep writes at each step;
 - models logged ahead: the best finished trial's model, logged while the last trials ran
   (:mod:`raysweep.leading`), and how many of them a later trial beat (deleted; registration logged its own);
-- ``CPU s``: where the machine's CPU time went (Linux: ``/proc``, sampled every 0.2 s): the sweep's process and
+- ``CPU s``: where the machine's CPU time went (psutil, sampled every 0.2 s): the sweep's process and
   every process it started, grouped as the driver, the trial processes (Ray workers; their fit seconds are in
   them), Ray's own processes (GCS, raylet, agents, dashboard, monitors) and any other (a tool MLflow runs), and
   what stayed idle (wall x CPUs less all of them), in all and between launch, the first fit, the last trial's end
@@ -110,11 +110,11 @@ def run_once(overrides: list[str], cpus: int, src: str | None = None) -> dict[st
 
 
 #: Ray's processes that name themselves ``ray::...`` as its workers do.
-RAY_AGENTS = (b"ray::DashboardAgent", b"ray::RuntimeEnvAgent")
+RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
 
 
 class CpuMeter:
-    """CPU seconds of a process and of every process it starts, read from ``/proc`` every ``every`` seconds.
+    """CPU seconds of a process and of every process it starts, read every ``every`` seconds.
 
     A process is followed from the first sample that finds it below the root (or below one followed) until it
     ends, even when it is handed to init: Ray's processes outlive their parents' waits. What a process spends
@@ -123,8 +123,7 @@ class CpuMeter:
 
     def __init__(self, root: int, every: float = 0.2):
         self._root, self._every = root, every
-        self._tick = os.sysconf("SC_CLK_TCK")
-        self._seen: dict[tuple[int, str], list] = {}  # (pid, start) -> [kind, CPU seconds]
+        self._seen: dict[tuple[int, float], list] = {}  # (pid, start time) -> [kind, CPU seconds]
         self._timeline: list[tuple[float, float]] = []  # (time, CPU seconds of all followed so far)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample_until_done, daemon=True)
@@ -142,48 +141,35 @@ class CpuMeter:
             self._sample()
 
     def _sample(self) -> None:
-        stats = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        fields = f.read().rpartition(")")[2].split()
-                except OSError:  # ended since the listing
-                    continue
-                # Fields after the name: state, ppid, ..., utime (12th), stime (13th), ..., start time (20th).
-                stats[int(entry)] = (int(fields[1]), fields[19], (int(fields[11]) + int(fields[12])) / self._tick)
-        followed = {pid for pid, start in self._seen if pid in stats and stats[pid][1] == start}
+        import psutil
+
+        # One pass over every process (psutil reads /proc): who started it, when, its CPU seconds and command.
+        stats = {p.pid: p.info for p in psutil.process_iter(["ppid", "create_time", "cpu_times", "cmdline"])
+                 if p.info["cpu_times"] is not None}
+        followed = {pid for pid, born in self._seen if pid in stats and stats[pid]["create_time"] == born}
         followed.add(self._root)
         grew = True
         while grew:  # new descendants of anything followed, to any depth
-            new = {pid for pid, (ppid, _, _) in stats.items() if ppid in followed and pid not in followed}
+            new = {pid for pid, info in stats.items() if info["ppid"] in followed and pid not in followed}
             followed |= new
             grew = bool(new)
-        for pid in followed:
-            if pid in stats:
-                _, start, cpu = stats[pid]
-                key = (pid, start)
-                if key not in self._seen:
-                    self._seen[key] = [None, 0.0]
-                if self._seen[key][0] in (None, "other processes"):  # a worker seen between fork and exec
-                    self._seen[key][0] = self._kind(pid)
-                self._seen[key][1] = max(self._seen[key][1], cpu)
+        for pid in followed & stats.keys():
+            info = stats[pid]
+            seen = self._seen.setdefault((pid, info["create_time"]), ["other processes", 0.0])
+            if seen[0] == "other processes":  # a worker may be seen between fork and exec: look again
+                seen[0] = self._kind(pid, info["cmdline"] or [])
+            seen[1] = max(seen[1], info["cpu_times"].user + info["cpu_times"].system)
         self._timeline.append((time.time(), sum(cpu for _, cpu in self._seen.values())))
 
-    def _kind(self, pid: int) -> str:
+    def _kind(self, pid: int, args: list[str]) -> str:
         if pid == self._root:
             return "driver"
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            return "other processes"
         # A Ray worker boots as `python setup_worker.py`, execs `python default_worker.py`, then names itself
         # ray::IDLE, ray::ImplicitFunc...; the agents name themselves too (the raylet's arguments name both scripts).
-        if any(a.endswith(b"_worker.py") for a in args[:2]) or (args[0].startswith(b"ray::")
-                                                              and args[0] not in RAY_AGENTS):
+        head = args[:2] or [""]
+        if any(a.endswith("_worker.py") for a in head) or (head[0].startswith("ray::") and head[0] not in RAY_AGENTS):
             return "trial processes"
-        if args[0].startswith(b"ray::") or any(b"/site-packages/ray/" in a for a in args[:2]):
+        if head[0].startswith("ray::") or any("/site-packages/ray/" in a for a in args[:3]):  # `python -u X.py`
             return "Ray's own processes"
         return "other processes"
 
