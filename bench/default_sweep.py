@@ -4,6 +4,7 @@
     uv run python bench/default_sweep.py --reps 1 -- sweep.num_samples=4     # extra overrides after --
     uv run python bench/default_sweep.py --baseline old=/tmp/old/src    # against another version, rep by rep
     uv run python bench/default_sweep.py --checkpoints    # seconds and bytes one trial spends on checkpoints (no Ray)
+    uv run python bench/default_sweep.py --plain-tune     # beside the same trials as a plain Ray Tune script runs them
 
 Each repetition runs the sweep as the README does (a subprocess, ``raysweep.__main__.main``), on a fresh sqlite
 store and Tune folder in a temp directory, and reads back from the store it wrote:
@@ -25,6 +26,10 @@ store and Tune folder in a temp directory, and reads back from the store it wrot
   what stayed idle (wall x CPUs less all of them), in all and between launch, the first fit, the last trial's end
   and exit. Wall x CPUs = fit seconds + the CPU spent on anything else + idle, so the ratio is
   1 + (CPU not spent fitting + idle) / fit seconds: these rows are the ratio's parts.
+
+With ``--plain-tune``, a column beside it runs the same trials (the same data, search space, seed, trial code and
+CPUs per trial) as a plain Ray Tune script would: no MLflow, no checks, no checkpoints, no registration, no
+report. Its ratio is the floor Ray and Tune set on this machine, which no framework on top of them goes below.
 
 Every number is the median of the repetitions, with min and max; with ``--baseline`` the versions alternate
 (ABBA...), so a neighbour's load falls on all. The machine should be otherwise idle: on a busy one the ratio says
@@ -63,14 +68,44 @@ DRIVER = (
     "    if threads:\n"
     "        log.debug('threads left: %s', threads)\n"
 )
+#: The same trials as a plain Ray Tune script runs them. raysweep only composes the config (so the data, search
+#: space, draws and trial code are the sweep's own) and grows each trial's forest (``_estimators.grow``, Ray- and
+#: MLflow-free); the rest is Ray Tune's quick-start: ``ray.init``, ``Tuner(...).fit()``, exit.
+PLAIN_TUNE = (
+    "import sys, time\n"
+    "import ray\n"
+    "from ray import tune\n"
+    "from raysweep import data, strategy, search_space\n"
+    "from raysweep.compose import compose\n"
+    "from raysweep.runtime import free_port\n"
+    "from raysweep.trainables import _estimators, sklearn\n"
+    "cfg = compose(sys.argv[1:])\n"
+    "dataset = data.load(cfg.data)\n"
+    "settings = sklearn._settings(cfg.trainer, dataset.task)\n"
+    "def trial(config, dataset, settings):\n"
+    "    for _, _, metrics in _estimators.grow(config, dataset, settings):\n"
+    "        tune.report({**metrics, 'reported_at': time.time()})\n"
+    "ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=False, dashboard_port=free_port())\n"
+    "searcher, space = strategy.searcher(cfg.search_alg, search_space.parse(cfg.search_space), cfg.sweep.metric,\n"
+    "                                    cfg.sweep.mode, None)\n"
+    "tune.Tuner(\n"
+    "    tune.with_resources(tune.with_parameters(trial, dataset=dataset, settings=settings),\n"
+    "                        {'cpu': cfg.trainer.cpus_per_trial}),\n"
+    "    param_space=space,\n"
+    "    tune_config=tune.TuneConfig(num_samples=cfg.sweep.num_samples, search_alg=searcher, reuse_actors=True),\n"
+    "    run_config=tune.RunConfig(storage_path=cfg.cluster.storage_path, name='plain', verbose=0),\n"
+    ").fit()\n"
+)
+#: The column of :data:`PLAIN_TUNE` runs.
+PLAIN = "plain Tune"
 #: A DEBUG line of the driver's phases: "<epoch seconds> raysweep.sweep DEBUG phase <name>".
 PHASE = re.compile(r"^(\d+\.\d+) raysweep\.sweep DEBUG phase (.+)$")
 
 
-def run_once(overrides: list[str], cpus: int, src: str | None = None) -> dict[str, float]:
+def run_once(overrides: list[str], cpus: int, src: str | None = None, plain: bool = False) -> dict[str, float]:
     """One sweep in a fresh temp directory; returns its numbers (seconds, ratio, bytes). ``src``: a folder whose
     ``raysweep`` package is run instead of the installed one (driver and trials: local Ray workers inherit
-    ``PYTHONPATH``)."""
+    ``PYTHONPATH``). ``plain``: the same trials as :data:`PLAIN_TUNE` runs them, read from Tune's results."""
     with tempfile.TemporaryDirectory(prefix="raysweep-bench-") as tmp:
         work = Path(tmp)
         store = work / "mlflow.db"
@@ -78,7 +113,8 @@ def run_once(overrides: list[str], cpus: int, src: str | None = None) -> dict[st
                "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
         if src:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(src).resolve()), env.get("PYTHONPATH")]))
-        args = [sys.executable, "-c", DRIVER, "+sweep=fraud", f"cluster.storage_path={work / 'ray'}", *overrides]
+        args = [sys.executable, "-c", PLAIN_TUNE if plain else DRIVER, "+sweep=fraud",
+                f"cluster.storage_path={work / 'ray'}", *overrides]
         launched = time.time()
         sweep = subprocess.Popen(args, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         with CpuMeter(sweep.pid) as cpu:
@@ -87,13 +123,14 @@ def run_once(overrides: list[str], cpus: int, src: str | None = None) -> dict[st
         done = subprocess.CompletedProcess(args, sweep.returncode, stdout, stderr)
         if done.returncode != 0:
             raise SystemExit(f"sweep failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        numbers = _from_store(store, launched, exited, cpus)
+        numbers = (_from_tune if plain else _from_store)(store if not plain else work / "ray", launched, exited, cpus)
         numbers.update(_trial_time(work / "ray"))
         numbers.update(_phases(done.stderr, launched))
         # raysweep.leading's lines: the leading trial's model logged while the last trials ran, and deleted again
         # when a later trial beat it (registration then logged the new leader's after the last trial).
-        numbers["models logged ahead"] = done.stderr.count("logged ahead in")
-        numbers["of them deleted (beaten)"] = done.stderr.count("a later trial leads")
+        if not plain:
+            numbers["models logged ahead"] = done.stderr.count("logged ahead in")
+            numbers["of them deleted (beaten)"] = done.stderr.count("a later trial leads")
         numbers.update(cpu.seconds(wall=exited - launched, cpus=cpus))
         first_fit = launched + numbers["launch -> first fit began"]
         last_end = exited - numbers["last trial ended -> exit"]
@@ -220,6 +257,29 @@ def _from_store(store: Path, launched: float, exited: float, cpus: int) -> dict[
     }
 
 
+def _from_tune(tune_dir: Path, launched: float, exited: float, cpus: int) -> dict[str, float]:
+    """:func:`_from_store`'s numbers for a :data:`PLAIN_TUNE` run, from each trial's ``result.json``."""
+    import json
+
+    fit, first_fit, ended = [], [], []
+    for result in tune_dir.glob("*/*/result.json"):
+        reports = [json.loads(line) for line in result.read_text().splitlines()]
+        if reports:
+            fit.append(reports[-1]["train_time_s"])
+            first_fit.append(reports[0]["reported_at"] - reports[0]["train_time_s"])
+            ended.append(reports[-1]["reported_at"])
+    wall, limit = exited - launched, sum(fit) / cpus
+    return {
+        "wall": wall,
+        "fit seconds (all trials)": sum(fit),
+        "limit": limit,
+        "ratio": wall / limit,
+        "launch -> first fit began": min(first_fit) - launched,
+        "last trial ended -> exit": exited - max(ended),
+        "trials": len(fit),
+    }
+
+
 def _trial_time(tune_dir: Path) -> dict[str, float]:
     """Tune's time per trial (time_total_s of its last result) against its fit seconds."""
     import json
@@ -289,6 +349,8 @@ def main() -> None:
                         "beside it), alternating with this one rep by rep, and print them side by side; repeatable")
     parser.add_argument("--checkpoints", action="store_true", help="only measure what writing one trial's "
                         "checkpoints costs (no Ray, seconds)")
+    parser.add_argument("--plain-tune", action="store_true", help="also run the same trials as a plain Ray Tune "
+                        "script does (no MLflow, checkpoints, registration or report), alternating rep by rep")
     parser.add_argument("overrides", nargs="*", help="more overrides for the sweep, after --")
     args = parser.parse_args()
     if args.checkpoints:
@@ -302,10 +364,12 @@ def main() -> None:
     for i, given in enumerate(args.baseline):
         name, _, src = given.rpartition("=")
         versions[name or f"baseline{i + 1 if len(args.baseline) > 1 else ''}"] = src
+    if args.plain_tune:
+        versions[PLAIN] = None
     reps: dict[str, list[dict[str, float]]] = {name: [] for name in versions}
     for i in range(args.reps):
         for name, src in (list(versions.items()) if i % 2 == 0 else list(versions.items())[::-1]):
-            numbers = run_once(overrides, args.cpus, src)
+            numbers = run_once(overrides, args.cpus, src, plain=name == PLAIN)
             reps[name].append(numbers)
             print(f"rep {i + 1} {name}: wall {numbers['wall']:.1f} s, limit {numbers['limit']:.1f} s, "
                   f"ratio {numbers['ratio']:.2f}", flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import os
 import subprocess
@@ -298,13 +299,20 @@ def test_benchmark_smoke_run_prints_every_table(ray_address, repo_root, tmp_path
 BURN = "import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.6:\n    pass\n"
 
 
-def test_default_sweep_bench_counts_the_cpu_of_a_process_and_of_what_it_starts(repo_root, tmp_path):
-    """bench/default_sweep.py's CPU accounting: the root and its descendants, each once, by kind."""
+@pytest.fixture
+def default_sweep_bench(repo_root):
+    """bench/default_sweep.py as a module."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("default_sweep_bench", repo_root / "bench" / "default_sweep.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_default_sweep_bench_counts_the_cpu_of_a_process_and_of_what_it_starts(default_sweep_bench, tmp_path):
+    """bench/default_sweep.py's CPU accounting: the root and its descendants, each once, by kind."""
+    bench = default_sweep_bench
     worker = tmp_path / "default_worker.py"  # named as Ray's worker script is
     worker.write_text(BURN)
     root_code = f"import subprocess, sys\nchild = subprocess.Popen([sys.executable, sys.argv[1]])\n{BURN}child.wait()\n"
@@ -318,6 +326,28 @@ def test_default_sweep_bench_counts_the_cpu_of_a_process_and_of_what_it_starts(r
     assert 0.5 <= cpu["CPU s: trial processes"] < 1.2, cpu
     assert cpu["CPU s: Ray's own processes"] == cpu["CPU s: other processes"] == 0, cpu
     assert cpu["CPU s: all"] == pytest.approx(cpu["CPU s: driver"] + cpu["CPU s: trial processes"])
+
+
+def test_default_sweep_bench_reads_a_plain_tune_run_from_the_trials_results(default_sweep_bench, tmp_path):
+    """The plain-Tune column's numbers come from each trial's result.json: the last report's fit seconds, the first
+    fit's start (first report less its fit seconds) and the last report's time."""
+    reports = {  # trial -> (train_time_s, reported_at) of each report
+        "trial_a": [(1.0, 110.0), (2.5, 111.5)],
+        "trial_b": [(0.5, 104.0), (1.5, 105.0), (3.0, 106.5)],
+    }
+    for trial, rows in reports.items():
+        folder = tmp_path / "plain" / trial
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(
+            "".join(json.dumps({"train_time_s": fit, "reported_at": at, "time_total_s": fit + 1}) + "\n"
+                    for fit, at in rows))
+    numbers = default_sweep_bench._from_tune(tmp_path, launched=100.0, exited=114.0, cpus=2)
+    assert numbers["trials"] == 2
+    assert numbers["fit seconds (all trials)"] == pytest.approx(5.5)
+    assert numbers["limit"] == pytest.approx(2.75)
+    assert numbers["ratio"] == pytest.approx(14.0 / 2.75)
+    assert numbers["launch -> first fit began"] == pytest.approx(3.5)  # trial_b: 104.0 - 0.5
+    assert numbers["last trial ended -> exit"] == pytest.approx(2.5)  # trial_a's last report at 111.5
 
 
 # A local Ray as a sweep starts it: which of its processes are workers, a few seconds after it started.
@@ -342,8 +372,6 @@ ray.shutdown()
 def test_a_local_ray_starts_no_idle_workers_that_no_trial_would_take(tmp_path):
     """Ray starts one idle worker per CPU when a driver connects; Tune's trial actors cannot use them (they carry
     a runtime env of their own: test_compat), so they only took CPU from the first trials."""
-    import json
-
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run([sys.executable, "-c", WORKERS_AFTER_START], env=env, cwd=tmp_path, capture_output=True,
                           text=True, timeout=180)
