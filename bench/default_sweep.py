@@ -123,7 +123,10 @@ def run_once(overrides: list[str], cpus: int, src: str | None = None, plain: boo
         done = subprocess.CompletedProcess(args, sweep.returncode, stdout, stderr)
         if done.returncode != 0:
             raise SystemExit(f"sweep failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        numbers = (_from_tune if plain else _from_store)(store if not plain else work / "ray", launched, exited, cpus)
+        if plain:
+            numbers = _from_tune(work / "ray", launched, exited, cpus)
+        else:
+            numbers = _from_store(store, launched, exited, cpus)
         numbers.update(_trial_time(work / "ray"))
         numbers.update(_phases(done.stderr, launched))
         # raysweep.leading's lines: the leading trial's model logged while the last trials ran, and deleted again
