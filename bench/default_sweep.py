@@ -29,7 +29,8 @@ store and Tune folder in a temp directory, and reads back from the store it wrot
 
 With ``--plain-tune``, a column beside it runs the same trials (the same data, search space, seed, trial code and
 CPUs per trial) as a plain Ray Tune script would: no MLflow, no checks, no checkpoints, no registration, no
-report. Its ratio is the floor Ray and Tune set on this machine, which no framework on top of them goes below.
+report. Its ratio is what Ray Tune's own quick start reaches with these trials on this machine: the measure of
+what the sweep adds to them, or saves.
 
 Every number is the median of the repetitions, with min and max; with ``--baseline`` the versions alternate
 (ABBA...), so a neighbour's load falls on all. The machine should be otherwise idle: on a busy one the ratio says
