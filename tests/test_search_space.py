@@ -185,6 +185,33 @@ def test_bad_expressions_name_the_key_and_the_fix(expr, fragment):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(
+    "value, fix",
+    [
+        ("loguniform(0.01, 0.3)", "write tag(log, interval(lo, hi))"),
+        ("tune.uniform(0, 1)", "write interval(lo, hi)"),
+        (" randint(1, 8)", "write int(interval(lo, hi - 1))"),
+        ("lograndint(1, 64)", "write tag(log, int(interval(lo, hi - 1)))"),
+        ("grid_search([1, 2])", "with search_alg=grid"),
+        ("quniform(0, 1, 0.1)", "range(lo, hi, step)"),
+        ("randn(0, 1)", "choice(a, b, ...)"),
+    ],
+)
+def test_ray_tunes_own_calls_are_refused_with_their_spelling_here(value, fix):
+    """A Tune user's habit: as a fixed value, every trial would get the text (and fail in the estimator)."""
+    with pytest.raises(RaySweepError) as err:
+        parse_dimension("learning_rate", value)
+    message = str(err.value)
+    assert message.startswith("search_space.learning_rate: ")
+    assert "Ray Tune's" in message and fix in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("value", ["uniform", "log_loss", "randint_like", "my.uniform(1)", "sample_from_data"])
+def test_words_that_only_contain_a_tune_name_stay_fixed(value):
+    assert parse_dimension("x", value) == value
+
+
 def test_param_space_samples_inside_the_declared_bounds():
     space = to_param_space(parse({"a": "tag(log, int, interval(1, 32))", "b": "interval(0.1, 0.2)", "c": "gini"}))
     assert space["c"] == "gini"

@@ -17,6 +17,9 @@ The grammar is the one Hydra's Optuna sweeper reads, parsed by Hydra's own overr
 anything else                        a fixed value, passed to every trial unchanged
 ===================================  ===================================================
 
+Ray Tune's own sampling calls written as a value (``loguniform(1e-3, 1)``, ``tune.randint(1, 8)``) are refused
+before anything starts, naming their spelling in this grammar: as fixed values, every trial would get the text.
+
 ``int(...)``, ``float(...)``, ``str(...)`` and ``bool(...)`` are Hydra's cast functions: its parser applies them
 to the sweep (``int(interval(1, 32))`` is an interval with int bounds, which is what makes it an integer one;
 ``float(range(1, 4))`` a range of floats). The one place hydra-optuna-sweeper reads a form differently is
@@ -43,6 +46,17 @@ _CAST_FUNCTIONS = ("int", "float", "str", "bool")
 _LOOKS_LIKE_SWEEP = re.compile(
     r"^\s*(?:(?:%s)\s*\(\s*)*(?:%s)\s*\(" % ("|".join(_CAST_FUNCTIONS), "|".join(_SWEEP_FUNCTIONS))
 )
+#: Ray Tune's sampling functions written as a config string (``loguniform(1e-3, 1)``): a user of Tune writes them by
+#: habit, and as a fixed value every trial would get the text. Each maps to its spelling here, or to ``None``.
+_TUNE_SPELLINGS = {
+    "uniform": "interval(lo, hi)",
+    "loguniform": "tag(log, interval(lo, hi))",
+    "randint": "int(interval(lo, hi - 1)) (Tune's randint leaves hi out, interval keeps it)",
+    "lograndint": "tag(log, int(interval(lo, hi - 1))) (Tune's lograndint leaves hi out, interval keeps it)",
+    "grid_search": "choice(a, b, ...) with search_alg=grid",
+    **dict.fromkeys(("quniform", "qloguniform", "qrandint", "qlograndint", "randn", "qrandn", "sample_from")),
+}
+_TUNE_CALL = re.compile(r"^\s*(?:tune\.)?(%s)\s*\(" % "|".join(_TUNE_SPELLINGS))
 _KNOWN_TAGS = {"log", "int"}
 _NONE_WORD = "none"
 
@@ -89,6 +103,7 @@ def parse_dimension(name: str, value: Any) -> Any:
         RaySweepError: The expression is malformed, empty, or uses a form raysweep cannot search.
     """
     if not is_sweep_expression(value):
+        _refuse_tune_call(name, value)
         return _none_word(value)
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -147,6 +162,19 @@ def parse_dimension(name: str, value: Any) -> Any:
     raise RaySweepError(
         f"search_space.{name}: {value!r} is not a searchable dimension; "
         "use choice(...), range(...) or interval(...)"
+    )
+
+
+def _refuse_tune_call(name: str, value: Any) -> None:
+    """Refuse a Ray Tune sampling call written as a value (``tune.loguniform(1e-3, 1)``), naming its spelling here."""
+    call = _TUNE_CALL.match(value) if isinstance(value, str) else None
+    if call is None:
+        return
+    spelling = _TUNE_SPELLINGS[call[1]]
+    fix = f"write {spelling}" if spelling else "write choice(a, b, ...) or range(lo, hi, step) instead"
+    raise RaySweepError(
+        f"search_space.{name}: {value!r} is Ray Tune's {call[1]}(), which a config does not call (every trial would "
+        f"get the text); {fix} (docs/search-spaces.md)"
     )
 
 
