@@ -150,6 +150,34 @@ def test_a_checkpoint_without_an_mlflow_model_has_nothing_to_register(tmp_path):
         function.log_model(tmp_path)
 
 
+class _Callable:
+    def __call__(self, config):
+        pass
+
+
+@pytest.mark.parametrize("function, name", [
+    (lambda config: None, "lambda"),
+    (_Callable(), "run_function"),  # no __name__: raysweep's own
+])
+def test_trials_are_named_after_the_users_function(function, name):
+    from raysweep.trainables.function import _named_after
+
+    assert _named_after(function).__name__ == name
+
+
+def test_the_named_trainable_runs_the_users_function_with_its_settings(monkeypatch):
+    from raysweep.trainables import function as module
+
+    def train(config):
+        pass
+
+    calls = []
+    monkeypatch.setattr(module, "run_function", lambda *args: calls.append(args))
+    trainable = module._named_after(train)
+    trainable({"x": 1}, {"s": 2}, "data")
+    assert trainable.__name__ == "train" and calls == [({"x": 1}, {"s": 2}, "data")]
+
+
 # --- sweeps -----------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -162,6 +190,7 @@ def test_a_user_function_sweeps_unchanged_in_both_logging_modes(mode, ray_addres
     parent, children = _runs(client)
     assert len(children) == 2 and {r.info.status for r in [parent, *children]} == {"FINISHED"}
     for child in children:
+        assert child.info.run_name.startswith("train_iris_")  # named after the user's function, as Tune would
         history = client.get_metric_history(child.info.run_id, "val_accuracy")
         assert sorted(m.step for m in history) == [1, 2]
         # What the function reported is logged, and nothing of Tune's bookkeeping.

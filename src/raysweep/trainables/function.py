@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -95,9 +96,22 @@ def make_trainable(trainer_cfg, dataset, context):
         "metric": context.metric,
         "logging": context.logging,
     }
+    trainable = _named_after(function)
     if wants_data:
-        return tune.with_parameters(run_function, settings=settings, dataset=dataset)
-    return tune.with_parameters(run_function, settings=settings)
+        return tune.with_parameters(trainable, settings=settings, dataset=dataset)
+    return tune.with_parameters(trainable, settings=settings)
+
+
+def _named_after(function):
+    """:func:`run_function` under the user's function's name: Tune names the trials after the trainable, and the
+    trials' MLflow runs after the trials (``train_1a2b3_00000`` for ``def train``, not ``run_function_...``)."""
+    name = re.sub(r"\W", "_", getattr(function, "__name__", "")).strip("_") or run_function.__name__
+
+    def trainable(config: dict[str, Any], settings: dict[str, Any], dataset=None) -> None:
+        run_function(config, settings, dataset)
+
+    trainable.__name__ = trainable.__qualname__ = name
+    return trainable
 
 
 def run_function(config: dict[str, Any], settings: dict[str, Any], dataset=None) -> None:
