@@ -195,7 +195,12 @@ def encode_target(y: pd.Series, task: str, target: str) -> tuple[np.ndarray, tup
         return y.to_numpy(dtype="float64"), ()
     if chosen == "binary" and k != 2:
         raise RaySweepError(f"data.task=binary but target column {target!r} has {k} classes; "
-                            "use data.task=multiclass (or auto)")
+                            f"use data.task={infer_task(y)} (what auto picks for it)")
+    if chosen == "multiclass" and pd.api.types.is_float_dtype(y.dtype) and not _integer_valued(y):
+        # 136.59, 91.51, ... as classes: each value its own class, a measurement mistaken for labels.
+        raise RaySweepError(f"data.task=multiclass but target column {target!r} holds {k} distinct fractional "
+                            f"numbers (e.g. {_label(y.iloc[0])!r}), a measurement rather than classes; "
+                            "use data.task=regression (or auto)")
     if pd.api.types.is_numeric_dtype(y.dtype) and not pd.api.types.is_bool_dtype(y.dtype) and _integer_valued(y):
         y = y.astype("int64")  # 0.0/1.0 read from a file are the labels 0 and 1
     classes = _sorted_labels(y.unique())
