@@ -36,6 +36,11 @@ def _steps(client, run, metric="val_auc"):
         (["search_alg=random", "search_alg.objectives={train_time_s: min}"], "needs search_alg=optuna"),
         (["search_alg=optuna", "search_alg.objectives={val_auc: max}"], "repeats sweep.metric"),
         (["search_alg=optuna", "search_alg.objectives={speed: max}"], "search_alg.objectives.speed is not reported"),
+        # A known metric against its direction would register the worst trial's model.
+        (["sweep.metric=val_log_loss"], "sweep.metric='val_log_loss' is better lower, but sweep.mode=max would "
+                                        "rank the worst trial best; set sweep.mode=min"),
+        (["search_alg=optuna", "search_alg.objectives={val_log_loss: max}"],
+         "search_alg.objectives.val_log_loss=max would rank the worst trial best"),
         (["scheduler=asha", "scheduler.params.grace_period=9"], "exceeds trainer.iterations"),
         (["scheduler=pbt", "+sweep=overhead"], "scheduler=pbt moves checkpoints between trials"),
         (["scheduler=median_stopping", "+scheduler.params.colour=red"], "MedianStoppingRule("),

@@ -182,14 +182,28 @@ def check_metrics(trainer: LoadedTrainer, cfg: Any, task: str | None = None) -> 
     reported = trainer.reported_metrics(cfg.trainer, task)
     if not reported:
         return  # known once trials report (checked on the first finished trial)
-    for key, metric in ((f"sweep.metric={cfg.sweep.metric!r}", cfg.sweep.metric),
-                        *((f"search_alg.objectives.{m}", m) for m in cfg.search_alg.objectives)):
+    objectives = cfg.search_alg.objectives
+    for key, metric, mode in ((f"sweep.metric={cfg.sweep.metric!r}", cfg.sweep.metric, cfg.sweep.mode),
+                              *((f"search_alg.objectives.{m}", m, objectives[m]) for m in objectives)):
         if metric not in reported:
             task_note = f" for a {task} task" if task and trainer.metrics is not None else ""
             raise RaySweepError(
                 f"{key} is not reported by trainer {cfg.trainer.name!r}{task_note}; "
                 f"use one of {', '.join(reported)}"
             )
+        _check_direction(key, metric, getattr(mode, "value", mode))
+
+
+def _check_direction(key: str, metric: str, mode: str) -> None:
+    """Refuse a mode against the known direction of one of raysweep's own metrics (val_rmse maximised would rank
+    the worst trial best and register it); a metric of the user's own has no known direction."""
+    from raysweep.metrics import TASK_METRICS, default_mode
+
+    if any(metric in names for names in TASK_METRICS.values()) and default_mode(metric) != mode:
+        better = "lower" if default_mode(metric) == "min" else "higher"
+        where = "sweep.mode" if key.startswith("sweep.metric") else key
+        raise RaySweepError(f"{key} is better {better}, but {where}={mode} would rank the worst trial best; "
+                            f"set {where}={default_mode(metric)}")
 
 
 def load(name: str) -> LoadedTrainer:
