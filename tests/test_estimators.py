@@ -107,6 +107,38 @@ def test_boosting_rounds_added_in_slices_predict_as_one_fit(datasets):
     assert last["val_auc"] == pytest.approx(once["val_auc"], abs=1e-9)
 
 
+@pytest.mark.parametrize(
+    ("target", "scaled"),
+    [
+        ("sklearn.ensemble.RandomForestClassifier", False),
+        ("sklearn.ensemble.GradientBoostingRegressor", False),
+        ("sklearn.ensemble.HistGradientBoostingClassifier", False),
+        ("sklearn.tree.DecisionTreeRegressor", False),
+        ("xgboost.XGBRegressor", False),
+        ("sklearn.svm.SVR", True),
+        ("sklearn.linear_model.LogisticRegression", True),
+        ("sklearn.neighbors.KNeighborsClassifier", True),
+        ("sklearn.neural_network.MLPRegressor", True),
+        ("sklearn.ensemble.BaggingClassifier", True),  # its members may be anything, a k-NN or an SVM
+    ],
+)
+def test_numbers_are_standardised_for_all_but_tree_models(target, scaled):
+    assert engine.scales_features(engine.make(target, {})) is scaled
+
+
+def test_a_scale_sensitive_model_learns_from_a_small_feature_beside_a_large_one():
+    """An SVR on an age-like signal beside an income in tens of thousands: unscaled, the income's distances drown
+    the signal (R^2 near 0); the pipeline standardises, and the logged model does the same to served rows."""
+    rng = np.random.default_rng(0)
+    n = 600
+    age = rng.uniform(18, 80, n)
+    frame = pd.DataFrame({"age": age, "income": rng.normal(50_000, 15_000, n), "price": age + rng.normal(0, 2, n)})
+    dataset = from_frame(frame, "price", seed=0)
+    *_, (_, pipeline, metrics) = engine.grow({"C": 100.0}, dataset, _settings("sklearn.svm.SVR", iterations=1))
+    assert "scale" in dict(pipeline[0].named_transformers_["numeric"].steps)
+    assert metrics["val_r2"] > 0.8, metrics
+
+
 def test_warm_started_iterative_models_fit_their_budget_in_slices(datasets):
     settings = _settings("sklearn.neural_network.MLPClassifier", iterations=4, hidden_layer_sizes=(8,))
     runs = [pipeline[-1].n_iter_ for _, pipeline, _ in engine.grow({"max_iter": 20}, datasets["multiclass"], settings)]
