@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -125,6 +126,8 @@ def test_ctrl_c_ends_the_parent_and_open_children_killed(ray_address, tmp_path, 
             os.kill(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, stderr[-2000:]
     assert "raysweep: interrupted by SIGINT" in stderr
+    # Stopped while trials ran: the line says how to continue this very sweep run.
+    assert re.search(r"; continue it with resume=true sweep\.run_name=fraud-\S+$", stderr.strip()), stderr[-500:]
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("fraud-detection").experiment_id])
     parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]

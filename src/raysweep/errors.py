@@ -35,6 +35,8 @@ class SweepInterrupted(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
+        #: The sweep run that ``resume=true`` continues: set when the signal stopped Tune, which saved its state.
+        self.run_name: str | None = None
 
     @property
     def exit_code(self) -> int:

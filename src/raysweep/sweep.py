@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from raysweep.errors import RaySweepError
+from raysweep.errors import RaySweepError, SweepInterrupted
 from raysweep.plan import SweepPlan, check_strategy, claim_run_dir, make_plan
 
 log = logging.getLogger(__name__)
@@ -138,14 +138,19 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
             # A tracking server that stops answering is waited for while trials go on, up to mlflow.max_outage_s;
             # longer, Tune stops and TrackingOutage (exit 1) ends the parent FAILED once the server answers.
             store = outage.clock(plan.tracking_uri, cfg.mlflow.max_outage_s)
-            with signals.tune_running(), outage.watch(store, lambda: client.get_experiment(experiment_id),
-                                                      compat.request_tune_stop):
-                # Only each trial's outcome is kept: Tune's ResultGrid holds every trial's history as a DataFrame.
-                trials = reconcile.outcomes(
-                    tuning.fit(plan, cfg, trainable, fit, trainer.reported_metrics(cfg.trainer, task), context,
-                               experiment_id, parent_id, data_record),
-                    lambda result: trainer.best_checkpoint(result, plan.metric, plan.mode), plan.metric,
-                )
+            try:
+                with signals.tune_running(), outage.watch(store, lambda: client.get_experiment(experiment_id),
+                                                          compat.request_tune_stop):
+                    # Only each trial's outcome is kept: Tune's ResultGrid holds every trial's history as a
+                    # DataFrame.
+                    trials = reconcile.outcomes(
+                        tuning.fit(plan, cfg, trainable, fit, trainer.reported_metrics(cfg.trainer, task), context,
+                                   experiment_id, parent_id, data_record),
+                        lambda result: trainer.best_checkpoint(result, plan.metric, plan.mode), plan.metric,
+                    )
+            except SweepInterrupted as interrupted:
+                interrupted.run_name = plan.run_name  # Tune stopped and saved its state: resume=true continues it
+                raise
             release_ray()  # nothing after Tune needs Ray: it stops while the sweep registers its model
             log.debug("phase tune finished")
             summary, registration, checkpoints = after_training(
