@@ -123,7 +123,9 @@ def test_boosting_rounds_added_in_slices_predict_as_one_fit(datasets):
     ],
 )
 def test_numbers_are_standardised_for_all_but_tree_models(target, scaled):
-    assert engine.scales_features(engine.make(target, {})) is scaled
+    from raysweep import preprocess
+
+    assert preprocess.needs_scaling(engine.make(target, {})) is scaled
 
 
 def test_a_scale_sensitive_model_learns_from_a_small_feature_beside_a_large_one():
@@ -289,6 +291,42 @@ def test_a_checkpoint_logs_a_model_that_takes_raw_rows_and_answers_labels(datase
     assert {p.name: p.default for p in model.metadata.get_params_schema().params} == {"threshold": 0.5}
     low = model.predict(rows, params={"threshold": 0.0})
     assert list(low["label"]) == ["Yes"] * 3
+
+
+def test_a_served_model_takes_the_columns_in_the_types_data_arrives_in(tmp_path):
+    """The same values as int64, nullable Int64, float32, category, nullable boolean or plain objects: the answers
+    of the training dtypes; MLflow's own type check refused all of these but the last."""
+    rng = np.random.default_rng(1)
+    n = 300
+    visits = rng.integers(0, 50, n).astype(float)
+    visits[rng.random(n) < 0.1] = np.nan  # gaps in training: a float column
+    frame = pd.DataFrame({"visits": visits, "spend": rng.gamma(2, 30, n).astype("float32"),
+                          "plan": pd.Categorical(rng.choice(["free", "pro"], n)),
+                          "verified": rng.random(n) < 0.5})
+    frame["churned"] = np.where(np.nan_to_num(visits) / 50 + (frame["plan"] == "pro") > 0.8, "yes", "no")
+    dataset = from_frame(frame, "churned", seed=0)
+    *_, (_, pipeline, _) = engine.grow({"n_estimators": 8}, dataset, _settings("sklearn.ensemble.RandomForestClassifier",
+                                                                                iterations=1))
+    from raysweep.tabular import model_config
+
+    engine._save(pipeline, dataset.X_val.head(5), model_config(dataset.task, dataset.classes, dataset.feature_names),
+                 str(tmp_path), {})
+    with mlflow.start_run():
+        model = mlflow.pyfunc.load_model(estimator.log_model(tmp_path).model_uri)
+    plain = pd.DataFrame({"visits": [3.0, 41.0, np.nan], "spend": [10.0, 20.0, 30.0], "plan": ["pro", "free", None],
+                          "verified": [True, False, True]})
+    expected = model.predict(plain)
+    arrived = pd.DataFrame({
+        "visits": pd.array([3, 41, None], dtype="Int64"),
+        "spend": np.array([10.0, 20.0, 30.0], dtype="float64"),
+        "plan": pd.Categorical(["pro", "free", None]),
+        "verified": pd.array([True, False, True], dtype="boolean"),
+    })
+    pd.testing.assert_frame_equal(model.predict(arrived), expected)
+    complete = plain.head(2).astype({"visits": "int64", "spend": "float32"})
+    pd.testing.assert_frame_equal(model.predict(complete), expected.head(2))
+    with pytest.raises(Exception, match="column 'visits' holds numbers in training, but a served row has 'many'"):
+        model.predict(plain.astype({"visits": object}).assign(visits=["many", 1, 2]))
 
 
 def predictions_input(frame: pd.DataFrame) -> pd.DataFrame:

@@ -205,16 +205,19 @@ def signature(example, answer, params: dict[str, Any] | None = None):
     """The model signature: ``example``'s raw columns in, ``answer``'s table out.
 
     Every input column is optional, so a served row may leave any value out (JSON ``null``): the preprocessing
-    imputes it. Column types are the training columns' (MLflow refuses to serve floats to an integer column, so
-    a gap in a column that had none in training, integers, is refused with MLflow's own message).
+    imputes it. And every input column takes any type: MLflow's schema check refuses much of what the same data
+    arrives as - an int64 column to a double one (a column that had gaps in training), float64 to float32 (JSON
+    to a Parquet column), pandas' nullable ``Int64``/``boolean`` and category dtypes - so the model itself turns
+    each column into what it trained on (:meth:`raysweep.tabular_model.TabularModel.as_trained`).
     """
     from mlflow.models import infer_signature
     from mlflow.models.signature import ModelSignature
     from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
 
     with integer_columns_hint_off():
         inferred = infer_signature(example, answer, params)
-    inputs = Schema([ColSpec(spec.type, spec.name, required=False) for spec in inferred.inputs.inputs])
+    inputs = Schema([ColSpec(AnyType(), spec.name, required=False) for spec in inferred.inputs.inputs])
     return ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
 
 

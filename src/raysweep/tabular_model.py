@@ -86,7 +86,7 @@ class TabularModel(PythonModel):
 
     def scores(self, model_input) -> np.ndarray:
         """The prediction matrix: ``(n, k)`` class probabilities, or ``(n,)`` regression values."""
-        X = pd.DataFrame(model_input).reindex(columns=self.columns)
+        X = self.as_trained(pd.DataFrame(model_input).reindex(columns=self.columns))
         if self.network is not None:
             return self._network_scores(self.fitted.transform(X))
         if self.task == "regression":
@@ -99,6 +99,34 @@ class TabularModel(PythonModel):
         full[:, seen] = proba
         return full
 
+    def as_trained(self, X: pd.DataFrame) -> pd.DataFrame:
+        """The served columns as the preprocessing saw them in training: numbers as float64 (whatever integer,
+        float, boolean or nullable type they arrive in), everything else as plain objects (a category column too);
+        any gap (``None``, ``pd.NA``, ``NaN``) as ``NaN``.
+
+        The signature takes any type per column (:func:`raysweep.tabular.signature`), so this is where a served
+        value meets the training column's kind; a value that is no number in a numeric column is refused here.
+        """
+        preprocess = self.fitted[0] if hasattr(self.fitted, "steps") else self.fitted
+        numeric = {column for name, _, columns in getattr(preprocess, "transformers_", ()) if name == "numeric"
+                   for column in columns}
+        X = X.copy()
+        for column in X.columns:
+            is_numeric, dtype = column in numeric, X[column].dtype
+            if dtype == (np.float64 if is_numeric else object):
+                continue  # as in training (scikit-learn takes None and pd.NA among objects as gaps)
+            values = X[column].astype(object)
+            values = values.where(values.notna(), np.nan)
+            if is_numeric:
+                try:
+                    values = pd.to_numeric(values, errors="raise").astype("float64")
+                except (TypeError, ValueError):
+                    bad = next(v for v in values if not _is_number(v))
+                    raise ValueError(f"column {column!r} holds numbers in training, but a served row has {bad!r}; "
+                                     "send a number or leave the value out (a gap is imputed)") from None
+            X[column] = values
+        return X
+
     def _network_scores(self, features) -> np.ndarray:
         import torch
 
@@ -109,6 +137,14 @@ class TabularModel(PythonModel):
         if out.ndim == 1 or out.shape[1] == 1:
             return torch.sigmoid(out.reshape(-1)).numpy()
         return torch.softmax(out, dim=1).numpy()
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 mlflow.models.set_model(TabularModel())

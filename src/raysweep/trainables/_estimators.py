@@ -2,7 +2,7 @@
 :mod:`~raysweep.trainables.sklearn`): build an estimator, grow it a slice per iteration, score and checkpoint it.
 
 Every trial fits :func:`raysweep.preprocess.build` on the training split (numeric columns standardised for all
-but tree models, :func:`scales_features`), then grows the estimator over
+but tree models, :func:`raysweep.preprocess.needs_scaling`), then grows the estimator over
 ``trainer.iterations`` reports, each with the validation metrics of the data's task and a checkpoint of the
 whole ``Pipeline`` so far (the registered model is that checkpoint, never a retrain). How it grows
 (:func:`growth`):
@@ -54,12 +54,6 @@ _BOOSTERS = {
 #: Classes whose ``max_iter`` with ``warm_start`` counts all iterations (it adds rounds, not a fresh budget).
 _CUMULATIVE_MAX_ITER = ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
 _DEFAULT_ROUNDS = 100  # boosters' n_estimators when left at None
-#: Modules of estimators built from trees, which split on the order of a feature's values: their numbers are
-#: not standardised. Every other estimator's are (distances, margins, penalties and gradient steps depend on each
-#: feature's scale: an SVM or k-NN on an income in tens of thousands beside an age sees only the income).
-_TREE_MODULES = ("sklearn.tree", "sklearn.ensemble._forest", "sklearn.ensemble._gb",
-                 "sklearn.ensemble._hist_gradient_boosting", "sklearn.ensemble._iforest", "xgboost", "lightgbm",
-                 "catboost")
 
 
 def task_metrics(target: str, task: str | None, fixed: dict[str, Any] | None = None) -> tuple[str, ...]:
@@ -171,7 +165,7 @@ def grow(config: dict[str, Any], dataset, settings: dict[str, Any], pipeline=Non
     Yields:
         ``(iteration, pipeline, metrics)`` after each iteration (the same pipeline object, grown).
     """
-    from raysweep import tabular
+    from raysweep import preprocess, tabular
     from raysweep.metrics import score
 
     params = _arguments(config, settings)
@@ -181,7 +175,7 @@ def grow(config: dict[str, Any], dataset, settings: dict[str, Any], pipeline=Non
         params.pop(size_key, None)  # set per iteration below
     if pipeline is None:
         estimator = make(settings["target"], params)
-        pipeline = tabular.pipeline(estimator, dataset.X_train, scale=scales_features(estimator))
+        pipeline = tabular.pipeline(estimator, dataset.X_train, scale=preprocess.needs_scaling(estimator))
         start = time.perf_counter()
         pipeline[0].fit(dataset.X_train)
         fit_seconds += time.perf_counter() - start
@@ -200,13 +194,6 @@ def grow(config: dict[str, Any], dataset, settings: dict[str, Any], pipeline=Non
         fit_seconds += time.perf_counter() - start
         prediction = validation.scores(estimator)
         yield i, pipeline, {**score(dataset.task, dataset.y_val, prediction), TRAIN_TIME: fit_seconds}
-
-
-def scales_features(estimator) -> bool:
-    """Whether the preprocessing standardises numeric columns for ``estimator``: all but tree models
-    (:data:`_TREE_MODULES`), which split on the order of values, so scaling would only cost time."""
-    module = type(estimator).__module__
-    return not any(module == tree or module.startswith(f"{tree}.") for tree in _TREE_MODULES)
 
 
 def growth(estimator) -> tuple[str | None, str | None]:
