@@ -121,7 +121,7 @@ class TabularModel(PythonModel):
                 try:
                     values = pd.to_numeric(values, errors="raise").astype("float64")
                 except (TypeError, ValueError):
-                    bad = next(v for v in values if not _is_number(v))
+                    bad = next((v for v in values if not _is_number(v)), values.tolist())
                     raise ValueError(f"column {column!r} holds numbers in training, but a served row has {bad!r}; "
                                      "send a number or leave the value out (a gap is imputed)") from None
             X[column] = values
