@@ -120,9 +120,10 @@ def test_boosting_rounds_added_in_slices_predict_as_one_fit(datasets):
         ("sklearn.neighbors.KNeighborsClassifier", True),
         ("sklearn.neural_network.MLPRegressor", True),
         ("sklearn.ensemble.BaggingClassifier", True),  # its members may be anything, a k-NN or an SVM
+        ("sklearn.naive_bayes.MultinomialNB", False),  # takes counts, never negative
     ],
 )
-def test_numbers_are_standardised_for_all_but_tree_models(target, scaled):
+def test_numbers_are_standardised_for_all_but_tree_and_naive_bayes_models(target, scaled):
     from raysweep import preprocess
 
     assert preprocess.needs_scaling(engine.make(target, {})) is scaled

@@ -15,19 +15,20 @@ if TYPE_CHECKING:
     from sklearn.compose import ColumnTransformer
 
 
-#: Modules of estimators built from trees, which split on the order of a feature's values: their numbers are
-#: not standardised. Every other estimator's are (distances, margins, penalties and gradient steps depend on each
+#: Modules of estimators whose numbers are not standardised: trees split on the order of a feature's values, and
+#: naive Bayes models each feature on its own (multinomial and complement NB need the counts as they are, never
+#: negative). Every other estimator's are (distances, margins, penalties and gradient steps depend on each
 #: feature's scale: an SVM or k-NN on an income in tens of thousands beside an age sees only the income).
-_TREE_MODULES = ("sklearn.tree", "sklearn.ensemble._forest", "sklearn.ensemble._gb",
-                 "sklearn.ensemble._hist_gradient_boosting", "sklearn.ensemble._iforest", "xgboost", "lightgbm",
-                 "catboost")
+_UNSCALED_MODULES = ("sklearn.tree", "sklearn.ensemble._forest", "sklearn.ensemble._gb",
+                     "sklearn.ensemble._hist_gradient_boosting", "sklearn.ensemble._iforest", "sklearn.naive_bayes",
+                     "xgboost", "lightgbm", "catboost")
 
 
 def needs_scaling(estimator) -> bool:
     """Whether :func:`build` should standardise numeric columns for ``estimator`` (its ``scale``): for all but
-    tree models (:data:`_TREE_MODULES`), which split on the order of values, so scaling would only cost time."""
+    tree and naive Bayes models (:data:`_UNSCALED_MODULES`)."""
     module = type(estimator).__module__
-    return not any(module == tree or module.startswith(f"{tree}.") for tree in _TREE_MODULES)
+    return not any(module == name or module.startswith(f"{name}.") for name in _UNSCALED_MODULES)
 
 
 def column_kinds(X: pd.DataFrame) -> tuple[list[str], list[str]]:

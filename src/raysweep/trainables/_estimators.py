@@ -2,7 +2,7 @@
 :mod:`~raysweep.trainables.sklearn`): build an estimator, grow it a slice per iteration, score and checkpoint it.
 
 Every trial fits :func:`raysweep.preprocess.build` on the training split (numeric columns standardised for all
-but tree models, :func:`raysweep.preprocess.needs_scaling`), then grows the estimator over
+but tree and naive Bayes models, :func:`raysweep.preprocess.needs_scaling`), then grows the estimator over
 ``trainer.iterations`` reports, each with the validation metrics of the data's task and a checkpoint of the
 whole ``Pipeline`` so far (the registered model is that checkpoint, never a retrain). How it grows
 (:func:`growth`):
