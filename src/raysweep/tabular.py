@@ -161,8 +161,9 @@ def log_model(*, task: str, classes: Sequence[Any], example, pipeline=None, prep
 
 
 def servable(frame):
-    """``frame`` as a served model takes it: category columns as plain values (MLflow's schema enforcement
-    refuses pandas' category dtype for a string column, the type a category column gets in the signature)."""
+    """``frame`` as any served model takes it: category columns as plain values. Models logged with typed input
+    columns (before :func:`signature` took any type; a champion may be one) are checked by MLflow, which refuses
+    pandas' category dtype for a string column."""
     import pandas as pd
 
     categories = [c for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
