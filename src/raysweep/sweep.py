@@ -95,7 +95,8 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
     if resume_from is None:  # last check before Ray: a concurrent sweep of the same name fails here, in one line
         claim_run_dir(plan)
     # Every check has passed: the store is readied and what comes next imported while Ray starts (seconds).
-    warm = (*_REPORT_IMPORTS, *trainer.REGISTRATION_IMPORTS) if plan.register else ()
+    # The report is drawn with or without registration: its imports are warmed either way.
+    warm = (*_REPORT_IMPORTS, *(trainer.REGISTRATION_IMPORTS if plan.register else ()))
     prepared = runtime.Background(_prepare, plan, warm, name="raysweep-prepare")
     # Logging and registering a model and mlflow.search_runs go through MLflow's process-wide URIs.
     with runtime.session(cfg.cluster) as release_ray, compat.mlflow_store(plan.tracking_uri, plan.registry_uri):
@@ -230,7 +231,9 @@ def after_training(client, plan: SweepPlan, cfg: DictConfig, dataset, experiment
 
 #: What summarizing, registering and drawing the report import (seconds): loaded while Ray starts and trials run,
 #: not after the last trial; the trainer adds what its model logging imports (``REGISTRATION_IMPORTS``).
-_REPORT_IMPORTS = ("raysweep.analysis", "raysweep.registry", "raysweep.report", "matplotlib.figure", "optuna")
+#: ``optuna.importance`` is the report's fANOVA, which imports scikit-learn (1.2 s where no trial needs it).
+_REPORT_IMPORTS = ("raysweep.analysis", "raysweep.registry", "raysweep.report", "matplotlib.figure",
+                   "optuna.importance")
 
 
 def _prepare(plan: SweepPlan, warm: Sequence[str]):
