@@ -223,6 +223,15 @@ def test_importance_puts_the_parameter_that_drives_the_metric_first():
     assert report.importance(_trials(30), "val_auc", "min")["param"].iloc[0] == "max_depth"
 
 
+def test_importance_of_the_one_parameter_that_varies_is_all_of_it_without_fitting_a_forest(monkeypatch):
+    import optuna
+
+    monkeypatch.setattr(optuna.importance, "get_param_importances", lambda *a, **k: pytest.fail("fANOVA fitted"))
+    trials = _trials(20).assign(**{"params.n_estimators": "10"})  # criterion and n_estimators never vary
+    table = report.importance(trials, "val_auc", "min")
+    assert table.to_dict("list") == {"param": ["max_depth"], "importance": [1.0]}
+
+
 def _with(frame: pd.DataFrame, **columns) -> pd.DataFrame:
     return frame.assign(**columns)
 

@@ -188,8 +188,9 @@ def importance(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     if len(finished) < 2 or not params or finished[column].astype(float).nunique() < 2:
         return empty  # nothing to compare, or a metric that never moved (fANOVA divides by its variance)
     study = _study(finished, params, column, mode)
-    if not study.trials[0].distributions:
-        return empty
+    varied = list(study.trials[0].distributions)
+    if len(varied) < 2:  # none, or one: it explains all there is (fANOVA's forest would take 0.4 s to say so)
+        return empty if not varied else pd.DataFrame({"param": varied, "importance": [1.0]})
     import optuna
 
     scores = optuna.importance.get_param_importances(
