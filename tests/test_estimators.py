@@ -303,7 +303,9 @@ def test_a_served_model_takes_the_columns_in_the_types_data_arrives_in(tmp_path)
     visits[rng.random(n) < 0.1] = np.nan  # gaps in training: a float column
     frame = pd.DataFrame({"visits": visits, "spend": rng.gamma(2, 30, n).astype("float32"),
                           "plan": pd.Categorical(rng.choice(["free", "pro"], n)),
-                          "verified": rng.random(n) < 0.5})
+                          "verified": rng.random(n) < 0.5,
+                          # gaps in training: an object column of True, False and NaN
+                          "member": pd.array(np.where(rng.random(n) < 0.2, None, rng.random(n) < 0.5), dtype="boolean")})
     frame["churned"] = np.where(np.nan_to_num(visits) / 50 + (frame["plan"] == "pro") > 0.8, "yes", "no")
     dataset = from_frame(frame, "churned", seed=0)
     *_, (_, pipeline, _) = engine.grow({"n_estimators": 8}, dataset, _settings("sklearn.ensemble.RandomForestClassifier",
@@ -315,15 +317,18 @@ def test_a_served_model_takes_the_columns_in_the_types_data_arrives_in(tmp_path)
     with mlflow.start_run():
         model = mlflow.pyfunc.load_model(estimator.log_model(tmp_path).model_uri)
     plain = pd.DataFrame({"visits": [3.0, 41.0, np.nan], "spend": [10.0, 20.0, 30.0], "plan": ["pro", "free", None],
-                          "verified": [True, False, True]})
+                          "verified": [True, False, True], "member": [True, np.nan, False]})
     expected = model.predict(plain)
     arrived = pd.DataFrame({
         "visits": pd.array([3, 41, None], dtype="Int64"),
         "spend": np.array([10.0, 20.0, 30.0], dtype="float64"),
         "plan": pd.Categorical(["pro", "free", None]),
         "verified": pd.array([True, False, True], dtype="boolean"),
+        "member": pd.array([True, None, False], dtype="boolean"),
     })
     pd.testing.assert_frame_equal(model.predict(arrived), expected)
+    for gap in (pd.NA, None):  # among plain objects too: scikit-learn's imputer cannot test pd.NA
+        pd.testing.assert_frame_equal(model.predict(plain.assign(member=[True, gap, False])), expected)
     complete = plain.head(2).astype({"visits": "int64", "spend": "float32"})
     pd.testing.assert_frame_equal(model.predict(complete), expected.head(2))
     with pytest.raises(Exception, match="column 'visits' holds numbers in training, but a served row has 'many'"):

@@ -113,8 +113,10 @@ class TabularModel(PythonModel):
         X = X.copy()
         for column in X.columns:
             is_numeric, dtype = column in numeric, X[column].dtype
-            if dtype == (np.float64 if is_numeric else object):
-                continue  # as in training (scikit-learn takes None and pd.NA among objects as gaps)
+            if is_numeric and dtype == np.float64:
+                continue  # as in training
+            # Training saw gaps as NaN only (raysweep.data.table.normalise): scikit-learn's imputers cannot test
+            # pd.NA ("boolean value of NA is ambiguous"), and take None for a category.
             values = X[column].astype(object)
             values = values.where(values.notna(), np.nan)
             if is_numeric:
