@@ -185,17 +185,24 @@ def importance(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     if len(finished) > IMPORTANCE_TRIALS:
         finished = finished.sample(IMPORTANCE_TRIALS, random_state=0)
     params = param_columns(finished)
-    if len(finished) < 2 or not params or finished[column].astype(float).nunique() < 2:
-        return empty  # nothing to compare, or a metric that never moved (fANOVA divides by its variance)
+    values = finished[column].to_numpy(dtype=float)
+    if len(finished) < 2 or not params or np.allclose(values, values[0], rtol=1e-12, atol=0):
+        # Nothing to compare, or a metric that never moved, rounding aside (fANOVA divides by its variance).
+        return empty
     study = _study(finished, params, column, mode)
     varied = list(study.trials[0].distributions)
     if len(varied) < 2:  # none, or one: it explains all there is (fANOVA's forest would take 0.4 s to say so)
         return empty if not varied else pd.DataFrame({"param": varied, "importance": [1.0]})
     import optuna
 
-    scores = optuna.importance.get_param_importances(
-        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
-    )
+    try:
+        scores = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+        )
+    except RuntimeError as error:  # a forest that still finds no variance: no table rather than no report
+        if "variance" not in str(error):
+            raise
+        return empty
     frame = pd.DataFrame({"param": list(scores), "importance": [float(v) for v in scores.values()]})
     return frame.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
 
