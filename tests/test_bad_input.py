@@ -60,6 +60,10 @@ ROWS = [
     ("csv-empty-file", [*CSV, "data.path={empty}", "data.target=label"], {}, "has no rows"),
     ("csv-header-only", [*CSV, "data.path={header}", "data.target=label"], {}, "has no rows"),
     ("csv-ragged", [*CSV, "data.path={ragged}", "data.target=label"], {}, "is ragged: line 3 has 4 fields"),
+    # The fraud sweep's fixed criterion=gini on a target that turns out to be a regression one.
+    ("value-the-tasks-model-refuses", [*CSV, "data.path={prices}", "data.target=price", "sweep.metric=val_rmse",
+                                       "sweep.mode=min"], {},
+     "search_space.criterion='gini' does not suit RandomForestRegressor (the regression task's class)"),
     ("n-samples-negative", [*FRAUD, "data.n_samples=-5"], {}, "data.n_samples=-5; it must be at least 1"),
     ("n-samples-zero", [*FRAUD, "data.n_samples=0"], {}, "data.n_samples=0; it must be at least 1"),
     ("path-with-generated-data", [*FRAUD, "data.path={good}"], {}, "data.source=synthetic generates its data"),
@@ -131,7 +135,8 @@ def _dump(path: Path) -> list[str]:
 def _tables(tmp_path: Path) -> dict[str, Path]:
     tables = {"empty": "", "header": "amount,label\n", "ragged": "amount,label,x\n1,0,a\n2,1,b,c\n",
               "good": "amount,label\n" + "".join(f"{i},{i % 2}\n" for i in range(40)),
-              "ids": "amount,txn_id,label\n" + "".join(f"{i},T{i:04d},{i % 2}\n" for i in range(20))}
+              "ids": "amount,txn_id,label\n" + "".join(f"{i},T{i:04d},{i % 2}\n" for i in range(20)),
+              "prices": "amount,price\n" + "".join(f"{i},{3.7 * i + 0.01 * i * i:.2f}\n" for i in range(40))}
     paths = {}
     for name, text in tables.items():
         paths[name] = tmp_path / "data" / f"{name}.csv"

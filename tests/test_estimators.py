@@ -230,6 +230,43 @@ def test_estimator_configs_that_cannot_train_are_refused_in_one_line(cfg, space,
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
+def _family(name: str = "random_forest", **params):
+    return OmegaConf.create({"name": "sklearn", "family": name, "iterations": 2, "cpus_per_trial": 1, "seed": 0,
+                             "use_gpu": False, "params": params})
+
+
+@pytest.mark.parametrize(
+    ("trainer", "cfg", "space", "task", "fragment"),
+    [
+        # The fraud sweep's fixed criterion on a target that turned out to be a regression one.
+        (sklearn, _family(), {"criterion": "gini", "n_estimators": "choice(10, 20)"}, "regression",
+         "search_space.criterion='gini' does not suit RandomForestRegressor (the regression task's class): The "
+         "'criterion' parameter of RandomForestRegressor must be a str among"),
+        (sklearn, _family(), {"max_features": "choice(sqrt, half)"}, "binary",
+         "search_space.max_features='half' does not suit RandomForestClassifier"),
+        (sklearn, _family("hist_gradient_boosting", loss="log_loss"), {}, "regression",
+         "trainer.params does not suit HistGradientBoostingRegressor (the regression task's class): The 'loss'"),
+        (sklearn, _family(), {"class_weight": "balanced"}, "regression", "Invalid parameter 'class_weight'"),
+        (estimator, _cfg("sklearn.linear_model.SGDRegressor"), {"loss": "choice(squared_error, hinge)"},
+         "regression", "search_space.loss='hinge' does not suit SGDRegressor"),
+    ],
+)
+def test_values_the_tasks_model_cannot_take_are_refused_before_ray_in_one_line(trainer, cfg, space, task, fragment):
+    with pytest.raises(RaySweepError) as err:
+        trainer.check_task(cfg, space, task)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("trainer", "cfg", "space", "task"), [
+    (sklearn, _family(), {"criterion": "gini", "max_depth": "choice(4, none)", "n_estimators": 10}, "binary"),
+    (sklearn, _family(), {"criterion": "choice(squared_error, absolute_error)", "min_samples_leaf": "range(1, 4)",
+                          "max_features": "interval(0.2, 1.0)"}, "regression"),
+    (estimator, _cfg("xgboost.XGBClassifier"), {"max_depth": "choice(2, 4)"}, "multiclass"),  # states no rules
+])
+def test_values_the_tasks_model_takes_pass(trainer, cfg, space, task):
+    trainer.check_task(cfg, space, task)
+
+
 def test_a_classifier_with_probabilities_turned_on_passes():
     estimator.validate(_cfg("sklearn.svm.SVC", estimator={"_target_": "sklearn.svm.SVC", "probability": True}), {})
 

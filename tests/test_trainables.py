@@ -60,7 +60,7 @@ def test_the_protocol_says_what_is_required_and_what_is_optional():
     )
     assert OPTIONAL_MEMBERS == {"MAKES_MODELS": True, "NEEDS_DATA": True, "RESTORES_CHECKPOINTS": False,
                                 "structural_params": None, "retrain": None, "metrics": None,
-                                "REGISTRATION_IMPORTS": ()}
+                                "REGISTRATION_IMPORTS": (), "check_task": None}
     # A loaded trainer carries every member under the protocol's name.
     assert {f.name for f in fields(LoadedTrainer)} == {"name", "source", *REQUIRED_MEMBERS, *OPTIONAL_MEMBERS}
 
@@ -167,7 +167,7 @@ def test_a_top_level_module_loads_by_its_bare_name(tmp_path, monkeypatch):
          "def best_checkpoint(r, m, o): return None\n", "",
          "is missing make_trainable, log_model; a trainer provides METRICS, validate, resource_needs, "
          "make_trainable, best_checkpoint, log_model and may provide metrics, MAKES_MODELS, NEEDS_DATA, "
-         "RESTORES_CHECKPOINTS, structural_params, retrain, REGISTRATION_IMPORTS "
+         "RESTORES_CHECKPOINTS, structural_params, retrain, REGISTRATION_IMPORTS, check_task "
          "(see raysweep.trainables.Trainer)"),
         ("", "", "is missing METRICS, validate, resource_needs, make_trainable, best_checkpoint, log_model;"),
         (COMPLETE + "validate = 3\nretrain = 'no'\n", "", "has validate, retrain not callable;"),

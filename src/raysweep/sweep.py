@@ -86,6 +86,8 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
     dataset = data.load(cfg.data) if trainer.NEEDS_DATA else None
     task = dataset.task if dataset is not None else None
     trainables.check_metrics(trainer, cfg, task)  # metrics that depend on the data's task, now it is known
+    if trainer.check_task is not None:
+        trainer.check_task(cfg.trainer, cfg.search_space, task)  # and the values the task's model takes
     log.debug("phase checked and data loaded")
 
     import ray

@@ -85,6 +85,11 @@ class Trainer(Protocol):
     #: while it waits on Ray, not after the last trial.
     REGISTRATION_IMPORTS: tuple[str, ...] = ()
 
+    #: ``check_task(trainer_cfg, search_space, task)``: once the data's task is known, before Ray starts, raise
+    #: a ``RaySweepError`` for a hyperparameter value the model for that task cannot take (``criterion: gini``
+    #: for a regressor); ``None`` when nothing depends on the task.
+    check_task: Callable[[Any, Any, str | None], None] | None = None
+
     def validate(self, trainer_cfg: Any, search_space: dict[str, Any]) -> None:
         """Check the hyperparameters (search space and ``trainer.params``) before anything starts.
 
@@ -158,6 +163,7 @@ class LoadedTrainer:
     retrain: Callable[..., list[dict[str, float]]] | None = None
     metrics: Callable[[Any, str | None], tuple[str, ...]] | None = None
     REGISTRATION_IMPORTS: tuple[str, ...] = ()
+    check_task: Callable[[Any, Any, str | None], None] | None = None
 
     def reported_metrics(self, trainer_cfg: Any, task: str | None = None) -> tuple[str, ...]:
         """What its trials report for ``task`` (empty: not known before a trial reports)."""

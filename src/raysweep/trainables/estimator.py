@@ -24,6 +24,7 @@ from raysweep.trainables._estimators import (  # noqa: F401
     container,
     grow,
     log_model,
+    make,
     resource_needs,
     task_metrics,
     trainable,
@@ -56,6 +57,18 @@ def validate(trainer_cfg, search_space: dict[str, Any]) -> None:
     check_arguments(_target(trainer_cfg), [*search_space, *fixed], "search_space/trainer.params/trainer.estimator",
                     fixed)
     resource_needs(trainer_cfg)  # refuses use_gpu
+
+
+def check_task(trainer_cfg, search_space, task: str | None) -> None:
+    """Refuse a fixed or searched value the estimator's own parameter rules reject, before Ray starts.
+
+    Raises:
+        RaySweepError: The setting, its value and the estimator's rule for it, in one line.
+    """
+    from raysweep.trainables._values import check_values
+
+    check_values(make(_target(trainer_cfg), fixed_params(trainer_cfg)), "trainer.estimator/trainer.params",
+                 search_space, task)
 
 
 def make_trainable(trainer_cfg, dataset, context):

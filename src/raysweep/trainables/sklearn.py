@@ -87,6 +87,18 @@ def validate(trainer_cfg, search_space: dict[str, Any]) -> None:
     resource_needs(trainer_cfg)  # refuses use_gpu
 
 
+def check_task(trainer_cfg, search_space, task: str | None) -> None:
+    """Refuse a value the family's class for the data's task cannot take (``criterion: gini`` for a regressor).
+
+    Raises:
+        RaySweepError: The setting, its value and scikit-learn's rule for it, in one line.
+    """
+    from raysweep.trainables._values import check_values
+
+    settings = _settings(trainer_cfg, task or "binary")
+    check_values(make(settings["target"], settings["params"]), "trainer.params", search_space, task)
+
+
 def parameter_names(family: Family) -> set[str]:
     """The parameters the family's classifier or regressor takes.
 
