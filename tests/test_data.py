@@ -192,6 +192,11 @@ def _fraud_table(n=400):
         (_fraud_table().assign(customer=lambda f: [f"c{i}" for i in range(len(f))]), {},
          "column 'customer' has a different value in every row (an ID?)"),
         (_fraud_table().assign(when=pd.Timestamp("2024-01-01")), {}, "column 'when' holds dates or times"),
+        # Numbers with placeholders for their gaps would be read as one category per number.
+        (_fraud_table().assign(amount=lambda f: f["amount"].astype(object).mask(f.index % 200 == 3, "?")), {},
+         "column 'amount' holds numbers but also '?', so it would be read as categories"),
+        (_fraud_table().assign(amount=lambda f: f["amount"].astype(str).mask(f.index == 5, "unknown")
+                               .mask(f.index == 9, " - ")), {}, "holds numbers but also 'unknown', ' - ', so"),
         (_fraud_table()[["label"]], {}, "no feature columns"),
         (_fraud_table(), {"target": "nope"}, "target column 'nope' not in the data"),
         (_fraud_table(), {"drop": ["id", "amount"]}, "data.drop names column(s) 'id' not in the data"),
@@ -212,6 +217,16 @@ def test_what_cannot_be_learned_is_refused_in_one_line(frame, options, fragment)
     with pytest.raises(RaySweepError) as error:
         from_frame(frame.reset_index(drop=True), options.pop("target"), **options)
     assert fragment in _one_line(error)
+
+
+@pytest.mark.parametrize("code", [
+    ["red", "blue", "green", "7"] * 100,        # categories, one of them a number
+    [str(v) for v in range(390)] + ["?"] * 10,  # more than a few that are no number: categories
+    [1.5] * 395 + [None] * 5,                   # numbers with gaps
+    ["?"] * 395 + ["1", "2", "3", "4", "5"],    # too few numbers
+])
+def test_text_columns_that_are_no_numbers_with_placeholders_are_features(code):
+    assert "code" in from_frame(_fraud_table().assign(code=code), "label").feature_names
 
 
 def test_a_time_split_refusal_names_the_rows_order():

@@ -88,7 +88,36 @@ def test_best_trial(values, mode, best):
     assert best_trial(values, mode) == best
 
 
+RAY_TRACEBACK = """Failure # 1 (occurred at 2026-12-04_18-00-00)
+ray::ImplicitFunc.train() (pid=1, ip=127.0.0.1, actor_id=a)
+  File "/venv/ray/tune/trainable/function_trainable.py", line 261, in _trainable_func
+    output = fn()
+             ^^^^
+  File "/home/me/train.py", line 9, in train
+    raise ValueError(f"column 'amount' has negative values{hint}")
+{exception}
+"""
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("Failure # 1\nTraceback\nKeyError: 'x'\n", "KeyError: 'x'"),  # no frames: the last line
+    (RAY_TRACEBACK.format(hint="", exception="ValueError: column 'amount' has negative values"),
+     "ValueError: column 'amount' has negative values"),
+    # A message of several lines: its first, which names the exception, not its last.
+    (RAY_TRACEBACK.format(hint="\\n\\nHint: clean it", exception="ValueError: column 'amount' has negative values\n\n"
+                                                         "Hint: clean the file first.\n  indented detail"),
+     "ValueError: column 'amount' has negative values"),
+    ("Traceback (most recent call last):\n  File \"a.py\", line 1, in <module>\nmlflow.exceptions.MlflowException: "
+     "Untrusted types\nOnly add the specific types you trust", "mlflow.exceptions.MlflowException: Untrusted types"),
+    ("", ""),
+])
+def test_exception_line(text, line):
+    assert progress.exception_line(text) == line
+
+
 @pytest.mark.parametrize("text, line", [("Failure # 1\nTraceback\nKeyError: 'x'\n", "KeyError: 'x' (traceback: {path})"),
+                                        (RAY_TRACEBACK.format(hint="", exception="KeyError: 'x'\nmore"),
+                                         "KeyError: 'x' (traceback: {path})"),
                                         ("", ""), (None, "")])
 def test_error_line(tmp_path, text, line):
     path = None
@@ -281,16 +310,18 @@ def test_verbose_1_brings_back_tunes_status_table(ray_address, tmp_path, trackin
 
 
 def test_a_failed_trial_is_one_line_naming_its_error_and_traceback_file(ray_address, tmp_path, tracking_uri):
-    # A grid of two: one trial trains, the other's max_features is refused by scikit-learn when it fits.
+    # A grid of two: one trial trains, the other's oob_score without bootstrap is refused by scikit-learn when
+    # it fits (each value alone passes its rules, which are checked before Ray starts).
     text = _sweep_output(tmp_path, tracking_uri, "search_alg=grid", "search_space.n_estimators=10",
                          "search_space.max_depth=4", "search_space.min_samples_leaf=1",
-                         "search_space.max_features='choice(sqrt, bogus)'",
+                         "search_space.max_features=sqrt", "+trainer.params.bootstrap=false",
+                         "+search_space.oob_score='choice(false, true)'",
                          ray_address=ray_address)
     assert len(text.splitlines()) <= MAX_LINES and "\x1b[" not in text, text
     assert "Traceback (most recent call last)" not in text, text
     (failed,) = [line for line in text.splitlines() if line.startswith("trial ") and " FAILED " in line]
-    assert "InvalidParameterError" in failed, failed
+    assert "ValueError: Out of bag estimation only available if bootstrap=True" in failed, failed
     # The whole error stays in the trial's folder of the sweep's storage, after Ray's session folder is gone.
     kept = Path(failed.split("(traceback: ")[1].split(")")[0])
     assert kept.name == "error.txt" and kept.is_relative_to(tmp_path / "ray"), failed
-    assert "Got 'bogus' instead" in kept.read_text()
+    assert '  File "' in kept.read_text() and kept.read_text().rstrip().endswith("only available if bootstrap=True")

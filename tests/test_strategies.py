@@ -178,8 +178,10 @@ def test_stop_criteria_end_the_sweep_early(stop, reason, ray_address, make_cfg):
 
 @pytest.mark.slow
 def test_trials_failing_on_some_configs_are_retried_and_the_best_good_one_registered(ray_address, make_cfg):
-    overrides = ["+sweep=fraud", *SMOKE, "sweep.num_samples=6", "sweep.max_failures=1",
-                 "search_space.max_features='choice(sqrt, most)'"]
+    # oob_score=true without bootstrap: each value passes sklearn's rules alone (checked before Ray starts),
+    # together they fail in fit.
+    overrides = ["+sweep=fraud", *SMOKE, "sweep.num_samples=6", "sweep.max_failures=1", "+trainer.params.bootstrap=false",
+                 "+search_space.oob_score='choice(false, true)'"]
     outcome = sweep.run(make_cfg(*overrides))
     client = MlflowClient()
     children = _children(client, outcome)
@@ -187,7 +189,7 @@ def test_trials_failing_on_some_configs_are_retried_and_the_best_good_one_regist
     failed = [r for r in children if r.info.status == "FAILED"]
     finished = [r for r in children if r.info.status == "FINISHED"]
     assert failed and finished and len(failed) + len(finished) == 6
-    assert all(r.data.params["max_features"] == "most" and "max_features" in r.data.tags[ERROR_TAG] for r in failed)
+    assert all(r.data.params["oob_score"] == "True" and "bootstrap=True" in r.data.tags[ERROR_TAG] for r in failed)
     version = client.get_model_version(outcome.registration.name, outcome.registration.version)
     assert version.run_id == outcome.summary.best_run_id
     assert outcome.summary.best_run_id in {r.info.run_id for r in finished}

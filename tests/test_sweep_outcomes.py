@@ -70,8 +70,9 @@ def test_hist_gradient_boosting_sweep_reports_every_iteration(ray_address, make_
 def test_a_sweep_whose_trials_all_fail_ends_failed_and_registers_nothing(ray_address, make_cfg, tracking_uri,
                                                                         monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-    # sklearn rejects this value inside every trial, after the sweep has started.
-    overrides = ["+sweep=fraud", *SMOKE, "sweep.num_samples=2", "search_space.max_features=most"]
+    # sklearn rejects every value of this interval inside the trials, after the sweep has started (a fixed value
+    # or choice it rejects is refused before Ray starts; an interval's bounds are left to the trials).
+    overrides = ["+sweep=fraud", *SMOKE, "sweep.num_samples=2", "search_space.max_features='interval(1.5,2.5)'"]
     with pytest.raises(RaySweepError, match="no finished trial reporting 'val_auc'"):
         sweep.run(make_cfg(*overrides))
     client = MlflowClient(tracking_uri)

@@ -62,7 +62,8 @@ def test_sklearn_in_worker_mode_with_autolog_and_system_metrics(ray_address, mak
 
 
 def test_worker_mode_trial_that_raises_ends_failed_with_its_error(ray_address, make_cfg, tracking_uri):
-    overrides = ["+sweep=fraud", *SMOKE, "sweep.num_samples=2", "mlflow=worker", "search_space.max_features=most"]
+    overrides = ["+sweep=fraud", *SMOKE, "sweep.num_samples=2", "mlflow=worker",
+                 "search_space.max_features='interval(1.5,2.5)'"]  # refused by sklearn in the trials only
     with pytest.raises(RaySweepError, match="no finished trial"):
         sweep.run(make_cfg(*overrides))
     parent, children = _sweep_runs(MlflowClient())

@@ -77,9 +77,20 @@ def best_trial(values: Iterable[tuple[str, float | None]], mode: str) -> tuple[s
     return None if index is None else scored[index]
 
 
+def exception_line(text: str) -> str:
+    """The line that names a traceback's exception (``ValueError: ...``): the first line at the margin after its
+    last frame, not the last line, which is the end of a message of several lines; without frames, the last line.
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    after = lines[frames[-1] + 1:] if frames else []
+    return next((line.strip() for line in after if not line[0].isspace()), lines[-1].strip() if lines else "")
+
+
 def error_line(error_file: str | None, kept_at: str | None = None) -> str:
-    """The last line of a trial's error file and where the whole error is kept (``ValueError: ... (traceback:
-    .../error.txt)``); at ``cluster.verbose=0`` Tune does not print it (:func:`raysweep.compat.tune_output`).
+    """The exception line of a trial's error file (:func:`exception_line`) and where the whole error is kept
+    (``ValueError: ... (traceback: .../error.txt)``); at ``cluster.verbose=0`` Tune does not print it
+    (:func:`raysweep.compat.tune_output`).
 
     Args:
         error_file: The file as Tune's driver wrote it (in Ray's session folder, gone with the session).
@@ -87,14 +98,14 @@ def error_line(error_file: str | None, kept_at: str | None = None) -> str:
     """
     try:
         with open(error_file, encoding="utf-8", errors="replace") as f:
-            lines = [line.strip() for line in f if line.strip()]
+            line = exception_line(f.read())
     except (OSError, TypeError):
         return ""
     from raysweep.secrets import scrub
 
     kept = f"{kept_at.rstrip('/')}/{Path(error_file).name}" if kept_at else error_file
     # Printed: an error quoting a store URI or a password (MLflow's and Ray's do) shows it masked.
-    return scrub(f"{lines[-1]} (traceback: {kept})") if lines else ""
+    return scrub(f"{line} (traceback: {kept})") if line else ""
 
 
 def bar_postfix(running: int, metric: str, best: tuple[str, float] | None) -> str:

@@ -255,12 +255,36 @@ def check_features(X: pd.DataFrame) -> None:
                 "numeric columns from it, or split on it with data.split=time data.time_column=" + str(column)
             )
         is_text = pd.api.types.is_object_dtype(values.dtype) or pd.api.types.is_string_dtype(values.dtype)
-        if is_text and not isinstance(values.dtype, pd.CategoricalDtype) and len(values) >= ID_MIN_ROWS \
-                and values.notna().all() and values.nunique() == len(values):
+        if not is_text or isinstance(values.dtype, pd.CategoricalDtype):
+            continue
+        if len(values) >= ID_MIN_ROWS and values.notna().all() and values.nunique() == len(values):
             raise RaySweepError(
                 f"column {column!r} has a different value in every row (an ID?), so nothing can be learned from it; "
                 f"add it to data.drop (data.drop=[{column}])"
             )
+        if placeholders := _placeholders(values):
+            raise RaySweepError(
+                f"column {column!r} holds numbers but also {', '.join(map(repr, placeholders))}, so it would be read "
+                "as categories (every number its own); clear those fields in the file (an empty field is a gap, "
+                f"which models impute) or add it to data.drop (data.drop=[{column}])"
+            )
+
+
+#: A text column whose values are numbers but for at most this share (and at least this many numbers) is a column
+#: of numbers with placeholders ("?", "unknown", "-") for its gaps.
+PLACEHOLDER_SHARE, PLACEHOLDER_MIN_NUMBERS = 0.02, 10
+
+
+def _placeholders(values: pd.Series, shown: int = 3) -> list[Any]:
+    """The few values of a text column of numbers that are no number (the first ``shown``), or ``[]``."""
+    import pandas as pd
+
+    present = values.dropna()
+    numbers = pd.to_numeric(present.astype(str).str.strip(), errors="coerce").notna()
+    bad = present[~numbers]
+    if len(bad) == 0 or numbers.sum() < PLACEHOLDER_MIN_NUMBERS or len(bad) > PLACEHOLDER_SHARE * len(present):
+        return []
+    return list(dict.fromkeys(bad.tolist()))[:shown]
 
 
 def normalise(X: pd.DataFrame) -> pd.DataFrame:

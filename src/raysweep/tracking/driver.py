@@ -233,9 +233,11 @@ class _Writer:
 
 
 def _error_summary(error_file: str) -> str:
-    """The exception line of a trial's error file (its last non-empty line)."""
+    """The exception line of a trial's error file (:func:`raysweep.progress.exception_line`)."""
+    from raysweep.progress import exception_line
+
     try:
-        lines = [line for line in Path(error_file).read_text().splitlines() if line.strip()]
+        line = exception_line(Path(error_file).read_text(errors="replace"))
     except OSError:
         return "trial failed"
-    return lines[-1][:500] if lines else "trial failed"
+    return line[:500] or "trial failed"
