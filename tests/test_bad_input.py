@@ -54,6 +54,9 @@ ROWS = [
     ("metric-against-its-direction", [*FRAUD, "sweep.metric=val_log_loss"], {}, "set sweep.mode=min"),
     ("tune-call-as-a-value", [*FRAUD, "search_space.min_samples_leaf='lograndint(1, 32)'"], {},
      "is Ray Tune's lograndint()"),
+    # The same typed at a shell, which takes the quotes away: Hydra's own parse error came first.
+    ("tune-call-unquoted", [*FRAUD, "search_space.min_samples_leaf=lograndint(1, 32)"], {}, "is Ray Tune's lograndint()"),
+    ("tune-call-with-module", [*FRAUD, "search_space.max_depth=tune.randint(1,32)"], {}, "is Ray Tune's randint()"),
     ("csv-missing-file", [*CSV, "data.path=missing.csv", "data.target=label"], {}, "data file 'missing.csv' not found"),
     ("csv-unknown-target", [*CSV, "data.path={ids}", "data.target=nope"], {}, "target column 'nope' not in the data"),
     ("csv-id-column", [*CSV, "data.path={ids}", "data.target=label"], {}, "'txn_id' has a different value in every row"),

@@ -135,6 +135,8 @@ def hydra_error_line(error: BaseException, overrides: Sequence[str] = (), folder
         return _missing_option_line(error, message, overrides)
     if match := re.match(r"Could not override '([^']+)'\. No match in the defaults list", message):
         return _not_in_defaults_line(match.group(1), overrides)
+    if tune_call := _tune_call_line(overrides):  # unquoted at a shell: Hydra's grammar has no such function
+        return tune_call
     if match := re.match(r"(?:Ambiguous value for argument|Sweep parameters) '(.+)'", message):
         return f"{match.group(1)} is a sweep over several values (Hydra's --multirun): {MULTIRUN_WHY}"
     cause = error.__cause__
@@ -153,6 +155,20 @@ def hydra_error_line(error: BaseException, overrides: Sequence[str] = (), folder
             if full_key and full_key not in message:
                 message += f" ({full_key})"
     return f"{message} (see raysweep --help)"
+
+
+def _tune_call_line(overrides: Sequence[str]) -> str | None:
+    """The line for a search-space override that calls Ray Tune (``lograndint(1, 32)``), or ``None``."""
+    from raysweep.search_space import refuse_tune_call
+
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key.startswith("search_space."):
+            try:
+                refuse_tune_call(key.removeprefix("search_space."), value.strip("'\""))
+            except RaySweepError as error:
+                return str(error)
+    return None
 
 
 def _missing_option_line(error, message: str, overrides: Sequence[str]) -> str:

@@ -103,7 +103,7 @@ def parse_dimension(name: str, value: Any) -> Any:
         RaySweepError: The expression is malformed, empty, or uses a form raysweep cannot search.
     """
     if not is_sweep_expression(value):
-        _refuse_tune_call(name, value)
+        refuse_tune_call(name, value)
         return _none_word(value)
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -165,7 +165,7 @@ def parse_dimension(name: str, value: Any) -> Any:
     )
 
 
-def _refuse_tune_call(name: str, value: Any) -> None:
+def refuse_tune_call(name: str, value: Any) -> None:
     """Refuse a Ray Tune sampling call written as a value (``tune.loguniform(1e-3, 1)``), naming its spelling here."""
     call = _TUNE_CALL.match(value) if isinstance(value, str) else None
     if call is None:

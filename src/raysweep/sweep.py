@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from omegaconf import DictConfig
 
 from raysweep.errors import RaySweepError, SweepInterrupted
 from raysweep.plan import SweepPlan, check_strategy, claim_run_dir, make_plan
+from raysweep.tabular import INTEGER_COLUMNS_HINT
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,10 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
 
     started = time.perf_counter()
     compat.quiet_mlflow()  # its INFO lines, artifact progress bars and pip notice; warnings still show
+    # For the whole process, before threads start: a thread leaving warnings.catch_warnings puts back the filters
+    # as they were when it entered, dropping what another thread's catch_warnings added meanwhile (the warm-up's
+    # imports enter it hundreds of times, skops.io's alone, while the data's signature is inferred).
+    warnings.filterwarnings("ignore", message=INTEGER_COLUMNS_HINT)
     plan = make_plan(cfg)
     # Before anything waits on MLflow's own retries (minutes) or starts Ray.
     remote.check_server(plan.tracking_uri)

@@ -170,12 +170,16 @@ def servable(frame):
     return frame.astype({c: object for c in categories}) if categories else frame
 
 
+#: MLflow's hint that integer columns cannot hold gaps, given whenever it reads a frame with one.
+INTEGER_COLUMNS_HINT = "Hint: Inferred schema contains integer column"
+
+
 @contextmanager
 def integer_columns_hint_off():
-    """Silence MLflow's hint that integer columns cannot hold gaps, given whenever it reads a frame with one: said
-    once, in :func:`signature`'s docstring, instead of at every model logged."""
+    """Silence :data:`INTEGER_COLUMNS_HINT`: said once, in :func:`signature`'s docstring, instead of at every model
+    logged. A sweep turns it off for its whole process too (:func:`raysweep.sweep.run`)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        warnings.filterwarnings("ignore", message=INTEGER_COLUMNS_HINT)
         yield
 
 
