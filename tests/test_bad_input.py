@@ -63,6 +63,10 @@ ROWS = [
     ("csv-empty-file", [*CSV, "data.path={empty}", "data.target=label"], {}, "has no rows"),
     ("csv-header-only", [*CSV, "data.path={header}", "data.target=label"], {}, "has no rows"),
     ("csv-ragged", [*CSV, "data.path={ragged}", "data.target=label"], {}, "is ragged: line 3 has 4 fields"),
+    ("csv-semicolons", [*CSV, "data.path={semicolons}", "data.target=label"], {},
+     "reads as one column 'amount;label': its fields look separated by ';', not ','; add \"data.sep=';'\""),
+    ("csv-decimal-commas", [*CSV, "data.path={semicolons}", "data.target=label", "data.sep=';'"], {},
+     "holds numbers written with a decimal comma ('0,5'), which would be read as categories; add \"data.decimal=','\""),
     # The fraud sweep's fixed criterion=gini on a target that turns out to be a regression one.
     ("value-the-tasks-model-refuses", [*CSV, "data.path={prices}", "data.target=price", "sweep.metric=val_rmse",
                                        "sweep.mode=min"], {},
@@ -139,6 +143,7 @@ def _tables(tmp_path: Path) -> dict[str, Path]:
     tables = {"empty": "", "header": "amount,label\n", "ragged": "amount,label,x\n1,0,a\n2,1,b,c\n",
               "good": "amount,label\n" + "".join(f"{i},{i % 2}\n" for i in range(40)),
               "ids": "amount,txn_id,label\n" + "".join(f"{i},T{i:04d},{i % 2}\n" for i in range(20)),
+              "semicolons": "amount;label\n" + "".join(f"{i},5;{i % 2}\n" for i in range(40)),
               "prices": "amount,price\n" + "".join(f"{i},{3.7 * i + 0.01 * i * i:.2f}\n" for i in range(40))}
     paths = {}
     for name, text in tables.items():

@@ -259,6 +259,38 @@ def test_quoted_commas_and_blank_lines_are_not_ragged(tmp_path):
     assert dataset.info.rows == 40
 
 
+@pytest.mark.parametrize(
+    "text, settings, fragment",
+    [
+        ("amount;age;label\n12.5;33;0\n", {}, "reads as one column 'amount;age;label': its fields look separated "
+                                              "by ';', not ','; add \"data.sep=';'\""),
+        ("amount\tage\tlabel\n12.5\t33\t0\n", {}, "add \"data.sep='\\t'\""),
+        ("amount,age,label\n12.5,33,0\n", {"sep": ";"}, "look separated by ',', not ';'; add \"data.sep=','\""),
+        ("amount;age;label\n12,5;33;0\n-0,25;40;1\n", {"sep": ";"},
+         "column 'amount' of data file"),
+        ("a;b;label\n1;2;0\n", {"sep": ";;"}, "data.sep=';;'; it must be one character"),
+        ("a;b;label\n1;2;0\n", {"sep": ",", "decimal": ","}, "data.sep and data.decimal are both ','"),
+    ],
+)
+def test_a_csv_read_with_the_wrong_separator_or_decimal_mark_names_the_setting(tmp_path, text, settings, fragment):
+    path = _write_text(tmp_path / "export.csv", text)
+    with pytest.raises(RaySweepError) as error:
+        load(_file_cfg(path, **settings))
+    assert fragment in _one_line(error)
+
+
+def test_a_csv_with_its_separator_and_decimal_mark_set_reads_numbers(tmp_path):
+    lines = ["amount;city;label"] + [f"{i},5;Paris, France;{i % 2}" for i in range(40)]
+    path = _write_text(tmp_path / "export.csv", "\n".join(lines) + "\n")
+    dataset = load(_file_cfg(path, sep=";", decimal=","))
+    X = dataset.xy("train")[0]
+    assert X["amount"].dtype.kind == "f" and set(X["amount"] % 1) == {0.5}
+    assert (X["city"] == "Paris, France").all()
+    # A tab typed at a shell reaches the config as backslash and t.
+    tabbed = _write_text(path.with_name("tabbed.csv"), "\n".join(line.replace(";", "\t") for line in lines) + "\n")
+    assert load(_file_cfg(tabbed, sep="\\t", decimal=",")).info.rows == 40
+
+
 def _write_text(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

@@ -38,9 +38,8 @@ USER_CONF = "conf"
 def search_path(config_dir: str | os.PathLike | None = None, cwd: str | os.PathLike | None = None) -> list[Path]:
     """The folders Hydra searches for config files, first match first: the user's before raysweep's own.
 
-    ``./conf`` in the working directory (when it exists), then ``config_dir`` (``--config-dir``), then
-    :data:`CONF_DIR`. A same-named file in an earlier folder replaces a built-in one (``sweep/fraud.yaml``,
-    ``trainer/mlp.yaml``); new files add options to a group.
+    ``./conf`` in the working directory (when it exists), then ``config_dir`` (``--config-dir``), then :data:`CONF_DIR`.
+    A same-named file in an earlier folder replaces a built-in one (``sweep/fraud.yaml``); new ones add options.
 
     Args:
         config_dir: An extra folder of configs (the CLI's ``--config-dir``, the API's ``config_dir``).
@@ -141,6 +140,8 @@ class DataConfig:
     group_column: Optional[str] = None
     time_column: Optional[str] = None
     seed: int = 0
+    sep: str = ","
+    decimal: str = "."
 
 
 @dataclass

@@ -65,7 +65,7 @@ SPLITS = ("train", "val", "test")
 _DEFAULTS: dict[str, Any] = {
     "source": "synthetic", "n_samples": 20_000, "fraud_rate": 0.015, "n_noise_features": 4, "path": None,
     "target": "is_fraud", "task": "auto", "drop": [], "val_fraction": 0.25, "test_fraction": 0.2,
-    "split": "random", "group_column": None, "time_column": None, "seed": 0,
+    "split": "random", "group_column": None, "time_column": None, "seed": 0, "sep": ",", "decimal": ".",
 }
 
 
@@ -147,6 +147,8 @@ def _settings(data_cfg: Any) -> dict[str, Any]:
         raw = dict(vars(data_cfg))
     merged = {**_DEFAULTS, **{k: v.value if isinstance(v, Enum) else v for k, v in raw.items()}}
     merged["drop"] = [str(c) for c in (merged["drop"] or [])]
+    for key in ("sep", "decimal"):  # a tab typed at a shell (data.sep='\t') arrives as backslash and t
+        merged[key] = "\t" if merged[key] == "\\t" else str(merged[key])
     return merged
 
 
@@ -181,7 +183,8 @@ def check_config(data_cfg: Any) -> None:
     _check_fractions(cfg)
     _check_split_keys(cfg)
     if source == "file":
-        columns = read_columns(cfg["path"])
+        _check_csv_marks(cfg["sep"], cfg["decimal"])
+        columns = read_columns(cfg["path"], cfg["sep"])
         # data=csv says target: ???, which merging onto the schema leaves at the generated data's label: a file
         # without that column means data.target was not given.
         if cfg["target"] == _DEFAULTS["target"] and cfg["target"] not in columns:
@@ -197,6 +200,15 @@ def _check_fractions(cfg: dict[str, Any]) -> None:
     if cfg["val_fraction"] + cfg["test_fraction"] >= 1.0:
         raise RaySweepError(f"data.val_fraction={cfg['val_fraction']} and data.test_fraction={cfg['test_fraction']} "
                             "leave no rows for training; lower them so their sum is below 1")
+
+
+def _check_csv_marks(sep: str, decimal: str) -> None:
+    for key, mark in (("sep", sep), ("decimal", decimal)):
+        if len(mark) != 1:
+            raise RaySweepError(f"data.{key}={mark!r}; it must be one character (e.g. \"data.{key}=';'\")")
+    if sep == decimal:
+        raise RaySweepError(f"data.sep and data.decimal are both {sep!r}; a file with decimal commas separates its "
+                            "fields with another mark: set \"data.sep=';'\" (or what the file uses)")
 
 
 def _check_split_keys(cfg: dict[str, Any]) -> None:
@@ -240,7 +252,7 @@ def load(data_cfg: Any) -> Dataset | None:
         source = f"raysweep.data.generate_fraud({', '.join(f'{k}={cfg[k]!r}' for k in generator)})"
     else:
         path = existing_file(cfg["path"]).resolve()
-        frame = read_table(path)
+        frame = read_table(path, cfg["sep"], cfg["decimal"])
         name, source = path.name.split(".")[0] or path.name, str(path)
     options = {k: cfg[k] for k in ("task", "drop", "val_fraction", "test_fraction", "split", "group_column",
                                    "time_column", "seed")}

@@ -51,11 +51,12 @@ def _kind(p: Path) -> str:
     raise RaySweepError(f"data file {str(p)!r} is neither .csv nor .parquet; convert it or rename it")
 
 
-def read_columns(path: str | Path) -> list[str]:
+def read_columns(path: str | Path, sep: str = ",") -> list[str]:
     """The column names of a CSV or Parquet file, read from its header only.
 
     Raises:
-        RaySweepError: The file does not exist, is empty, or has an extension raysweep does not read.
+        RaySweepError: The file does not exist, is empty, has an extension raysweep does not read, or its header
+            reads as one column holding another separator.
     """
     import pandas as pd
 
@@ -65,17 +66,45 @@ def read_columns(path: str | Path) -> list[str]:
 
         return list(pq.read_schema(p).names)
     try:
-        return [str(c) for c in pd.read_csv(p, nrows=0).columns]
+        columns = [str(c) for c in pd.read_csv(p, nrows=0, sep=sep).columns]
     except pd.errors.EmptyDataError:
         raise _empty(p) from None
+    if len(columns) == 1 and (other := _other_separator(columns[0], sep)):
+        raise RaySweepError(
+            f"data file {str(p)!r} reads as one column {columns[0]!r}: its fields look separated by {other!r}, "
+            f"not {sep!r}; add {_sep_override(other)}"
+        )
+    return columns
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+#: Field separators a CSV export uses besides the comma (spreadsheets set to a language with a decimal comma
+#: write ";").
+_SEPARATORS = (",", ";", "\t", "|")
+
+
+def _other_separator(header: str, sep: str) -> str | None:
+    counts = {candidate: header.count(candidate) for candidate in _SEPARATORS if candidate != sep}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else None
+
+
+def _sep_override(sep: str) -> str:
+    # Quoted for a shell: Hydra's parser refuses a bare ';', and a tab is typed as \t.
+    return "\"data.sep='\\t'\"" if sep == "\t" else f"\"data.sep='{sep}'\""
+
+
+def read_table(path: str | Path, sep: str = ",", decimal: str = ".") -> pd.DataFrame:
     """Read a CSV or Parquet file, chosen by its extension.
 
+    Args:
+        path: The file.
+        sep: A CSV file's field separator.
+        decimal: A CSV file's decimal mark.
+
     Raises:
-        RaySweepError: The file does not exist, has an extension raysweep does not read, is empty, or is
-            ragged (a line with more or fewer fields than the header).
+        RaySweepError: The file does not exist, has an extension raysweep does not read, is empty, is
+            ragged (a line with more or fewer fields than the header), or holds a column of numbers written with
+            a decimal comma while ``decimal`` is ``"."``.
     """
     import pandas as pd
 
@@ -83,9 +112,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if _kind(p) == "parquet":
         frame = pd.read_parquet(p)
     else:
-        _check_fields(p)
+        _check_fields(p, sep)
         try:
-            frame = pd.read_csv(p)
+            frame = pd.read_csv(p, sep=sep, decimal=decimal)
         except pd.errors.EmptyDataError:
             raise _empty(p) from None
         except pd.errors.ParserError as error:
@@ -93,19 +122,43 @@ def read_table(path: str | Path) -> pd.DataFrame:
                                 "fix the file") from None
     if frame.empty:
         raise _empty(p)
+    if decimal == "." and (column := _decimal_comma_column(frame)) is not None:
+        example = frame[column].dropna().iloc[0]
+        raise RaySweepError(
+            f"column {column!r} of data file {str(p)!r} holds numbers written with a decimal comma ({example!r}), "
+            "which would be read as categories; add \"data.decimal=','\""
+        )
     return frame
+
+
+#: A number written with a decimal comma (12,5 or -0,25).
+_DECIMAL_COMMA = r"[+-]?\d+,\d+"
+
+
+def _decimal_comma_column(frame: pd.DataFrame, sample: int = 1000) -> str | None:
+    """The first text column whose values (the first ``sample`` present) are all numbers with a decimal comma."""
+    import pandas as pd
+
+    for column in frame.columns:
+        values = frame[column]
+        if not pd.api.types.is_string_dtype(values.dtype) or isinstance(values.dtype, pd.CategoricalDtype):
+            continue
+        present = values.dropna().head(sample).astype(str).str.strip()
+        if len(present) and present.str.fullmatch(_DECIMAL_COMMA).all():
+            return str(column)
+    return None
 
 
 def _empty(p: Path) -> RaySweepError:
     return RaySweepError(f"data file {str(p)!r} has no rows; point data.path at a table with a header and data rows")
 
 
-def _check_fields(p: Path) -> None:
+def _check_fields(p: Path, sep: str = ",") -> None:
     # pandas fills a short line with gaps without a word, and says little about a long one: a ragged line is a
     # broken file (a stray comma, a cut-off export), so the line is named.
     opener = gzip.open if p.name.lower().endswith(".gz") else open
     with opener(p, "rt", newline="", encoding="utf-8", errors="replace") as handle:
-        rows = csv.reader(handle)
+        rows = csv.reader(handle, delimiter=sep)
         header = next(rows, None)
         if not header:
             raise _empty(p)
@@ -113,7 +166,7 @@ def _check_fields(p: Path) -> None:
             if row and len(row) != len(header):  # pandas skips blank lines, and so does this
                 raise RaySweepError(
                     f"data file {str(p)!r} is ragged: line {rows.line_num} has {len(row)} fields, the header "
-                    f"{len(header)}; fix that line (a stray or missing comma, or quote values holding commas)"
+                    f"{len(header)}; fix that line (a stray or missing separator, or quote values holding {sep!r})"
                 )
 
 
