@@ -66,6 +66,25 @@ def test_a_user_model_or_loop_that_cannot_work_is_refused_in_one_line(make_cfg, 
     assert fragment in str(error.value) and "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("overrides, task, fragment", [
+    (["+sweep=fraud_torch"], "multiclass", "search_space.pos_weight weights the positive class of a binary target, "
+                                           "but the data's task is multiclass, whose loss has none; remove it "
+                                           "(~search_space.pos_weight)"),
+    ([*TINY, "+trainer.params.pos_weight=5"], "regression", "trainer.params.pos_weight weights"),
+    (["+sweep=fraud_torch"], "binary", None),
+    (["+sweep=fraud_torch", "~search_space.pos_weight"], "multiclass", None),
+    (["+sweep=fraud_torch", "trainer.train_loop=torch_models:loop"], "regression", None),  # the user's loop reads it
+])
+def test_pos_weight_is_refused_where_the_built_in_loss_has_no_positive_class(make_cfg, overrides, task, fragment):
+    cfg = make_cfg(*overrides)
+    if fragment is None:
+        torch_mlp.check_task(cfg.trainer, cfg.search_space, task)
+        return
+    with pytest.raises(RaySweepError) as error:
+        torch_mlp.check_task(cfg.trainer, cfg.search_space, task)
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
 def test_a_user_model_takes_its_own_hyperparameters_and_the_loops(make_cfg):
     cfg = make_cfg(*TINY, "+trainer.model._target_=torch_models.TinyNet", "+search_space.width='choice(4, 8)'",
                    "+search_space.lr=0.01")

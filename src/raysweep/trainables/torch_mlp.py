@@ -110,6 +110,24 @@ def validate(trainer_cfg, search_space: dict[str, Any]) -> None:
             )
 
 
+def check_task(trainer_cfg, search_space, task: str | None) -> None:
+    """Refuse ``pos_weight`` where the built-in loop has no positive class to weight (multiclass, regression).
+
+    Searched, it would spend trials on a value the loss never reads. A user's loop reads what it likes.
+
+    Raises:
+        RaySweepError: Naming where ``pos_weight`` is set and how to remove it.
+    """
+    if task in (None, "binary") or _get(trainer_cfg, "train_loop"):
+        return
+    for where, values in (("search_space", search_space), ("trainer.params", trainer_cfg.params)):
+        if "pos_weight" in values:
+            raise RaySweepError(
+                f"{where}.pos_weight weights the positive class of a binary target, but the data's task is {task}, "
+                f"whose loss has none; remove it (~{where}.pos_weight)"
+            )
+
+
 def resource_needs(trainer_cfg) -> dict[str, Any]:
     """A worker group of ``trainer.num_workers``; the Tune trial function itself holds no CPU."""
     return {
