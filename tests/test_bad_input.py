@@ -63,6 +63,10 @@ ROWS = [
     ("csv-empty-file", [*CSV, "data.path={empty}", "data.target=label"], {}, "has no rows"),
     ("csv-header-only", [*CSV, "data.path={header}", "data.target=label"], {}, "has no rows"),
     ("csv-ragged", [*CSV, "data.path={ragged}", "data.target=label"], {}, "is ragged: line 3 has 4 fields"),
+    ("regressor-on-classes", [*CSV, "data.path={classes}", "data.target=label", "trainer=estimator",
+                              "trainer.estimator._target_=sklearn.linear_model.Ridge", "~search_space",
+                              "+search_space.alpha=interval(0.1, 1)", "sweep.metric=val_log_loss", "sweep.mode=min"],
+     {}, "sklearn.linear_model.Ridge is a regressor but the data's task is multiclass; pick a classifier"),
     ("csv-semicolons", [*CSV, "data.path={semicolons}", "data.target=label"], {},
      "reads as one column 'amount;label': its fields look separated by ';', not ','; add \"data.sep=';'\""),
     ("csv-decimal-commas", [*CSV, "data.path={semicolons}", "data.target=label", "data.sep=';'"], {},
@@ -143,6 +147,7 @@ def _tables(tmp_path: Path) -> dict[str, Path]:
     tables = {"empty": "", "header": "amount,label\n", "ragged": "amount,label,x\n1,0,a\n2,1,b,c\n",
               "good": "amount,label\n" + "".join(f"{i},{i % 2}\n" for i in range(40)),
               "ids": "amount,txn_id,label\n" + "".join(f"{i},T{i:04d},{i % 2}\n" for i in range(20)),
+              "classes": "amount,label\n" + "".join(f"{i},{i % 3}\n" for i in range(60)),
               "semicolons": "amount;label\n" + "".join(f"{i},5;{i % 2}\n" for i in range(40)),
               "prices": "amount,price\n" + "".join(f"{i},{3.7 * i + 0.01 * i * i:.2f}\n" for i in range(40))}
     paths = {}

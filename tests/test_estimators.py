@@ -220,7 +220,11 @@ def _cfg(target: str | None = "sklearn.ensemble.ExtraTreesClassifier", **extra):
         (_cfg("collections.OrderedDict"), {}, "is not a scikit-learn compatible estimator"),
         (_cfg(), {"learning_rate": 0.1}, "'learning_rate' is not a parameter of ExtraTreesClassifier"),
         (_cfg(params={"bogus": 1}), {}, "'bogus' is not a parameter of ExtraTreesClassifier"),
-        (_cfg("sklearn.svm.LinearSVC"), {}, "gives no class probabilities (predict_proba)"),
+        (_cfg("sklearn.svm.LinearSVC"), {}, "gives no class probabilities (predict_proba) with these arguments; pick "
+                                           "a classifier that gives them"),
+        # The fix names the argument that turns them on, for the class at hand.
+        (_cfg("sklearn.svm.SVC"), {}, "set trainer.params.probability=true (and leave probability out of search_space)"),
+        (_cfg("sklearn.linear_model.SGDClassifier"), {"alpha": "interval(0.1, 1)"}, "set trainer.params.loss=log_loss"),
         (_cfg(use_gpu=True), {}, "trainer.use_gpu=true"),
     ],
 )
@@ -300,6 +304,22 @@ def test_the_estimator_trainer_is_built_in_and_checks_the_sweep_metric(make_cfg)
     cfg = make_cfg("+sweep=fraud", "trainer=estimator", "sweep.metric=val_rmse")
     with pytest.raises(RaySweepError, match="'val_rmse' is not reported by trainer 'estimator'"):
         trainables.check_metrics(loaded, cfg)
+
+
+def test_a_metric_of_the_task_the_model_cannot_learn_waits_for_the_data_to_say_which_is_wrong(make_cfg):
+    # A regressor swept for val_log_loss: on a multiclass target the model is wrong, on a regression one the metric.
+    loaded = trainables.load("estimator")
+    cfg = make_cfg("+sweep=fraud", "trainer=estimator", "trainer.estimator._target_=sklearn.linear_model.Ridge",
+                   "sweep.metric=val_log_loss", "sweep.mode=min")
+    trainables.check_metrics(loaded, cfg, data_pending=True)
+    with pytest.raises(RaySweepError, match="Ridge is a regressor but the data's task is multiclass; pick a classifier"):
+        trainables.check_metrics(loaded, cfg, "multiclass")
+    with pytest.raises(RaySweepError, match="'val_log_loss' is not reported by trainer 'estimator' for a regression "):
+        trainables.check_metrics(loaded, cfg, "regression")
+    # A metric no task has is refused at once: no data can make it reported.
+    with pytest.raises(RaySweepError, match="'val_score' is not reported"):
+        trainables.check_metrics(loaded, make_cfg("+sweep=fraud", "trainer=estimator", "sweep.metric=val_score"),
+                                 data_pending=True)
 
 
 def test_a_checkpoint_logs_a_model_that_takes_raw_rows_and_answers_labels(datasets, tmp_path):

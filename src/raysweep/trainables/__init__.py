@@ -174,23 +174,30 @@ class LoadedTrainer:
         return set(self.structural_params(trainer_cfg, list(names))) if self.structural_params is not None else set()
 
 
-def check_metrics(trainer: LoadedTrainer, cfg: Any, task: str | None = None) -> None:
+def check_metrics(trainer: LoadedTrainer, cfg: Any, task: str | None = None, *, data_pending: bool = False) -> None:
     """Check ``sweep.metric`` and ``search_alg.objectives`` against what the trainer's trials report.
 
     Args:
         trainer: The loaded trainer.
         cfg: The composed config.
         task: The data's task, or ``None`` before the data is loaded (metrics that depend on it wait).
+        data_pending: The data is still to be loaded and checked again with its task: a metric of another task
+            than the trainer's model learns waits for it (a regressor on a multiclass target is the model's fault,
+            on a regression target the metric's).
 
     Raises:
         RaySweepError: A metric the trainer does not report, naming the ones it does.
     """
+    from raysweep.metrics import TASK_METRICS
+
     reported = trainer.reported_metrics(cfg.trainer, task)
     if not reported:
         return  # known once trials report (checked on the first finished trial)
     objectives = cfg.search_alg.objectives
     for key, metric, mode in ((f"sweep.metric={cfg.sweep.metric!r}", cfg.sweep.metric, cfg.sweep.mode),
                               *((f"search_alg.objectives.{m}", m, objectives[m]) for m in objectives)):
+        if data_pending and metric not in reported and any(metric in names for names in TASK_METRICS.values()):
+            continue
         if metric not in reported:
             task_note = f" for a {task} task" if task and trainer.metrics is not None else ""
             raise RaySweepError(

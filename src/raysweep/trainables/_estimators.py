@@ -73,22 +73,6 @@ def task_metrics(target: str, task: str | None, fixed: dict[str, Any] | None = N
     return (*dict.fromkeys(names), TRAIN_TIME)
 
 
-def check_arguments(target: str, names, where: str, fixed: dict[str, Any] | None = None) -> None:
-    """Raise one line for the first of ``names`` that ``target``'s constructor does not take, or for a
-    classifier that cannot give probabilities with the ``fixed`` arguments."""
-    from sklearn.base import is_classifier
-
-    known = set(bare(target, fixed or {}).get_params())
-    for name in names:
-        if name not in known:
-            raise RaySweepError(f"{name!r} is not a parameter of {target.rsplit('.', 1)[-1]}; remove it from {where} "
-                                "or pick another estimator")
-    estimator = make(target, fixed or {})
-    if is_classifier(estimator) and not hasattr(estimator, "predict_proba"):
-        raise RaySweepError(f"{target} gives no class probabilities (predict_proba) with these arguments; pick a "
-                            "classifier that does, or set the argument that turns them on (e.g. probability: true)")
-
-
 def trainable(settings: dict[str, Any], dataset):
     """:func:`train` bound to the data (shipped once through the object store) and the settings."""
     from ray import tune

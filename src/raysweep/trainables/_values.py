@@ -1,4 +1,4 @@
-"""Hyperparameter values checked against the estimator's own parameter rules, before Ray starts.
+"""Arguments and hyperparameter values checked against the estimator's own rules, before Ray starts.
 
 A value the class for the data's task cannot take (``criterion: gini`` in a sweep whose target turned out to be a
 regression one) otherwise fails every trial, one after the other, minutes later. scikit-learn states each
@@ -61,3 +61,36 @@ def check_values(estimator, fixed_where: str, search_space: Mapping[str, Any], t
             if problem := refusal(estimator, {key: option}):
                 raise RaySweepError(f"search_space.{key}={option!r} does not suit {name}{for_task}: {problem} "
                                     f"Change or remove the value")
+
+
+def check_arguments(target: str, names, where: str, fixed: dict[str, Any] | None = None) -> None:
+    """Raise one line for the first of ``names`` that ``target``'s constructor does not take, or for a
+    classifier that cannot give probabilities with the ``fixed`` arguments."""
+    from sklearn.base import is_classifier
+
+    from raysweep.trainables._estimators import bare, make
+
+    known = set(bare(target, fixed or {}).get_params())
+    for name in names:
+        if name not in known:
+            raise RaySweepError(f"{name!r} is not a parameter of {target.rsplit('.', 1)[-1]}; remove it from {where} "
+                                "or pick another estimator")
+    estimator = make(target, fixed or {})
+    if is_classifier(estimator) and not hasattr(estimator, "predict_proba"):
+        raise RaySweepError(f"{target} gives no class probabilities (predict_proba) with these arguments; "
+                            + _probability_fix(target, fixed or {}, known))
+
+
+#: Arguments that turn class probabilities on where a class has them (SVC's, SGDClassifier's losses).
+_PROBABILITY_SWITCHES = (("probability", True), ("loss", "log_loss"), ("loss", "modified_huber"))
+
+
+def _probability_fix(target: str, fixed: dict[str, Any], known: set[str]) -> str:
+    from raysweep.trainables._estimators import make
+
+    for name, value in _PROBABILITY_SWITCHES:
+        if name in known and hasattr(make(target, {**fixed, name: value}), "predict_proba"):
+            shown = str(value).lower() if isinstance(value, bool) else value
+            return f"set trainer.params.{name}={shown} (and leave {name} out of search_space)"
+    return "pick a classifier that gives them (LogisticRegression, a forest, or your class in " \
+           "sklearn.calibration.CalibratedClassifierCV)"

@@ -20,7 +20,6 @@ from raysweep.trainables._estimators import (  # noqa: F401
     REGISTRATION_IMPORTS,
     TRAIN_TIME,
     best_checkpoint,
-    check_arguments,
     container,
     grow,
     log_model,
@@ -30,6 +29,7 @@ from raysweep.trainables._estimators import (  # noqa: F401
     trainable,
     trial_settings,
 )
+from raysweep.trainables._values import check_arguments
 
 #: The metrics of the default task (binary); :func:`metrics` gives them per task.
 METRICS = (*VALIDATION_METRICS, TRAIN_TIME)

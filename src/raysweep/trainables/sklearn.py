@@ -22,7 +22,6 @@ from raysweep.trainables._estimators import (  # noqa: F401
     REGISTRATION_IMPORTS,
     TRAIN_TIME,
     best_checkpoint,
-    check_arguments,
     container,
     grow,
     log_model,
@@ -31,6 +30,7 @@ from raysweep.trainables._estimators import (  # noqa: F401
     trainable,
     trial_settings,
 )
+from raysweep.trainables._values import check_arguments
 
 
 class Family(NamedTuple):
