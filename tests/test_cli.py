@@ -56,6 +56,8 @@ def test_smoke_sweep_from_the_command_line(ray_address, tmp_path, cli_env, track
     assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}
     assert {r.data.params["max_depth"] for r in runs if "max_depth" in r.data.params} <= {"3", "6"}
     assert_sweep_contract(client, "fraud-detection", "fraud-rf", min_children=4)
+    # The version records its task: a sweep of another task into this name is refused (tests/test_model_tasks.py).
+    assert client.get_model_version_by_alias("fraud-rf", "champion").tags["raysweep.task"] == "binary"
     # Tune's result.json (what a resume re-logs) and progress.csv in every trial folder; TensorBoard's event files
     # (and torch in the driver for them) only with cluster.tensorboard=true.
     trials = [d for d in (tmp_path / "ray").glob("*/*") if (d / "params.json").exists()]

@@ -10,7 +10,7 @@ them compute: the best version by its recorded metric, the newest sweep version 
 A decision a person made (``raysweep promote``, ``rollback``, :func:`promote` with another ``by``) anchors the
 champion: it records the newest version number it saw (``raysweep.promotion_basis``), and only versions
 registered after it compete with its choice. A champion recorded with another metric or mode, or with none
-(promoted by hand), is never replaced automatically.
+(promoted by hand), is never replaced automatically. One name holds the models of one task (:func:`check_task`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from raysweep.errors import RaySweepError
 from raysweep.ranking import is_better
 from raysweep.tracking.tags import (
     METRIC_TAG,
@@ -30,6 +31,7 @@ from raysweep.tracking.tags import (
     PROMOTED_BY_TAG,
     PROMOTION_BASIS_TAG,
     PROMOTION_REASON_TAG,
+    TASK_TAG,
     VALUE_TAG,
     VERSION_PARENT_TAG,
     VERSION_SWEEP_TAG,
@@ -184,3 +186,41 @@ def _value(version, metric: str, mode: str) -> float | None:
 def now() -> str:
     """The current UTC time, as the promotion tags record it."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def check_task(client: MlflowClient, name: str, task: str | None) -> None:
+    """Refuse to register a model of ``task`` under a name whose champion learned another task.
+
+    Their scores could never be compared (``promote`` scores both on one test split), and a caller loading
+    ``@champion`` would get another kind of answer. Checked before the sweep's parent run exists, and again when
+    it registers.
+
+    Raises:
+        RaySweepError: Naming the champion, both tasks and the fix.
+    """
+    if task is None:
+        return
+    try:
+        champion = (client.get_registered_model(name).aliases or {}).get(CHAMPION)
+    except MlflowException:
+        return  # a new name
+    if champion is None:
+        return
+    held = version_task(client, client.get_model_version(name, str(champion)))
+    if held is not None and held != task:
+        raise RaySweepError(
+            f"registered model {name!r} holds a {held} model (@{CHAMPION} v{champion}) and this sweep's data is a "
+            f"{task} task, whose models cannot be compared with it; set mlflow.registered_model to another name"
+        )
+
+
+def version_task(client: MlflowClient, version) -> str | None:
+    """The task a model version learned: its tag, or (registered before the tag) its run's dataset's; ``None``
+    where neither says (a trainer that loads its own data)."""
+    if TASK_TAG in version.tags:
+        return version.tags[TASK_TAG]
+    try:
+        inputs = client.get_run(version.run_id).inputs.dataset_inputs if version.run_id else []
+    except MlflowException:
+        return None
+    return next((tag.value for i in inputs for tag in i.tags if tag.key == TASK_TAG), None)

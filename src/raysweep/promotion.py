@@ -147,6 +147,12 @@ def gate(client: MlflowClient, name: str, dataset=None, *, margin: float = 0.0, 
     if challenger == champion:
         raise RaySweepError(f"{name}@challenger is already @champion (v{champion}); register a new version first")
     challenger_mv = client.get_model_version(name, challenger)
+    tasks = {alias: registry.version_task(client, mv) for alias, mv in
+             ((registry.CHALLENGER, challenger_mv), (registry.CHAMPION, client.get_model_version(name, champion)))}
+    if None not in tasks.values() and len(set(tasks.values())) > 1:
+        raise RaySweepError(f"{name} v{challenger} (@challenger) learned a {tasks[registry.CHALLENGER]} task and "
+                            f"v{champion} (@champion) a {tasks[registry.CHAMPION]} one: one test split cannot score "
+                            f"both; register a {tasks[registry.CHAMPION]} model as @challenger")
     swept = challenger_mv.tags.get(METRIC_TAG, "val_auc")
     mode = challenger_mv.tags.get(MODE_TAG, "max")
     if dataset is None:

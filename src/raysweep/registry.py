@@ -16,14 +16,16 @@ from mlflow.exceptions import MlflowException
 from raysweep import trial_model
 
 # The aliases' names and moves live in raysweep.aliases; importers of registry find them here too.
-from raysweep.aliases import CHALLENGER, CHAMPION, champion_version, promote, settle  # noqa: F401
+from raysweep.aliases import (  # noqa: F401
+    CHALLENGER, CHAMPION, champion_version, check_task, promote, settle, version_task,
+)
 from raysweep.aliases import now as _now
 from raysweep.errors import NoModelError, RaySweepError
 from raysweep.evaluation import compare, evaluate, loaded, log_classifier_plots, test_tags  # noqa: F401 - API
 from raysweep.ranking import is_better
 from raysweep.tracking.tags import (
-    METRIC_TAG, MODE_TAG, PREVIOUS_CHAMPION_TAG, PROMOTED_BY_TAG, PROMOTION_REASON_TAG, TEST_METRIC_TAG, TEST_VALUE_TAG,
-    VALUE_TAG, VERSION_PARENT_TAG, VERSION_SWEEP_TAG, VERSION_TRIAL_TAG,
+    METRIC_TAG, MODE_TAG, PREVIOUS_CHAMPION_TAG, PROMOTED_BY_TAG, PROMOTION_REASON_TAG, TASK_TAG, TEST_METRIC_TAG,
+    TEST_VALUE_TAG, VALUE_TAG, VERSION_PARENT_TAG, VERSION_SWEEP_TAG, VERSION_TRIAL_TAG,
 )
 
 if TYPE_CHECKING:
@@ -90,13 +92,15 @@ def register_best(client: MlflowClient, parent, summary: SweepSummary, dataset=N
     version = sweep_version(client, parent, summary)
     created = version is None
     if created:
+        check_task(client, name, dataset.task if dataset is not None else None)
         try:
             model_uri = trial_model.model_uri(client, client.get_run(summary.best_run_id),
                                               parent.data.params.get("trainer.name"))
         except NoModelError as error:
             return NotRegistered(name, str(error))
         model = loaded(model_uri) if dataset is not None else model_uri  # one load for the score and the plots
-        mine = _register(client, name, model_uri, summary, test_tags(model, dataset, summary.metric))
+        task = {TASK_TAG: dataset.task} if dataset is not None else {}
+        mine = _register(client, name, model_uri, summary, {**test_tags(model, dataset, summary.metric), **task})
         version = _keep_one(client, name, summary, mine)
         created = version == mine
         if created:

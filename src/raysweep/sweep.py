@@ -111,6 +111,10 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
         log.debug("phase ray started")
         client = prepared.result()
         log.debug("phase store ready")
+        if plan.register:  # before anything is created: a name whose champion learned another task
+            from raysweep.aliases import check_task
+
+            check_task(client, cfg.mlflow.registered_model, task)
         # Imported once MLflow is (by _prepare, while Ray started), not before ray.init: 0.7 s of start-up.
         from raysweep.tracking import lineage, metadata, outage, queries, reconcile
         from raysweep.tracking.parent import driver_tags, parent_run
