@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -390,6 +391,19 @@ def test_pandas_nullable_columns_become_numpy_columns_with_nan_gaps():
     assert dtypes == ("float64", "int64", object, object)
     assert X["note"].map(lambda v: v is None).sum() == 0  # None -> NaN: the imputer fills it
     assert preprocess.build(X).fit_transform(X).dtype == np.float64
+
+
+def test_a_column_with_no_value_in_training_is_left_out_without_a_warning():
+    # A CSV's empty column reads as float NaN, a Parquet one may hold objects: neither has anything to learn.
+    X = pd.DataFrame({"amount": [1.0, 2.0, None, 4.0] * 10, "blank": [np.nan] * 40, "void": pd.Series([None] * 40,
+                                                                                                      dtype=object),
+                      "city": ["a", "b", None, "a"] * 10})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's "Skipping features without any observed values"
+        fitted = preprocess.build(X).fit(X)
+        served = fitted.transform(X.assign(blank=7.0, void="new"))  # a value served there later is ignored
+    assert served.shape == fitted.transform(X).shape == (40, 1 + 1 + 2)  # amount, its gap indicator, city a/b
+    assert (served == fitted.transform(X)).all()
 
 
 # --- group and time splits ----------------------------------------------------------------------------------------

@@ -61,8 +61,11 @@ def build(X_train: pd.DataFrame, *, add_indicator: bool = True, scale: bool = Fa
     values become the most frequent training value, then one-hot encoded; a category training never saw encodes
     as all zeros instead of failing, so a served model answers rows with new values.
 
+    A column with no value at all in training is left out (as every value a model is later served in it): there
+    is nothing to learn or impute it from, and scikit-learn's imputer would warn at every fit and prediction.
+
     Args:
-        X_train: The training split's raw feature columns (only their names and dtypes are read).
+        X_train: The training split's raw feature columns (their names, dtypes and which hold any value are read).
         add_indicator: Add missing-value indicator columns for numeric columns with gaps in training.
         scale: Standardise numeric columns (for models that need it, e.g. neural networks).
 
@@ -75,7 +78,8 @@ def build(X_train: pd.DataFrame, *, add_indicator: bool = True, scale: bool = Fa
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    numeric, categorical = column_kinds(X_train)
+    empty = set(X_train.columns[X_train.isna().all().to_numpy()]) if len(X_train) else set()
+    numeric, categorical = ([c for c in kind if c not in empty] for kind in column_kinds(X_train))
     transformers = []
     if numeric:
         steps = [("impute", SimpleImputer(strategy="median", add_indicator=add_indicator))]
