@@ -302,7 +302,8 @@ def check_features(X: pd.DataFrame) -> None:
         raise RaySweepError("the data has no feature columns besides the target (and data.drop); add feature columns")
     for column in X.columns:
         values = X[column]
-        if pd.api.types.is_datetime64_any_dtype(values.dtype) or pd.api.types.is_timedelta64_dtype(values.dtype):
+        if pd.api.types.is_datetime64_any_dtype(values.dtype) or pd.api.types.is_timedelta64_dtype(values.dtype) \
+                or _iso_dates(values):
             raise RaySweepError(
                 f"column {column!r} holds dates or times, which models do not read; add it to data.drop, derive "
                 "numeric columns from it, or split on it with data.split=time data.time_column=" + str(column)
@@ -321,6 +322,21 @@ def check_features(X: pd.DataFrame) -> None:
                 "as categories (every number its own); clear those fields in the file (an empty field is a gap, "
                 f"which models impute) or add it to data.drop (data.drop=[{column}])"
             )
+
+
+#: A date, or a date and time, as CSV exports and ``str(timestamp)`` write them (2024-03-01, 2024-03-01T12:30:00Z).
+_ISO_DATE = r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?"
+
+
+def _iso_dates(values: pd.Series, sample: int = 1000) -> bool:
+    """Whether a text column holds dates (its first ``sample`` present values all are): read from a CSV they are
+    strings, which would be one-hot encoded, every later date a category training never saw."""
+    import pandas as pd
+
+    if not pd.api.types.is_string_dtype(values.dtype) or isinstance(values.dtype, pd.CategoricalDtype):
+        return False
+    present = values.dropna().head(sample).astype(str).str.strip()
+    return bool(len(present)) and bool(present.str.fullmatch(_ISO_DATE).all())
 
 
 #: A text column whose values are numbers but for at most this share (and at least this many numbers) is a column
