@@ -321,8 +321,9 @@ def test_default_sweep_bench_counts_the_cpu_of_a_process_and_of_what_it_starts(d
     with bench.CpuMeter(root.pid, every=0.05) as meter:
         assert root.wait(timeout=60) == 0
     cpu = meter.seconds(wall=time.time() - started, cpus=2)
-    # Each burned 0.6 s (plus its interpreter's start); the child's last ~0.05 s may fall after its last sample.
-    assert 0.6 <= cpu["CPU s: driver"] < 1.2, cpu
+    # Each burned 0.6 s (plus its interpreter's start); a process's last ~0.05 s may fall after its last sample
+    # (the sampling thread waits its turn on a loaded machine).
+    assert 0.5 <= cpu["CPU s: driver"] < 1.2, cpu
     assert 0.5 <= cpu["CPU s: trial processes"] < 1.2, cpu
     assert cpu["CPU s: Ray's own processes"] == cpu["CPU s: other processes"] == 0, cpu
     assert cpu["CPU s: all"] == pytest.approx(cpu["CPU s: driver"] + cpu["CPU s: trial processes"])
