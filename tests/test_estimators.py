@@ -3,6 +3,7 @@ before anything starts, the built-in families' class per task, and the logged mo
 
 from __future__ import annotations
 
+import warnings
 from types import SimpleNamespace
 
 import mlflow
@@ -144,8 +145,14 @@ def test_a_scale_sensitive_model_learns_from_a_small_feature_beside_a_large_one(
 
 def test_warm_started_iterative_models_fit_their_budget_in_slices(datasets):
     settings = _settings("sklearn.neural_network.MLPClassifier", iterations=4, hidden_layer_sizes=(8,))
-    runs = [pipeline[-1].n_iter_ for _, pipeline, _ in engine.grow({"max_iter": 20}, datasets["multiclass"], settings)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runs = [pipeline[-1].n_iter_ for _, pipeline, _ in engine.grow({"max_iter": 20}, datasets["multiclass"],
+                                                                       settings)]
     assert runs == [5, 5, 5, 5]  # 20 iterations in all, continuing from the previous solution
+    # A slice stops at its share by design: only the last one may say the budget ran out before convergence.
+    assert [str(w.message)[:40] for w in caught if w.category.__name__ == "ConvergenceWarning"] == [
+        "Stochastic Optimizer: Maximum iterations"]
 
 
 def test_an_estimator_that_cannot_grow_reports_once(datasets):

@@ -53,7 +53,8 @@ def test_gate_status(better, force, status):
 @pytest.mark.parametrize(
     "text, value",
     [("7", 7), ("0.5", 0.5), ("1e-05", 1e-05), ("0.1234567890123", 0.1234567890123), ("None", None),
-     ("True", True), ("False", False), ("sqrt", "sqrt"), ("gini", "gini"), ("-3", -3)],
+     ("True", True), ("False", False), ("sqrt", "sqrt"), ("gini", "gini"), ("-3", -3), ("(64, 32)", (64, 32)),
+     ("(32,)", (32,)), ("[8, 8]", (8, 8)), ("(unbalanced", "(unbalanced")],
 )
 def test_parse_param_gives_back_the_trial_value(text, value):
     parsed = parse_param(text)

@@ -24,6 +24,8 @@ from raysweep.search_space import (
         ("choice(6, none)", Dimension("choice", (6, None))),
         ("choice(6, None, NONE)", Dimension("choice", (6, None, None))),
         ("choice(true, false)", Dimension("choice", (True, False))),
+        # A list is one option, for a hyperparameter that takes a sequence; trials get a tuple.
+        ("choice([32], [64, 32])", Dimension("choice", ((32,), (64, 32)))),
         ("range(50, 201, 50)", Dimension("choice", (50, 100, 150, 200))),
         ("range(1, 4)", Dimension("choice", (1, 2, 3))),
         ("range(10, 1, -4)", Dimension("choice", (10, 6, 2))),
@@ -174,6 +176,7 @@ def test_fixed_values_stay_fixed(value, expected):
         ("int(interval(3, 3.5))", "is empty"),  # Hydra's int() cast truncates 3.5 to 3
         ("tag(log, int(interval(0, 32)))", "lo must be > 0"),
         ("str(interval(1, 32))", "cannot parse"),
+        ("choice({a: 1}, 2)", "options must be values or lists"),
     ],
 )
 def test_bad_expressions_name_the_key_and_the_fix(expr, fragment):

@@ -63,9 +63,18 @@ class Reproduction:
 
 
 def parse_param(text: str):
-    """An MLflow param string back to the Python value the trial had (``'7'`` -> 7, ``'None'`` -> None)."""
+    """An MLflow param string back to the Python value the trial had (``'7'`` -> 7, ``'None'`` -> None,
+    ``'(64, 32)'`` -> (64, 32))."""
+    import ast
+
     if text in ("None", "True", "False"):
         return {"None": None, "True": True, "False": False}[text]
+    if text.startswith(("(", "[")):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+        return tuple(value) if isinstance(value, (list, tuple)) else value
     for kind in (int, float):
         try:
             return kind(text)

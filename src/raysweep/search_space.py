@@ -26,6 +26,9 @@ to the sweep (``int(interval(1, 32))`` is an interval with int bounds, which is 
 ``range``: it turns ``range(1, 4)`` into Optuna's ``IntDistribution(1, 4)``, which includes 4; raysweep keeps
 Hydra's meaning (Python's ``range``: 1, 2, 3).
 
+An option of ``choice`` may be a list, one value for a hyperparameter that takes a sequence
+(``hidden_layer_sizes: choice([32], [64, 32])``); trials get it as a tuple.
+
 Hydra rejects ``null`` inside ``choice(...)``, so the bare word ``none`` (any case) stands for Python's
 ``None``, both inside ``choice``/``range`` and as a fixed value: ``max_depth: choice(8, 16, none)``.
 """
@@ -129,12 +132,14 @@ def parse_dimension(name: str, value: Any) -> Any:
 
     if isinstance(sweep, ChoiceSweep):
         options = [_none_word(v) for v in sweep.list]
-        if any(isinstance(v, (dict, list)) for v in options):
+        if any(isinstance(v, dict) for v in options):
             raise RaySweepError(
-                f"search_space.{name}: choice(...) options must be plain values, got {value!r}; "
-                "list the values without brackets or braces"
+                f"search_space.{name}: choice(...) options must be values or lists, got {value!r}; search each "
+                "key of a mapping as a hyperparameter of its own"
             )
-        return Dimension("choice", tuple(options))
+        # A list is one option (scikit-learn's hidden_layer_sizes: choice([32], [64, 32])), as in
+        # tune.choice([[32], [64, 32]]); kept as a tuple, which trials, params and Optuna's choices can hold.
+        return Dimension("choice", tuple(tuple(v) if isinstance(v, list) else v for v in options))
 
     if isinstance(sweep, RangeSweep):
         values = _range_values(sweep.start, sweep.stop, sweep.step)

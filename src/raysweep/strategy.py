@@ -8,6 +8,7 @@ fills in what it knows from the rest of the config - the metric, the trainer's i
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -60,6 +61,13 @@ def searcher(search_alg_cfg, parsed: Mapping[str, Any], metric: str, mode: str, 
 
         # Optuna's INFO line at every study created (the plan builds one to check the searcher, Tune another).
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        lists = [n for n, v in parsed.items() if isinstance(v, search_space.Dimension) and v.kind == "choice"
+                 and any(isinstance(o, tuple) for o in v.args)]
+        if lists and params.get("storage"):
+            raise RaySweepError(f"search_space.{lists[0]} has list options, which an Optuna storage cannot keep "
+                                "(search_alg.params.storage); remove the storage, or search the list's parts")
+        # In memory Optuna takes any choice; it warns at every draw that a stored study could not hold a list.
+        warnings.filterwarnings("ignore", message="Choices for a categorical distribution should be a tuple of None")
         objectives = {metric: mode, **{k: _mode(v) for k, v in search_alg_cfg.objectives.items()}}
         # Ray adds the earlier trials to the study as completed ones (Optuna checks each value against the space).
         seeded, seed = {}, search_alg_cfg.seed

@@ -23,6 +23,7 @@ import json
 import pickle
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -283,7 +284,12 @@ def _fit_slice(estimator, X, y, size_key, how, total: int, i: int, iterations: i
     elif how == "slices":
         previous = max(1, round(total * (i - 1) / iterations)) if i > 1 else 0
         estimator.set_params(warm_start=True, **{size_key: max(1, target - previous)})
-        estimator.fit(X, y)
+        with warnings.catch_warnings():
+            if i < iterations:  # a slice stops at its share of the budget by design: only the last one may warn
+                from sklearn.exceptions import ConvergenceWarning
+
+                warnings.simplefilter("ignore", ConvergenceWarning)
+            estimator.fit(X, y)
         estimator.set_params(**{size_key: total})  # the logged model shows the trial's budget, not the last slice
     else:  # boost: add the rounds still missing to the booster so far
         argument, booster = _BOOSTERS[type(estimator).__module__.split(".")[0]]
