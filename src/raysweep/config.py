@@ -340,7 +340,7 @@ def _validate_trainer_fit(cfg: DictConfig) -> None:
     trainer = trainables.load(cfg.trainer.name)
     name = cfg.trainer.name
     task = None if cfg.data.get("task", "auto") == "auto" else getattr(cfg.data.task, "value", str(cfg.data.task))
-    trainables.check_metrics(trainer, cfg, task, data_pending=task is None and cfg.data.source != DataSource.none)
+    trainables.check_metrics(trainer, cfg, task, data_pending=cfg.data.source != DataSource.none)
     if cfg.trainer.use_gpu and not trainer.resource_needs(cfg.trainer).get("use_gpu"):
         raise RaySweepError(f"trainer.use_gpu=true, but trainer {name!r} has no GPU path (its trials ask Ray for CPUs "
                             "only); set trainer.use_gpu=false, or use a trainer that trains on GPUs (trainer=mlp)")

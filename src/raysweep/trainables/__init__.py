@@ -182,8 +182,9 @@ def check_metrics(trainer: LoadedTrainer, cfg: Any, task: str | None = None, *, 
         cfg: The composed config.
         task: The data's task, or ``None`` before the data is loaded (metrics that depend on it wait).
         data_pending: The data is still to be loaded and checked again with its task: a metric of another task
-            than the trainer's model learns waits for it (a regressor on a multiclass target is the model's fault,
-            on a regression target the metric's).
+            than the trainer's model learns (or than ``task``) waits for it, so that the cause is named (a regressor
+            on a multiclass target is the model's fault, on a regression target the metric's; ``data.task=binary``
+            on five classes is the data's).
 
     Raises:
         RaySweepError: A metric the trainer does not report, naming the ones it does.
