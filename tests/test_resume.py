@@ -137,6 +137,28 @@ def test_interrupted_sweep_resumes_into_the_same_runs(signum, mode, interrupted_
     ]
 
 
+def test_a_signal_while_the_sweep_registers_names_the_resume_that_finishes_it(ray_address, make_cfg, tracking_uri,
+                                                                              monkeypatch):
+    from raysweep import registry, sweep
+    from raysweep.errors import SweepInterrupted
+
+    def interrupted(*args, **kwargs):  # Ctrl-C arriving after the trials, while the version is registered
+        raise SweepInterrupted(signal.SIGINT)
+
+    args = ["+sweep=fraud", "data.n_samples=1000", "sweep.num_samples=2", "trainer.iterations=1", "cluster.verbose=0",
+            "sweep.run_name=registering"]
+    with monkeypatch.context() as patch:
+        patch.setattr(registry, "register_best", interrupted)
+        with pytest.raises(SweepInterrupted) as stopped:
+            sweep.run(make_cfg(*args))
+    assert stopped.value.run_name == "registering"  # the exit line's "continue it with resume=true ..."
+    outcome = sweep.run(make_cfg(*args, "resume=true"))  # trains nothing again, and registers
+    client = MlflowClient(tracking_uri)
+    (parent,), children = _sweep_runs(client)
+    assert parent.info.status == "FINISHED" and len(children) == 2
+    assert outcome.registration.version == "1" and "champion" in outcome.registration.aliases
+
+
 def test_analysis_ends_a_dead_drivers_runs_killed(tracking_uri):
     client = MlflowClient(tracking_uri)
     experiment_id = client.create_experiment("fraud-detection")

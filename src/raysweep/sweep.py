@@ -166,10 +166,14 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
                 raise
             release_ray()  # nothing after Tune needs Ray: it stops while the sweep registers its model
             log.debug("phase tune finished")
-            summary, registration, checkpoints = after_training(
-                client, plan, cfg, dataset, experiment_id, parent_id, trials,
-                interrupted=signals.received is not None,
-            )
+            try:
+                summary, registration, checkpoints = after_training(
+                    client, plan, cfg, dataset, experiment_id, parent_id, trials,
+                    interrupted=signals.received is not None,
+                )
+            except SweepInterrupted as interrupted:
+                interrupted.run_name = plan.run_name  # resume=true registers and reports without training again
+                raise
     log.debug("phase ray stopped")
     return SweepOutcome(plan, summary, registration, time.perf_counter() - started, checkpoints)
 
