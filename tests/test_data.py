@@ -397,6 +397,19 @@ def test_pandas_nullable_columns_become_numpy_columns_with_nan_gaps():
     assert preprocess.build(X).fit_transform(X).dtype == np.float64
 
 
+@pytest.mark.parametrize("rows, warned", [(12, True), (36, True), (40, False)])
+def test_a_validation_split_too_small_to_rank_trials_is_named(rows, warned, caplog):
+    frame = pd.DataFrame({"x": np.arange(rows, dtype=float), "spend": np.arange(rows) * 1.5 + 3})
+    with caplog.at_level("WARNING", logger="raysweep.data"):
+        dataset = from_frame(frame, "spend")
+    lines = [r.getMessage() for r in caplog.records]
+    assert bool(lines) == warned, lines
+    if warned:
+        assert lines == [f"raysweep: the validation split holds {len(dataset.y_val)} of the data's {rows} rows, too "
+                         "few for its metric to tell trials apart (or the test split to judge the model); add rows, "
+                         "or raise data.val_fraction"]
+
+
 def test_a_column_with_no_value_in_training_is_left_out_without_a_warning():
     # A CSV's empty column reads as float NaN, a Parquet one may hold objects: neither has anything to learn.
     X = pd.DataFrame({"amount": [1.0, 2.0, None, 4.0] * 10, "blank": [np.nan] * 40, "void": pd.Series([None] * 40,

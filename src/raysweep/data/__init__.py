@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -56,6 +57,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Dataset", "DatasetInfo", "check_config", "existing_file", "from_frame", "generate_fraud", "infer_task",
            "load", "read_table", "split"]
+
+log = logging.getLogger(__name__)
+
+#: A validation split of fewer rows ranks trials by noise: the sweep says so (under ~38 rows, default fractions).
+SMALL_VALIDATION = 10
 
 #: Split names :meth:`Dataset.xy` takes.
 SPLITS = ("train", "val", "test")
@@ -310,6 +316,10 @@ def from_frame(frame: pd.DataFrame, target: str, *, task: str = "auto", drop=(),
         raise RaySweepError(f"data.split={split!r} is not known; use data.split=random|group|time")
     if classes:
         _check_training_classes(y[parts[0]], classes, split)
+    if len(parts[1]) < SMALL_VALIDATION:
+        log.warning("raysweep: the validation split holds %d of the data's %d rows, too few for its metric to tell "
+                    "trials apart (or the test split to judge the model); add rows, or raise data.val_fraction",
+                    len(parts[1]), len(frame))
     X = normalise(X).reset_index(drop=True)
     Xs = [X.iloc[rows].reset_index(drop=True) for rows in parts]
     ys = [y[rows] for rows in parts]
