@@ -393,6 +393,9 @@ def test_a_served_model_takes_the_columns_in_the_types_data_arrives_in(tmp_path)
     pd.testing.assert_frame_equal(model.predict(arrived), expected)
     for gap in (pd.NA, None):  # among plain objects too: scikit-learn's imputer cannot test pd.NA
         pd.testing.assert_frame_equal(model.predict(plain.assign(member=[True, gap, False])), expected)
+    # As a CSV's text (read with dtype=str, or typed in a request): numbers, and the true/false words.
+    as_text = plain.assign(visits=["3", "41.0", None], verified=["True", "false", " TRUE "])
+    pd.testing.assert_frame_equal(model.predict(as_text), expected)
     complete = plain.head(2).astype({"visits": "int64", "spend": "float32"})
     pd.testing.assert_frame_equal(model.predict(complete), expected.head(2))
     with pytest.raises(Exception, match="column 'visits' holds numbers in training, but a served row has 'many'"):

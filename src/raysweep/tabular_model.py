@@ -120,6 +120,8 @@ class TabularModel(PythonModel):
             values = X[column].astype(object)
             values = values.where(values.notna(), np.nan)
             if is_numeric:
+                # A true/false column trained as numbers (read from a CSV as booleans) served as its file's text.
+                values = values.map(lambda v: _TRUTH.get(v.strip().lower(), v) if isinstance(v, str) else v)
                 try:
                     values = pd.to_numeric(values, errors="raise").astype("float64")
                 except (TypeError, ValueError):
@@ -139,6 +141,10 @@ class TabularModel(PythonModel):
         if out.ndim == 1 or out.shape[1] == 1:
             return torch.sigmoid(out.reshape(-1)).numpy()
         return torch.softmax(out, dim=1).numpy()
+
+
+#: Text a boolean column's values arrive as (a CSV's True/False), as the numbers training saw.
+_TRUTH = {"true": 1.0, "false": 0.0}
 
 
 def _is_number(value) -> bool:
