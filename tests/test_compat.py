@@ -281,21 +281,21 @@ def test_train_v2_report_lines_log_under_the_file_named_logger_raysweep_quiets()
     assert not logging.getLogger(module.__file__).isEnabledFor(logging.INFO)
 
 
-def test_tune_logs_a_failed_trials_traceback_under_the_name_and_message_raysweep_quiets():
+def test_ray_logs_a_failed_trials_tracebacks_under_the_names_and_messages_raysweep_quiets():
     import importlib
 
-    module = importlib.import_module(compat.TRIAL_FAILED_LOGGER)
-    assert module.logger.name == compat.TRIAL_FAILED_LOGGER, _says("Tune's controller logger moved")
-    assert f'logger.error(f"{compat.TRIAL_FAILED_MESSAGE}' in inspect.getsource(module), _says(
-        "Tune's controller no longer logs a failed trial's traceback with that message")
-    record = logging.LogRecord(compat.TRIAL_FAILED_LOGGER, logging.ERROR, __file__, 1,
-                               f"{compat.TRIAL_FAILED_MESSAGE} train_1", None, None)
-    controller = logging.getLogger(compat.TRIAL_FAILED_LOGGER)
-    with compat.tune_output(0):
-        assert not controller.filter(record)
-    assert controller.filter(record)  # only while a quiet sweep runs
-    with compat.tune_output(1):
-        assert controller.filter(record)
+    for name, start in compat.TRIAL_FAILED_LINES.items():
+        module = importlib.import_module(name)
+        assert module.logger.name == name, _says(f"the logger of {name} moved")
+        assert start in inspect.getsource(module), _says(f"{name} no longer logs {start!r}")
+        record = logging.LogRecord(name, logging.ERROR, __file__, 1, f"{start} train_1", None, None)
+        other = logging.LogRecord(name, logging.ERROR, __file__, 1, "something else", None, None)
+        logger = logging.getLogger(name)
+        with compat.tune_output(0):
+            assert not logger.filter(record) and logger.filter(other)
+        assert logger.filter(record)  # only while a quiet sweep runs
+        with compat.tune_output(1):
+            assert logger.filter(record)
 
 
 def test_tunes_legacy_output_engine_is_still_behind_the_switch(monkeypatch):

@@ -19,11 +19,9 @@ from contextlib import contextmanager
 
 #: Ray's switch for its ``uv run`` runtime-env hook (read once, when Ray is imported).
 UV_RUN_HOOK_ENV = "RAY_ENABLE_UV_RUN_RUNTIME_ENV"
-#: Where Ray tells a job's driver its job config (``runtime_env`` included); private in
-#: ``ray._private.runtime_env.constants.RAY_JOB_CONFIG_JSON_ENV_VAR``.
+#: Where Ray tells a job's driver its job config (``runtime_env`` included); private, as its name says.
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
-#: Train V2's placement-group cleaner logger (``ray.train.v2._internal...``): warns every few seconds without
-#: Ray's dashboard.
+#: Train V2's placement-group cleaner logger: warns every few seconds without Ray's dashboard.
 TRAIN_PG_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
 #: Tune's graceful stop: ``tune.run`` stops trials and saves its experiment state on SIGUSR1.
 TUNE_STOP_SIGNAL = signal.SIGUSR1
@@ -48,9 +46,11 @@ TRAIN_REPORT_MODULE = "ray.train.v2._internal.execution.context"
 #: ``0`` selects Tune's legacy output engine, which at ``verbose=0`` prints nothing; the default engine prints
 #: its configuration box, the results folder and a TensorBoard hint at any verbosity.
 TUNE_NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
-#: Tune's controller logs each failed trial's traceback at ERROR under this logger, starting with this message.
-TRIAL_FAILED_LOGGER = "ray.tune.execution.tune_controller"
-TRIAL_FAILED_MESSAGE = "Trial task failed for trial"
+#: ERROR lines raysweep's line for a failed trial replaces, {logger: message start}: Tune's traceback of the trial,
+#: the driver's of one failing as the sweep stops (a wrong metric fails all), and "Trials did not complete".
+TRIAL_FAILED_LINES = {"ray.tune.execution.tune_controller": "Trial task failed for trial",
+                      "ray._private.worker": "Unhandled error (suppress with",
+                      "ray.tune.tune": "Trials did not complete"}
 #: ``0``: the driver prints workers' lines without the colour codes around their ``(train pid=...)`` prefix.
 RAY_COLOR_PREFIX_ENV = "RAY_COLOR_PREFIX"
 #: ``0``: no log de-duplication, whose "[repeated Nx across cluster]" marker is always coloured (read at import).
@@ -113,17 +113,25 @@ def request_tune_stop() -> bool:
 
 
 @contextmanager
-def tune_without_sigint_handler() -> Iterator[None]:
-    """While this is open, ``Tuner.fit`` leaves SIGINT to the caller (it keeps its SIGUSR1 stop)."""
-    previous = os.environ.get(TUNE_SIGINT_ENV)
-    os.environ[TUNE_SIGINT_ENV] = "1"
+def _environ(name: str, value: str | None) -> Iterator[None]:
+    """``os.environ[name] = value`` (``None``: as it is) while this is open, then exactly as before."""
+    previous = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
     try:
         yield
     finally:
         if previous is None:
-            os.environ.pop(TUNE_SIGINT_ENV, None)
+            os.environ.pop(name, None)
         else:
-            os.environ[TUNE_SIGINT_ENV] = previous
+            os.environ[name] = previous
+
+
+@contextmanager
+def tune_without_sigint_handler() -> Iterator[None]:
+    """While this is open, ``Tuner.fit`` leaves SIGINT to the caller (it keeps its SIGUSR1 stop)."""
+    with _environ(TUNE_SIGINT_ENV, "1"):
+        yield
 
 
 def allow_frequent_experiment_checkpoints() -> None:
@@ -133,13 +141,10 @@ def allow_frequent_experiment_checkpoints() -> None:
 
 
 def compact_ended_trial(trial) -> None:
-    """Shrink what Tune keeps of a trial that will report no more.
-
-    For the running ``last-5-avg``/``last-10-avg`` of each numeric result key Tune holds two ``deque``s per key
-    and trial (``trial.run_metadata.metric_n_steps``, private), 528 bytes or more each, for as long as the
-    driver runs, and writes them into every experiment-state snapshot as pickles. Only ``update_metric`` reads
-    them, to take in a new result; a list of the same values serves it as well and goes into the state as JSON.
-    """
+    """Shrink what Tune keeps of a trial that will report no more: for the running ``last-5-avg``/``last-10-avg``
+    of each numeric result key Tune holds two ``deque``s per key and trial (``trial.run_metadata.metric_n_steps``,
+    private; 528 bytes or more each) while the driver runs, pickled into every experiment-state snapshot. Only
+    ``update_metric`` reads them, to take in a new result; lists serve it as well and go into the state as JSON."""
     metadata = trial.run_metadata
     metadata.metric_n_steps = {key: {n: list(values) for n, values in windows.items()}
                                for key, windows in metadata.metric_n_steps.items()}
@@ -208,9 +213,13 @@ def restored_verbosity(tuner) -> int | None:
     return None if local is None else local.get_run_config().verbose
 
 
-class _DropTrialTraceback(logging.Filter):
+class _DropLine(logging.Filter):
+    def __init__(self, start: str):  # the log records whose message starts with this are dropped
+        super().__init__()
+        self.start = start
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(TRIAL_FAILED_MESSAGE)
+        return not str(record.msg).startswith(self.start)
 
 
 @contextmanager
@@ -218,23 +227,19 @@ def tune_output(verbose: int | None) -> Iterator[None]:
     """While this is open, ``Tuner.fit`` prints nothing of its own at ``verbose=0`` (the legacy engine, which
     Ray keeps behind ``RAY_AIR_NEW_OUTPUT=0``); at 1 and 2 Tune's default engine prints its tables.
 
-    At ``verbose=0`` Tune's controller also keeps a failed trial's traceback to itself: raysweep's line for the
-    trial names the error and its ``error.txt``, which holds the traceback (Tune's, some 40 lines a trial, comes
-    with colour codes whatever the output is).
+    At ``verbose=0`` Ray also keeps a failed trial's tracebacks to itself (:data:`TRIAL_FAILED_LINES`): raysweep's
+    line for the trial names the error and its ``error.txt``, which holds the traceback (Tune's, some 40 lines a
+    trial, comes with colour codes whatever the output is).
     """
-    previous = os.environ.get(TUNE_NEW_OUTPUT_ENV)
-    controller, quiet = logging.getLogger(TRIAL_FAILED_LOGGER), _DropTrialTraceback()
-    if verbose == 0:
-        os.environ[TUNE_NEW_OUTPUT_ENV] = "0"
-        controller.addFilter(quiet)
+    quiet = [(logging.getLogger(name), _DropLine(start)) for name, start in TRIAL_FAILED_LINES.items()]
+    for logger, drop in quiet if verbose == 0 else ():
+        logger.addFilter(drop)
     try:
-        yield
+        with _environ(TUNE_NEW_OUTPUT_ENV, "0" if verbose == 0 else None):
+            yield
     finally:
-        controller.removeFilter(quiet)
-        if previous is None:
-            os.environ.pop(TUNE_NEW_OUTPUT_ENV, None)
-        else:
-            os.environ[TUNE_NEW_OUTPUT_ENV] = previous
+        for logger, drop in quiet:
+            logger.removeFilter(drop)
 
 
 # --- MLflow ----------------------------------------------------------------------------------------------
@@ -250,11 +255,6 @@ PIP_VERSION_LOGGER = "mlflow.utils.environment"
 PIP_VERSION_MESSAGE = "Failed to resolve installed pip version"
 
 
-class _DropPipVersionNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(PIP_VERSION_MESSAGE)
-
-
 def quiet_mlflow(environ=os.environ) -> None:
     """MLflow's warnings and errors only: no INFO lines, no artifact progress bars, no pip-version notice.
 
@@ -268,8 +268,8 @@ def quiet_mlflow(environ=os.environ) -> None:
     if "mlflow" in sys.modules:  # it configured its loggers at import, from the variable as it was then
         logging.getLogger("mlflow").setLevel(environ[MLFLOW_LOG_LEVEL_ENV].upper())
     pip_logger = logging.getLogger(PIP_VERSION_LOGGER)
-    if not any(isinstance(f, _DropPipVersionNotice) for f in pip_logger.filters):
-        pip_logger.addFilter(_DropPipVersionNotice())
+    if not any(getattr(f, "start", None) == PIP_VERSION_MESSAGE for f in pip_logger.filters):
+        pip_logger.addFilter(_DropLine(PIP_VERSION_MESSAGE))
 
 
 def system_metrics_monitor(run_id: str, tracking_uri: str, interval_s: float = 1.0):
