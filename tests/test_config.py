@@ -110,6 +110,18 @@ def test_parent_params_carry_config_but_no_connection_strings(make_cfg, monkeypa
     assert not any("secret" in v for v in params.values())
 
 
+@pytest.mark.parametrize("overrides, logged, left_out", [
+    (["+sweep=fraud"], {"data.n_samples", "data.fraud_rate", "data.seed"}, {"data.path", "data.sep"}),
+    (["+sweep=fraud", "data=csv", "data.path=t.csv", "data.target=y"], {"data.path", "data.target", "data.sep"},
+     {"data.n_samples", "data.fraud_rate", "data.n_noise_features"}),
+    (["+sweep=fraud", "data=none", "trainer=function", "+trainer.function=m:f"], {"data.source"},
+     {"data.target", "data.n_samples", "data.path", "data.val_fraction"}),
+])
+def test_parent_params_carry_only_the_data_keys_its_source_reads(make_cfg, overrides, logged, left_out):
+    params = parent_params(make_cfg(*overrides))
+    assert logged <= set(params) and not left_out & set(params)
+
+
 @pytest.mark.parametrize(
     "uri, expected",
     [

@@ -75,10 +75,19 @@ def parent_params(cfg: DictConfig) -> dict[str, str]:
     """Key config values as flat ``section.key`` params for the parent run."""
     public = OmegaConf.to_container(public_config(cfg))
     params = {"mlflow.registered_model": cfg.mlflow.registered_model, "mlflow.mode": cfg.mlflow.mode.value}
+    source = str(getattr(cfg.data.source, "value", cfg.data.source))
     for section in _PARAM_SECTIONS:
         for key, value in _flatten(public[section], section).items():
+            if key.startswith("data.") and key != "data.source" and (source == "none" or key in _UNUSED.get(source, ())):
+                continue
             params[key] = "None" if value is None else str(value)
     return params
+
+
+#: The data keys a source never reads, left out of the parent's params (a CSV's sweep logged data.n_samples=20000);
+#: with data=none, every one but the source.
+_UNUSED = {"file": ("data.n_samples", "data.fraud_rate", "data.n_noise_features"),
+           "synthetic": ("data.path", "data.sep", "data.decimal")}
 
 
 def _flatten(node: Any, prefix: str) -> dict[str, Any]:
