@@ -148,11 +148,11 @@ def _dump(path: Path) -> list[str]:
 
 def _tables(tmp_path: Path) -> dict[str, Path]:
     tables = {"empty": "", "header": "amount,label\n", "ragged": "amount,label,x\n1,0,a\n2,1,b,c\n",
-              "good": "amount,label\n" + "".join(f"{i},{i % 2}\n" for i in range(40)),
-              "ids": "amount,txn_id,label\n" + "".join(f"{i},T{i:04d},{i % 2}\n" for i in range(20)),
-              "classes": "amount,label\n" + "".join(f"{i},{i % 3}\n" for i in range(60)),
+              "good": "amount,label\n" + "".join(f"{i * 1.5},{i % 2}\n" for i in range(40)),
+              "ids": "amount,txn_id,label\n" + "".join(f"{i * 1.5},T{i:04d},{i % 2}\n" for i in range(20)),
+              "classes": "amount,label\n" + "".join(f"{i * 1.5},{i % 3}\n" for i in range(60)),
               "semicolons": "amount;label\n" + "".join(f"{i},5;{i % 2}\n" for i in range(40)),
-              "prices": "amount,price\n" + "".join(f"{i},{3.7 * i + 0.01 * i * i:.2f}\n" for i in range(40))}
+              "prices": "amount,price\n" + "".join(f"{i * 1.5},{3.7 * i + 0.01 * i * i:.2f}\n" for i in range(40))}
     paths = {}
     for name, text in tables.items():
         paths[name] = tmp_path / "data" / f"{name}.csv"

@@ -410,6 +410,19 @@ def test_a_validation_split_too_small_to_rank_trials_is_named(rows, warned, capl
                          "or raise data.val_fraction"]
 
 
+@pytest.mark.parametrize("ids, named", [(np.arange(1, 41), True), (np.random.default_rng(0).permutation(40), True),
+                                        (np.arange(0, 80, 2), False), (np.r_[np.arange(39), 38], False)])
+def test_a_column_of_row_numbers_is_named_but_kept(ids, named, caplog):
+    frame = pd.DataFrame({"Id": ids, "x": np.linspace(0, 1, 40), "label": [0, 1] * 20})
+    with caplog.at_level("WARNING", logger="raysweep.data.table"):
+        dataset = from_frame(frame, "label")
+    assert "Id" in dataset.X_train.columns
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ([f"raysweep: column 'Id' numbers the rows ({ids.min()} to {ids.max()}, each once), from which "
+                      "a model learns only the order they came in; add it to data.drop (data.drop=[Id]) unless it "
+                      "means more"] if named else [])
+
+
 def test_a_column_with_no_value_in_training_is_left_out_without_a_warning():
     # A CSV's empty column reads as float NaN, a Parquet one may hold objects: neither has anything to learn.
     X = pd.DataFrame({"amount": [1.0, 2.0, None, 4.0] * 10, "blank": [np.nan] * 40, "void": pd.Series([None] * 40,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -290,12 +291,11 @@ def check_class_sizes(codes: np.ndarray, classes: tuple[Any, ...], target: str) 
 
 
 def check_features(X: pd.DataFrame) -> None:
-    """Refuse feature columns a model cannot use as they are.
+    """Refuse feature columns a model cannot use as they are; name (a warning) a column of row numbers.
 
     Raises:
-        RaySweepError: No feature columns, a string column with a different value in every row (an ID), or a
-            date/time column.
-    """
+        RaySweepError: No feature columns, a string column with a different value in every row (an ID), a column
+            of dates (or their text), or of numbers with a few placeholders."""
     import pandas as pd
 
     if X.shape[1] == 0:
@@ -308,6 +308,10 @@ def check_features(X: pd.DataFrame) -> None:
                 f"column {column!r} holds dates or times, which models do not read; add it to data.drop, derive "
                 "numeric columns from it, or split on it with data.split=time data.time_column=" + str(column)
             )
+        if (span := _row_numbers(values)) is not None:  # may be a feature yet: named, not refused
+            logging.getLogger(__name__).warning(
+                "raysweep: column %r numbers the rows (%d to %d, each once), from which a model learns only the order "
+                "they came in; add it to data.drop (data.drop=[%s]) unless it means more", column, *span, column)
         is_text = pd.api.types.is_object_dtype(values.dtype) or pd.api.types.is_string_dtype(values.dtype)
         if not is_text or isinstance(values.dtype, pd.CategoricalDtype):
             continue
@@ -322,6 +326,16 @@ def check_features(X: pd.DataFrame) -> None:
                 "as categories (every number its own); clear those fields in the file (an empty field is a gap, "
                 f"which models impute) or add it to data.drop (data.drop=[{column}])"
             )
+
+
+def _row_numbers(values: pd.Series) -> tuple[int, int] | None:
+    """``(first, last)`` of a whole-number column holding each number of a run once (a row number, an id)."""
+    import pandas as pd
+
+    if len(values) < ID_MIN_ROWS or not pd.api.types.is_integer_dtype(values.dtype) or values.isna().any():
+        return None
+    lo, hi = int(values.min()), int(values.max())
+    return (lo, hi) if hi - lo + 1 == len(values) and values.is_unique else None
 
 
 #: A date, or a date and time, as CSV exports and ``str(timestamp)`` write them (2024-03-01, 2024-03-01T12:30:00Z).
