@@ -155,6 +155,14 @@ def test_warm_started_iterative_models_fit_their_budget_in_slices(datasets):
         "Stochastic Optimizer: Maximum iterations"]
 
 
+def test_the_threads_raysweep_sets_bring_no_warning_from_a_class_that_ignores_them(datasets):
+    settings = _settings("sklearn.linear_model.LogisticRegression", iterations=1)
+    assert engine._arguments({}, settings)["n_jobs"] == 1  # set wherever the class takes it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # scikit-learn >= 1.8: "'n_jobs' has no effect"
+        list(engine.grow({"C": 1.0}, datasets["binary"], settings))
+
+
 def test_an_estimator_that_cannot_grow_reports_once(datasets):
     settings = _settings("sklearn.neighbors.KNeighborsClassifier", iterations=5)
     assert engine.planned_iterations({"n_neighbors": 7}, settings) == 1

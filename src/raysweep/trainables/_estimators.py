@@ -273,6 +273,17 @@ def log_model(checkpoint_dir: str | Path):
 
 
 def _fit_slice(estimator, X, y, size_key, how, total: int, i: int, iterations: int) -> None:
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        # n_jobs is set wherever a class takes it; scikit-learn >= 1.8's LogisticRegression says it no longer uses it.
+        warnings.filterwarnings("ignore", message="'n_jobs' has no effect", category=FutureWarning)
+        if how == "slices" and i < iterations:  # a slice stops at its share of the budget by design: the last warns
+            warnings.simplefilter("ignore", ConvergenceWarning)
+        _fit(estimator, X, y, size_key, how, total, i, iterations)
+
+
+def _fit(estimator, X, y, size_key, how, total: int, i: int, iterations: int) -> None:
     target = max(1, round(total * i / iterations))
     if how is None:
         estimator.fit(X, y)
@@ -284,12 +295,7 @@ def _fit_slice(estimator, X, y, size_key, how, total: int, i: int, iterations: i
     elif how == "slices":
         previous = max(1, round(total * (i - 1) / iterations)) if i > 1 else 0
         estimator.set_params(warm_start=True, **{size_key: max(1, target - previous)})
-        with warnings.catch_warnings():
-            if i < iterations:  # a slice stops at its share of the budget by design: only the last one may warn
-                from sklearn.exceptions import ConvergenceWarning
-
-                warnings.simplefilter("ignore", ConvergenceWarning)
-            estimator.fit(X, y)
+        estimator.fit(X, y)
         estimator.set_params(**{size_key: total})  # the logged model shows the trial's budget, not the last slice
     else:  # boost: add the rounds still missing to the booster so far
         argument, booster = _BOOSTERS[type(estimator).__module__.split(".")[0]]
