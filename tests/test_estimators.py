@@ -401,6 +401,7 @@ def test_a_served_model_takes_the_columns_in_the_types_data_arrives_in(tmp_path)
     pd.testing.assert_frame_equal(model.predict(arrived), expected)
     for gap in (pd.NA, None):  # among plain objects too: scikit-learn's imputer cannot test pd.NA
         pd.testing.assert_frame_equal(model.predict(plain.assign(member=[True, gap, False])), expected)
+    assert model.predict(plain.head(0)).columns.tolist() == expected.columns.tolist()  # no rows: an empty answer
     # As a CSV's text (read with dtype=str, or typed in a request): numbers, and the true/false words.
     as_text = plain.assign(visits=["3", "41.0", None], verified=["True", "false", " TRUE "])
     pd.testing.assert_frame_equal(model.predict(as_text), expected)

@@ -87,6 +87,8 @@ class TabularModel(PythonModel):
     def scores(self, model_input) -> np.ndarray:
         """The prediction matrix: ``(n, k)`` class probabilities, or ``(n,)`` regression values."""
         X = self.as_trained(pd.DataFrame(model_input).reindex(columns=self.columns))
+        if not len(X):  # no rows, no answers (scikit-learn's imputer refuses an empty table)
+            return np.zeros((0,) if self.task == "regression" else (0, len(self.classes)))
         if self.network is not None:
             return self._network_scores(self.fitted.transform(X))
         if self.task == "regression":
