@@ -69,7 +69,8 @@ ROWS = [
      {}, "sklearn.linear_model.Ridge is a regressor but the data's task is multiclass; pick a classifier"),
     # The data's own refusal comes first: the metric is no fault of a sweep whose data.task is wrong.
     ("task-before-metric", [*CSV, "data.path={classes}", "data.target=label", "data.task=binary",
-                            "sweep.metric=val_f1_macro"], {}, "data.task=binary but target column 'label' has 3 classes"),
+                            "sweep.metric=val_f1_macro"], {},
+     "data.task=binary but target column 'label' has 3 classes"),
     ("csv-semicolons", [*CSV, "data.path={semicolons}", "data.target=label"], {},
      "reads as one column 'amount;label': its fields look separated by ';', not ','; add \"data.sep=';'\""),
     ("csv-decimal-commas", [*CSV, "data.path={semicolons}", "data.target=label", "data.sep=';'"], {},

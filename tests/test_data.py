@@ -195,7 +195,8 @@ def _fraud_table(n=400):
         (_fraud_table().assign(when=pd.Timestamp("2024-01-01")), {}, "column 'when' holds dates or times"),
         # ... and as a CSV gives them: text, which would be one category per date.
         (_fraud_table().assign(when=lambda f: pd.date_range("2024-01-01", periods=len(f), freq="6h")
-                               .strftime("%Y-%m-%d").where(f.index % 50 != 0)), {}, "column 'when' holds dates or times"),
+                               .strftime("%Y-%m-%d").where(f.index % 50 != 0)), {},
+         "column 'when' holds dates or times"),
         (_fraud_table().assign(when="2024-01-01T12:30:00Z"), {}, "column 'when' holds dates or times"),
         # Numbers with placeholders for their gaps would be read as one category per number.
         (_fraud_table().assign(amount=lambda f: f["amount"].astype(object).mask(f.index % 200 == 3, "?")), {},

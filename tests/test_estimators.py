@@ -238,7 +238,8 @@ def _cfg(target: str | None = "sklearn.ensemble.ExtraTreesClassifier", **extra):
         (_cfg("sklearn.svm.LinearSVC"), {}, "gives no class probabilities (predict_proba) with these arguments; pick "
                                            "a classifier that gives them"),
         # The fix names the argument that turns them on, for the class at hand.
-        (_cfg("sklearn.svm.SVC"), {}, "set trainer.params.probability=true (and leave probability out of search_space)"),
+        (_cfg("sklearn.svm.SVC"), {},
+         "set trainer.params.probability=true (and leave probability out of search_space)"),
         (_cfg("sklearn.linear_model.SGDClassifier"), {"alpha": "interval(0.1, 1)"}, "set trainer.params.loss=log_loss"),
         (_cfg(use_gpu=True), {}, "trainer.use_gpu=true"),
     ],
@@ -327,7 +328,7 @@ def test_a_metric_of_the_task_the_model_cannot_learn_waits_for_the_data_to_say_w
     cfg = make_cfg("+sweep=fraud", "trainer=estimator", "trainer.estimator._target_=sklearn.linear_model.Ridge",
                    "sweep.metric=val_log_loss", "sweep.mode=min")
     trainables.check_metrics(loaded, cfg, data_pending=True)
-    with pytest.raises(RaySweepError, match="Ridge is a regressor but the data's task is multiclass; pick a classifier"):
+    with pytest.raises(RaySweepError, match="Ridge is a regressor but the data's task is multiclass; pick a "):
         trainables.check_metrics(loaded, cfg, "multiclass")
     with pytest.raises(RaySweepError, match="'val_log_loss' is not reported by trainer 'estimator' for a regression "):
         trainables.check_metrics(loaded, cfg, "regression")

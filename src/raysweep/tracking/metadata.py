@@ -78,7 +78,8 @@ def parent_params(cfg: DictConfig) -> dict[str, str]:
     source = str(getattr(cfg.data.source, "value", cfg.data.source))
     for section in _PARAM_SECTIONS:
         for key, value in _flatten(public[section], section).items():
-            if key.startswith("data.") and key != "data.source" and (source == "none" or key in _UNUSED.get(source, ())):
+            unused = source == "none" or key in _UNUSED.get(source, ())
+            if key.startswith("data.") and key != "data.source" and unused:
                 continue
             params[key] = "None" if value is None else str(value)
     return params
