@@ -3,6 +3,8 @@ run, and the promotion gate refuses to score a challenger and a champion of diff
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import pytest
 from mlflow import MlflowClient
@@ -81,3 +83,4 @@ def test_a_sweep_into_a_name_holding_another_task_creates_no_run(ray_address, ma
     assert client.get_experiment_by_name("fraud-tasks") is None or mlflow.search_runs(
         experiment_names=["fraud-tasks"]).empty
     assert [str(v.version) for v in client.search_model_versions(f"name = '{NAME}'")] == ["1"]
+    assert not list(Path(cfg.cluster.storage_path).glob("*")), "the refused sweep left its claimed Tune folder"

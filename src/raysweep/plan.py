@@ -6,6 +6,8 @@ nothing); :func:`check_strategy` builds the searcher and scheduler once so their
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,6 +171,20 @@ def claim_run_dir(plan: SweepPlan) -> None:
     except FileExistsError:
         raise RaySweepError(f"sweep run {plan.run_dir!r} already exists; pick a new sweep.run_name "
                             "(the default is unique) or add resume=true") from None
+
+
+@contextmanager
+def released_on_failure(plan: SweepPlan) -> Iterator[None]:
+    """Remove the claimed Tune folder (:func:`claim_run_dir`) when what runs inside fails before Tune wrote to it: a
+    sweep refused after Ray started (a store its nodes cannot reach) leaves no empty folder behind. A folder
+    holding Tune's state is kept, for ``resume=true``."""
+    try:
+        yield
+    except BaseException:
+        if "://" not in plan.storage_path:
+            with suppress(OSError):  # not empty: Tune saved its state
+                Path(plan.run_dir).rmdir()
+        raise
 
 
 def check_strategy(cfg: DictConfig, plan: SweepPlan) -> None:

@@ -10,6 +10,7 @@ import logging
 import time
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from raysweep.errors import RaySweepError, SweepInterrupted
-from raysweep.plan import SweepPlan, check_strategy, claim_run_dir, make_plan
+from raysweep.plan import SweepPlan, check_strategy, claim_run_dir, make_plan, released_on_failure
 from raysweep.tabular import INTEGER_COLUMNS_HINT
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,9 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
     warm = (*_REPORT_IMPORTS, *(trainer.REGISTRATION_IMPORTS if plan.register else ()))
     prepared = runtime.Background(_prepare, plan, warm, name="raysweep-prepare")
     # Logging and registering a model and mlflow.search_runs go through MLflow's process-wide URIs.
-    with runtime.session(cfg.cluster) as release_ray, compat.mlflow_store(plan.tracking_uri, plan.registry_uri):
+    claimed = released_on_failure(plan) if resume_from is None else nullcontext()
+    mlflow_uris = compat.mlflow_store(plan.tracking_uri, plan.registry_uri)
+    with claimed, runtime.session(cfg.cluster) as release_ray, mlflow_uris:
         log.debug("phase ray started")
         client = prepared.result()
         log.debug("phase store ready")
