@@ -51,11 +51,18 @@ class LocalCluster:
 _WORKER_PORTS = (30000, 38400)
 
 
+#: Ports handed out in this process: the kernel may give a port it freed again, and two of a node's processes
+#: asked to bind one port fail its `ray start` (the dashboard and its agent drew the same one once).
+_TAKEN: set[int] = set()
+
+
 def _port(host: str = HEAD_IP) -> int:
-    """A free port outside every node's worker-port range (Ray refuses a port used twice)."""
+    """A free port outside every node's worker-port range, never one handed out before (Ray refuses a port used
+    twice)."""
     while True:
         port = free_port(host)
-        if not _WORKER_PORTS[0] <= port < _WORKER_PORTS[1] + 400:
+        if not _WORKER_PORTS[0] <= port < _WORKER_PORTS[1] + 400 and port not in _TAKEN:
+            _TAKEN.add(port)
             return port
 
 
