@@ -136,18 +136,19 @@ def read_table(path: str | Path, sep: str = ",", decimal: str = ".") -> pd.DataF
 _DECIMAL_COMMA = r"[+-]?\d+,\d+"
 
 
-def _decimal_comma_column(frame: pd.DataFrame, sample: int = 1000) -> str | None:
-    """The first text column whose values (the first ``sample`` present) are all numbers with a decimal comma."""
+def _decimal_comma_column(frame: pd.DataFrame) -> str | None:
+    """The first text column whose values are all numbers with a decimal comma."""
+    return next((str(column) for column in frame.columns if _text_matches(frame[column], _DECIMAL_COMMA)), None)
+
+
+def _text_matches(values: pd.Series, pattern: str, sample: int = 1000) -> bool:
+    """Whether ``values`` is a text column whose first ``sample`` present values all match ``pattern``."""
     import pandas as pd
 
-    for column in frame.columns:
-        values = frame[column]
-        if not pd.api.types.is_string_dtype(values.dtype) or isinstance(values.dtype, pd.CategoricalDtype):
-            continue
-        present = values.dropna().head(sample).astype(str).str.strip()
-        if len(present) and present.str.fullmatch(_DECIMAL_COMMA).all():
-            return str(column)
-    return None
+    if not pd.api.types.is_string_dtype(values.dtype) or isinstance(values.dtype, pd.CategoricalDtype):
+        return False
+    present = values.dropna().head(sample).astype(str).str.strip()
+    return bool(len(present)) and bool(present.str.fullmatch(pattern).all())
 
 
 def _empty(p: Path) -> RaySweepError:
@@ -342,15 +343,10 @@ def _row_numbers(values: pd.Series) -> tuple[int, int] | None:
 _ISO_DATE = r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?"
 
 
-def _iso_dates(values: pd.Series, sample: int = 1000) -> bool:
-    """Whether a text column holds dates (its first ``sample`` present values all are): read from a CSV they are
-    strings, which would be one-hot encoded, every later date a category training never saw."""
-    import pandas as pd
-
-    if not pd.api.types.is_string_dtype(values.dtype) or isinstance(values.dtype, pd.CategoricalDtype):
-        return False
-    present = values.dropna().head(sample).astype(str).str.strip()
-    return bool(len(present)) and bool(present.str.fullmatch(_ISO_DATE).all())
+def _iso_dates(values: pd.Series) -> bool:
+    """Whether a text column holds dates: read from a CSV they are strings, which would be one-hot encoded, every
+    later date a category training never saw."""
+    return _text_matches(values, _ISO_DATE)
 
 
 #: A text column whose values are numbers but for at most this share (and at least this many numbers) is a column
