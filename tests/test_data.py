@@ -415,13 +415,48 @@ def test_a_validation_split_too_small_to_rank_trials_is_named(rows, warned, capl
                                         (np.arange(0, 80, 2), False), (np.r_[np.arange(39), 38], False)])
 def test_a_column_of_row_numbers_is_named_but_kept(ids, named, caplog):
     frame = pd.DataFrame({"Id": ids, "x": np.linspace(0, 1, 40), "label": [0, 1] * 20})
-    with caplog.at_level("WARNING", logger="raysweep.data.table"):
+    with caplog.at_level("WARNING", logger="raysweep.data.features"):
         dataset = from_frame(frame, "label")
     assert "Id" in dataset.X_train.columns
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ([f"raysweep: column 'Id' numbers the rows ({ids.min()} to {ids.max()}, each once), from which "
                       "a model learns only the order they came in; add it to data.drop (data.drop=[Id]) unless it "
                       "means more"] if named else [])
+
+
+@pytest.mark.parametrize("index", [np.arange(40), np.arange(1, 41), [f"car {i}" for i in range(40)]])
+def test_the_row_index_a_csv_export_writes_is_no_feature(tmp_path, index, caplog):
+    # pandas' to_csv and R's write.csv write the row index as a first column with an empty name.
+    frame = pd.DataFrame({"x": np.linspace(0, 1, 40), "label": [0, 1] * 20}, index=index)
+    frame.to_csv(tmp_path / "exported.csv")
+    for drop in ([], ["Unnamed: 0"]):  # naming it in data.drop, as the row-number warning once said, still works
+        with caplog.at_level("WARNING", logger="raysweep.data"):
+            dataset = load({"source": "file", "path": str(tmp_path / "exported.csv"), "target": "label", "drop": drop})
+        assert list(dataset.X_train.columns) == ["x"]
+        assert not caplog.records
+
+
+def test_an_unnamed_first_column_that_repeats_values_is_a_feature(tmp_path):
+    (tmp_path / "t.csv").write_text(",x,label\n" + "".join(f"{i % 3},{i / 40},{i % 2}\n" for i in range(40)))
+    dataset = load({"source": "file", "path": str(tmp_path / "t.csv"), "target": "label"})
+    assert list(dataset.X_train.columns) == ["Unnamed: 0", "x"]
+
+
+@pytest.mark.parametrize("column", ["amount", "a.b", "Unnamed: 0", "order date", "it's", 'a"b', "x,y", "ü col", "-1",
+                                    "01", "null", "True", "nan", "x=y", "[a]"])
+def test_a_column_named_in_a_fix_is_typed_as_a_shell_and_hydra_take_it(column):
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from raysweep.data.features import override
+
+    parser = OverridesParser.create()
+    for typed, value in ((override("data.drop", column, listed=True), [column]),
+                         (override("data.time_column", column), column)):
+        args = shlex.split(typed)
+        assert len(args) == 1, typed
+        assert parser.parse_override(args[0]).value() == value, typed
 
 
 def test_a_column_with_no_value_in_training_is_left_out_without_a_warning():

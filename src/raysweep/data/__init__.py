@@ -37,12 +37,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from raysweep.data.features import check_features
 from raysweep.data.fraud import generate_fraud
 from raysweep.data.splits import group_split, random_split, time_split
 from raysweep.data.table import (
     check_class_sizes,
     check_columns,
-    check_features,
     encode_target,
     existing_file,
     infer_task,
@@ -260,6 +260,8 @@ def load(data_cfg: Any) -> Dataset | None:
         path = existing_file(cfg["path"]).resolve()
         frame = read_table(path, cfg["sep"], cfg["decimal"])
         name, source = path.name.split(".")[0] or path.name, str(path)
+    # data.drop may name the file's row index, which reading it set aside.
+    cfg["drop"] = [c for c in cfg["drop"] if frame.index.name is None or str(c) != frame.index.name]
     options = {k: cfg[k] for k in ("task", "drop", "val_fraction", "test_fraction", "split", "group_column",
                                    "time_column", "seed")}
     return from_frame(frame, cfg["target"], name=name, source=source, **options)

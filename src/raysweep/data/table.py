@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from raysweep.data.features import text_matches
 from raysweep.errors import RaySweepError
 
 if TYPE_CHECKING:
@@ -23,9 +24,6 @@ if TYPE_CHECKING:
 MAX_AUTO_CLASSES = 20
 #: ... and only if it has no more distinct values than this share of the rows (but at least 3 are allowed).
 AUTO_CLASS_SHARE = 0.05
-#: A string column is refused as an ID when every value differs, from this many rows up (a tiny table's
-#: names are legitimately unique).
-ID_MIN_ROWS = 20
 
 _CSV_SUFFIXES = (".csv", ".txt", ".csv.gz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -121,6 +119,7 @@ def read_table(path: str | Path, sep: str = ",", decimal: str = ".") -> pd.DataF
         except pd.errors.ParserError as error:
             raise RaySweepError(f"data file {str(p)!r} cannot be parsed ({str(error).strip().splitlines()[0]}); "
                                 "fix the file") from None
+        frame = _without_row_index(frame)
     if frame.empty:
         raise _empty(p)
     if decimal == "." and (column := _decimal_comma_column(frame)) is not None:
@@ -132,23 +131,23 @@ def read_table(path: str | Path, sep: str = ",", decimal: str = ".") -> pd.DataF
     return frame
 
 
+def _without_row_index(frame: pd.DataFrame) -> pd.DataFrame:
+    """A CSV's first column with no name and a different value in every row is the index that pandas' ``to_csv``
+    or R's ``write.csv`` writes beside the data (pandas reads the empty name as ``Unnamed: 0``): it becomes the
+    frame's index, not a feature a model would learn the rows' order from."""
+    first = frame.columns[0]
+    if str(first) == "Unnamed: 0" and frame[first].notna().all() and frame[first].is_unique:
+        return frame.set_index(first)
+    return frame
+
+
 #: A number written with a decimal comma (12,5 or -0,25).
 _DECIMAL_COMMA = r"[+-]?\d+,\d+"
 
 
 def _decimal_comma_column(frame: pd.DataFrame) -> str | None:
     """The first text column whose values are all numbers with a decimal comma."""
-    return next((str(column) for column in frame.columns if _text_matches(frame[column], _DECIMAL_COMMA)), None)
-
-
-def _text_matches(values: pd.Series, pattern: str, sample: int = 1000) -> bool:
-    """Whether ``values`` is a text column whose first ``sample`` present values all match ``pattern``."""
-    import pandas as pd
-
-    if not pd.api.types.is_string_dtype(values.dtype) or isinstance(values.dtype, pd.CategoricalDtype):
-        return False
-    present = values.dropna().head(sample).astype(str).str.strip()
-    return bool(len(present)) and bool(present.str.fullmatch(pattern).all())
+    return next((str(column) for column in frame.columns if text_matches(frame[column], _DECIMAL_COMMA)), None)
 
 
 def _empty(p: Path) -> RaySweepError:
@@ -289,81 +288,6 @@ def check_class_sizes(codes: np.ndarray, classes: tuple[Any, ...], target: str) 
             f"class {classes[rare]!r} of target column {target!r} has {int(counts[rare])} row; a stratified split "
             "needs at least 2 per class: add rows of it, or drop them"
         )
-
-
-def check_features(X: pd.DataFrame) -> None:
-    """Refuse feature columns a model cannot use as they are; name (a warning) a column of row numbers.
-
-    Raises:
-        RaySweepError: No feature columns, a string column with a different value in every row (an ID), a column
-            of dates (or their text), or of numbers with a few placeholders."""
-    import pandas as pd
-
-    if X.shape[1] == 0:
-        raise RaySweepError("the data has no feature columns besides the target (and data.drop); add feature columns")
-    for column in X.columns:
-        values = X[column]
-        if pd.api.types.is_datetime64_any_dtype(values.dtype) or pd.api.types.is_timedelta64_dtype(values.dtype) \
-                or _iso_dates(values):
-            raise RaySweepError(
-                f"column {column!r} holds dates or times, which models do not read; add it to data.drop, derive "
-                "numeric columns from it, or split on it with data.split=time data.time_column=" + str(column)
-            )
-        if (span := _row_numbers(values)) is not None:  # may be a feature yet: named, not refused
-            logging.getLogger(__name__).warning(
-                "raysweep: column %r numbers the rows (%d to %d, each once), from which a model learns only the order "
-                "they came in; add it to data.drop (data.drop=[%s]) unless it means more", column, *span, column)
-        is_text = pd.api.types.is_object_dtype(values.dtype) or pd.api.types.is_string_dtype(values.dtype)
-        if not is_text or isinstance(values.dtype, pd.CategoricalDtype):
-            continue
-        if len(values) >= ID_MIN_ROWS and values.notna().all() and values.nunique() == len(values):
-            raise RaySweepError(
-                f"column {column!r} has a different value in every row (an ID?), so nothing can be learned from it; "
-                f"add it to data.drop (data.drop=[{column}])"
-            )
-        if placeholders := _placeholders(values):
-            raise RaySweepError(
-                f"column {column!r} holds numbers but also {', '.join(map(repr, placeholders))}, so it would be read "
-                "as categories (every number its own); clear those fields in the file (an empty field is a gap, "
-                f"which models impute) or add it to data.drop (data.drop=[{column}])"
-            )
-
-
-def _row_numbers(values: pd.Series) -> tuple[int, int] | None:
-    """``(first, last)`` of a whole-number column holding each number of a run once (a row number, an id)."""
-    import pandas as pd
-
-    if len(values) < ID_MIN_ROWS or not pd.api.types.is_integer_dtype(values.dtype) or values.isna().any():
-        return None
-    lo, hi = int(values.min()), int(values.max())
-    return (lo, hi) if hi - lo + 1 == len(values) and values.is_unique else None
-
-
-#: A date, or a date and time, as CSV exports and ``str(timestamp)`` write them (2024-03-01, 2024-03-01T12:30:00Z).
-_ISO_DATE = r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?"
-
-
-def _iso_dates(values: pd.Series) -> bool:
-    """Whether a text column holds dates: read from a CSV they are strings, which would be one-hot encoded, every
-    later date a category training never saw."""
-    return _text_matches(values, _ISO_DATE)
-
-
-#: A text column whose values are numbers but for at most this share (and at least this many numbers) is a column
-#: of numbers with placeholders ("?", "unknown", "-") for its gaps.
-PLACEHOLDER_SHARE, PLACEHOLDER_MIN_NUMBERS = 0.02, 10
-
-
-def _placeholders(values: pd.Series, shown: int = 3) -> list[Any]:
-    """The few values of a text column of numbers that are no number (the first ``shown``), or ``[]``."""
-    import pandas as pd
-
-    present = values.dropna()
-    numbers = pd.to_numeric(present.astype(str).str.strip(), errors="coerce").notna()
-    bad = present[~numbers]
-    if len(bad) == 0 or numbers.sum() < PLACEHOLDER_MIN_NUMBERS or len(bad) > PLACEHOLDER_SHARE * len(present):
-        return []
-    return list(dict.fromkeys(bad.tolist()))[:shown]
 
 
 def normalise(X: pd.DataFrame) -> pd.DataFrame:
