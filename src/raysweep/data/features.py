@@ -57,7 +57,8 @@ def check_features(X: pd.DataFrame) -> None:
         if (span := _row_numbers(values)) is not None:  # may be a feature yet: named, not refused
             logging.getLogger(__name__).warning(
                 "raysweep: column %r numbers the rows (%d to %d, each once), from which a model learns only the order "
-                "they came in; add it to data.drop (%s) unless it means more", column, *span, override("data.drop", column, listed=True))
+                "they came in; add it to data.drop (%s) unless it means more", column, *span,
+                override("data.drop", column, listed=True))
         is_text = pd.api.types.is_object_dtype(values.dtype) or pd.api.types.is_string_dtype(values.dtype)
         if not is_text or isinstance(values.dtype, pd.CategoricalDtype):
             continue

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
