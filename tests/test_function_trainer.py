@@ -115,9 +115,11 @@ def test_an_interceptor_a_stopped_trial_left_behind_is_replaced_not_stacked():
         ray.tune.report = tune_functions.report = original
 
 
-def test_a_function_that_never_reports_is_stopped_with_one_line():
-    with pytest.raises(RaySweepError, match="returned without reporting"):
+def test_a_function_that_never_reports_fails_its_trial_alone():
+    # Not a RaySweepError, which stops the whole sweep: a function may return early on a config it skips.
+    with pytest.raises(function.NoReport, match="returned without reporting") as error:
         function.Reports("val_accuracy", "m:f", None).finish()
+    assert not isinstance(error.value, RaySweepError)
 
 
 def _saved_model(folder: Path) -> Path:
@@ -223,6 +225,20 @@ def test_a_function_that_does_not_report_the_sweep_metric_stops_with_one_line(ra
     assert parent.info.status == "FAILED" and [c.info.status for c in children] == ["FAILED"]
     assert "sweep.metric='val_accuracy' is not among what trainer.function=tune_functions:train_without_the_metric " \
            "reported (loss)" in children[0].data.tags[ERROR_TAG]
+
+
+@pytest.mark.slow
+def test_a_trial_whose_function_returns_without_reporting_fails_alone(ray_address, make_cfg, tracking_uri):
+    from raysweep import sweep
+
+    cfg = make_cfg(*IRIS, "trainer.function=tune_functions:train_iris_unless_c_is_small", "search_alg=grid",
+                   "sweep.num_samples=1", "sweep.max_failures=0")
+    outcome = sweep.run(cfg)
+    parent, children = _runs(MlflowClient())
+    assert parent.info.status == "FINISHED" and sorted(c.info.status for c in children) == ["FAILED", "FINISHED"]
+    failed, finished = sorted(children, key=lambda c: c.info.status)
+    assert failed.data.params["C"] == "0.1" and "returned without reporting" in failed.data.tags[ERROR_TAG]
+    assert outcome.summary.best_run_id == finished.info.run_id and outcome.registration.version == "1"
 
 
 @pytest.mark.slow

@@ -133,6 +133,11 @@ def run_function(config: dict[str, Any], settings: dict[str, Any], dataset=None)
         reports.finish()
 
 
+class NoReport(Exception):
+    """A user's function returned without reporting: its trial fails, and only it (unlike a
+    :class:`RaySweepError`, which stops the sweep as every trial would repeat it)."""
+
+
 class Reports:
     """What a user's function reports, seen on its way to Tune: checked for the sweep metric, logged in worker mode.
 
@@ -167,9 +172,13 @@ class Reports:
         original(metrics, *args, **kwargs)
 
     def finish(self) -> None:
-        """After the function returned: a function that never reported gave Tune nothing to rank."""
+        """After the function returned: a function that never reported gave Tune nothing to rank.
+
+        Raises:
+            NoReport: This trial fails; the sweep goes on (a function may return early on a config it skips).
+        """
         if self.count == 0:
-            raise RaySweepError(
+            raise NoReport(
                 f"{self.source} returned without reporting; call "
                 f"report({{{self.metric!r}: value}}) at least once"
             )
