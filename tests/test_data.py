@@ -551,3 +551,16 @@ def test_preprocessing_passes_clean_numbers_through_and_can_standardise():
     np.testing.assert_allclose(scaled.mean(axis=0), 0.0, atol=1e-9)
     assert preprocess.column_kinds(_churn().drop(columns="Churn")) == (
         ["tenure", "paperless", "charges"], ["customer_id", "plan", "region"])
+
+
+def test_a_column_of_many_codes_becomes_a_bounded_number_of_columns():
+    # Dense one-hot of 5,000 codes would be 5,000 columns per row; the rare ones share one instead.
+    codes = [f"z{i}" for i in range(5000)] + ["common"] * 3000
+    X = pd.DataFrame({"zip": codes, "plan": (["a", "b", None] * 3000)[:8000]})
+    fitted = preprocess.build(X).fit(X)
+    assert fitted.transform(X).shape == (8000, preprocess.MAX_CATEGORIES + 2)  # zip's columns, plan a/b
+    served = fitted.transform(pd.DataFrame({"zip": ["common", "z17", "never-seen"], "plan": ["a", "new", None]}))
+    zip_columns = served[:, :preprocess.MAX_CATEGORIES]
+    assert (zip_columns.sum(axis=1) == 1).all()  # every served zip lands in exactly one column
+    assert (zip_columns[1] == zip_columns[2]).all() and not (zip_columns[0] == zip_columns[1]).all()
+    assert served[1, -2:].sum() == 0 and served[2, -2:].tolist() == [1.0, 0.0]  # plan: unseen -> zeros; gap -> 'a'

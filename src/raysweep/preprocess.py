@@ -24,6 +24,12 @@ _UNSCALED_MODULES = ("sklearn.tree", "sklearn.ensemble._forest", "sklearn.ensemb
                      "xgboost", "lightgbm", "catboost")
 
 
+#: A categorical column becomes at most this many one-hot columns: its most frequent values one each, all others
+#: one together. The matrix is dense, so a column of tens of thousands of codes (zip codes, ticket numbers) would
+#: otherwise take gigabytes per trial, for values seen too rarely to learn from.
+MAX_CATEGORIES = 100
+
+
 def needs_scaling(estimator) -> bool:
     """Whether :func:`build` should standardise numeric columns for ``estimator`` (its ``scale``): for all but
     tree and naive Bayes models (:data:`_UNSCALED_MODULES`)."""
@@ -58,8 +64,9 @@ def build(X_train: pd.DataFrame, *, add_indicator: bool = True, scale: bool = Fa
 
     Numeric columns: missing values become the training median (with a 0/1 "was missing" column for each column
     that had gaps in training, when ``add_indicator``), optionally standardised. Categorical columns: missing
-    values become the most frequent training value, then one-hot encoded; a category training never saw encodes
-    as all zeros instead of failing, so a served model answers rows with new values.
+    values become the most frequent training value, then one-hot encoded, at most :data:`MAX_CATEGORIES` columns
+    a column (the rarer values share the last); a category training never saw goes with the rare ones, or encodes
+    as all zeros where there are none, instead of failing, so a served model answers rows with new values.
 
     A column with no value at all in training is left out (as every value a model is later served in it): there
     is nothing to learn or impute it from, and scikit-learn's imputer would warn at every fit and prediction.
@@ -90,7 +97,9 @@ def build(X_train: pd.DataFrame, *, add_indicator: bool = True, scale: bool = Fa
         categories = Pipeline([
             # Strings and categoricals arrive with None, NaN or pd.NA as the gap; the imputer sees them as NaN.
             ("impute", SimpleImputer(strategy="most_frequent", missing_values=np.nan)),
-            ("encode", OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float64)),
+            # A value training never saw goes with the rare ones where there are any, else encodes as all zeros.
+            ("encode", OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=MAX_CATEGORIES,
+                                     sparse_output=False, dtype=np.float64)),
         ])
         transformers.append(("categorical", categories, categorical))
     # remainder="drop": every column is named above; sparse_threshold=0 keeps the output dense.
