@@ -138,6 +138,65 @@ def test_a_pipeline_is_logged_with_every_type_skops_must_trust_and_answers_as_fi
     np.testing.assert_allclose(predictions.from_frame("binary", (0, 1), answer), pipeline.predict_proba(X))
 
 
+_OWN_MODELS = """
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+
+
+class Shrunk(ClassifierMixin, BaseEstimator):
+    \"\"\"A user's own classifier: a logistic regression under another name.\"\"\"
+
+    def __init__(self, C=1.0):
+        self.C = C
+
+    def fit(self, X, y):
+        self.inner_ = LogisticRegression(C=self.C).fit(X, y)
+        self.classes_ = self.inner_.classes_
+        return self
+
+    def predict_proba(self, X):
+        return self.inner_.predict_proba(X)
+"""
+
+
+def test_the_users_own_code_behind_a_models_types_is_found(tmp_path, monkeypatch):
+    (tmp_path / "own_models.py").write_text(_OWN_MODELS)
+    (tmp_path / "own_pkg").mkdir()
+    (tmp_path / "own_pkg" / "__init__.py").write_text("")
+    (tmp_path / "own_pkg" / "models.py").write_text(_OWN_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert tabular.local_code(["sklearn.linear_model._logistic.LogisticRegression", "numpy.dtype", "json.JSONEncoder",
+                               "raysweep.tabular_model.TabularModel", "__main__.Mine", "no_such_module.X"]) == []
+    assert tabular.local_code(["own_models.Shrunk", "own_pkg.models.Shrunk", "own_models.Other"]) == [
+        str((tmp_path / "own_models.py").resolve()), str((tmp_path / "own_pkg").resolve())]
+
+
+def test_a_model_of_the_users_own_class_carries_its_code_and_loads_elsewhere(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "own_models.py").write_text(_OWN_MODELS)
+    monkeypatch.syspath_prepend(str(project))
+    monkeypatch.delitem(sys.modules, "own_models", raising=False)
+    from own_models import Shrunk
+
+    X = pd.DataFrame({"x": np.linspace(-1, 1, 40), "colour": ["red", "blue"] * 20})
+    pipeline = tabular.pipeline(Shrunk(), X).fit(X, (X.x > 0).astype(int).to_numpy())
+    with mlflow.start_run():
+        info = tabular.log_model(task="binary", classes=("no", "yes"), example=X.head(2), pipeline=pipeline)
+    # Another process, in another folder, without the project on its path.
+    script = ("import mlflow, pandas as pd; model = mlflow.pyfunc.load_model(%r); "
+              "print(model.predict(pd.DataFrame({'x': [0.9], 'colour': ['red']}))['label'][0])" % info.model_uri)
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), "PYTHONPATH": ""})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "yes"
+    sys.modules.pop("own_models", None)
+
+
 # --- CSVs through real sweeps -----------------------------------------------------------------------------------
 
 ROWS = 1500

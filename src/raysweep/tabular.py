@@ -79,6 +79,24 @@ def trusted_types(obj, *, sample: bool = False) -> list[str]:
     return skops.io.get_untrusted_types(data=skops.io.dumps(_first_members(obj) if sample else obj))
 
 
+def local_code(type_names: Sequence[str]) -> list[str]:
+    """The user's own code a model's types come from (``mymodels.MyClassifier``): the file of each top-level module,
+    or the folder of each top-level package, that is no installed distribution, so the logged model carries it and
+    loads where the project's folder is not (MLflow's ``code_paths``)."""
+    import importlib.util
+    import sysconfig
+
+    installed = {Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib", "stdlib", "platstdlib")}
+    found = []
+    for top in dict.fromkeys(name.split(".")[0] for name in type_names):
+        spec = importlib.util.find_spec(top) if top not in ("raysweep", "__main__") else None
+        origin = Path(spec.origin).resolve() if spec is not None and spec.has_location and spec.origin else None
+        if origin is None or any(folder in origin.parents for folder in installed):
+            continue
+        found.append(str(origin.parent if spec.submodule_search_locations else origin))
+    return found
+
+
 def _first_members(obj):
     """``obj`` (a copy, where it changes) with every fitted ensemble's ``estimators_`` list cut to one member."""
     import copy
@@ -143,6 +161,7 @@ def log_model(*, task: str, classes: Sequence[Any], example, pipeline=None, prep
                 shutil.rmtree(artifacts[key])  # what the refused save left
                 trusted = trusted_types(fitted)
                 mlflow.sklearn.save_model(fitted, artifacts[key], skops_trusted_types=trusted, pip_requirements=pins)
+        code = local_code(trusted) if pipeline is not None else []
         if network is not None:
             artifacts[NETWORK] = _network_file(network, Path(tmp))
         model = TabularModel().setup(config, fitted, predictions.to_frame, _load_network(network))
@@ -155,6 +174,7 @@ def log_model(*, task: str, classes: Sequence[Any], example, pipeline=None, prep
                 signature=signature(example, model.predict(None, example), params),
                 input_example=example,
                 pip_requirements=pins,
+                code_paths=code or None,  # on the loader's path before the pipeline is read
             )
     packaging.attach_project_files(info.model_id)
     return info
