@@ -188,6 +188,11 @@ def _fraud_table(n=400):
          "has 400 classes; use data.task=regression (what auto picks for it)"),
         (_fraud_table().assign(label=np.linspace(0.5, 99.5, 400)), {"task": "multiclass"},
          "data.task=multiclass but target column 'label' holds 400 distinct fractional numbers (e.g. 0.5)"),
+        # Every class names a column of the served model's answer, beside "label".
+        (_fraud_table().assign(label=lambda f: f["label"].map({0: "other", 1: "label"})), {},
+         "class 'label' of target column 'label' names the column of each row's predicted class"),
+        (_fraud_table().assign(label=lambda f: f["label"].map({0: 1, 1: "1"})), {},
+         "class '1' of target column 'label' prints as 1 does"),
         (_fraud_table().assign(label=lambda f: f["label"].map({0: "n", 1: "y"})), {"task": "regression"},
          "data.task=regression needs a numeric target"),
         (_fraud_table().assign(customer=lambda f: [f"c{i}" for i in range(len(f))]), {},

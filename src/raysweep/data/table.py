@@ -257,8 +257,23 @@ def encode_target(y: pd.Series, task: str, target: str) -> tuple[np.ndarray, tup
     if pd.api.types.is_numeric_dtype(y.dtype) and not pd.api.types.is_bool_dtype(y.dtype) and _integer_valued(y):
         y = y.astype("int64")  # 0.0/1.0 read from a file are the labels 0 and 1
     classes = _sorted_labels(y.unique())
+    _check_class_names(classes, target)
     codes = y.map({label: code for code, label in enumerate(classes)}).to_numpy(dtype="int64")
     return codes, classes
+
+
+def _check_class_names(classes: tuple[Any, ...], target: str) -> None:
+    """Refuse labels that cannot each name a column of the model's answer (one per class, beside ``label``)."""
+    from raysweep.predictions import LABEL
+
+    shown: dict[str, Any] = {}
+    for label in classes:
+        if str(label) == LABEL or str(label) in shown:
+            clash = "names the column of each row's predicted class" if str(label) == LABEL else \
+                f"prints as {shown[str(label)]!r} does"
+            raise RaySweepError(f"class {label!r} of target column {target!r} {clash}, and every class names a "
+                                "column of the model's answer; rename that value in the data")
+        shown[str(label)] = label
 
 
 def _label(value: Any) -> Any:
