@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from raysweep.compose import HYDRA_FLAGS, split_flags
-from raysweep.config import did_you_mean
+from raysweep.config import config_keys
+from raysweep.keys import did_you_mean
 from raysweep.usage import completion_line, describe, local_choices, refine_choices
 from raysweep.errors import RaySweepError
 
@@ -235,7 +236,7 @@ def test_bash_completes_through_the_installed_script(project, env):
     ],
 )
 def test_did_you_mean(key, expected):
-    assert did_you_mean(key) == expected
+    assert did_you_mean(key, config_keys()) == expected
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from raysweep.config import CONF_DIR, config_keys, did_you_mean, dotted_keys, register_schema, search_path
+from raysweep.config import CONF_DIR, config_keys, register_schema, search_path
+from raysweep.keys import did_you_mean, dotted_keys
 from raysweep.errors import RaySweepError
 from raysweep.search_space import quote_cli_overrides
 

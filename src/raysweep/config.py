@@ -7,7 +7,6 @@ dataclasses: an unknown key or an ill-typed value stops composition with a messa
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -17,6 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from raysweep import checks
 from raysweep.errors import RaySweepError
+from raysweep.keys import did_you_mean, dotted_keys
 from raysweep.remote import DEFAULT_TRACKING_URI
 
 
@@ -250,33 +250,6 @@ def config_keys() -> list[str]:
     return dotted_keys(OmegaConf.to_container(OmegaConf.structured(RaySweepConfig), resolve=False))
 
 
-def dotted_keys(tree: Mapping, prefix: str = "") -> list[str]:
-    """Every key of a nested mapping, dotted, parents before their children."""
-    keys = []
-    for key, value in tree.items():
-        keys.append(f"{prefix}{key}")
-        if isinstance(value, Mapping):
-            keys += dotted_keys(value, f"{prefix}{key}.")
-    return keys
-
-
-def did_you_mean(key: str, keys: Sequence[str] | None = None) -> list[str]:
-    """The real keys closest to a misspelled dotted ``key`` (``sweep.num_sample`` -> ``["sweep.num_samples"]``).
-
-    The last part is compared with its real siblings (the keys under the same parent); at most three, closest
-    first, and only those about as close as the closest. Default ``keys``: :func:`config_keys`.
-    """
-    import difflib
-
-    keys = config_keys() if keys is None else list(keys)
-    parent, _, leaf = key.rpartition(".")
-    siblings = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == parent]
-    scored = sorted(((difflib.SequenceMatcher(None, leaf, s).ratio(), s) for s in set(siblings)), reverse=True)
-    # Only the near-best: search_space for serch_space, not search_alg as well.
-    close = [s for ratio, s in scored[:3] if ratio >= 0.7 and ratio >= scored[0][0] - 0.1] if scored else []
-    return [f"{parent}.{s}" if parent else s for s in close]
-
-
 def _check_schema(cfg: DictConfig) -> None:
     # Hydra lets `+key=value` add keys even to typed nodes; merging onto the schema again catches those.
     from omegaconf.errors import OmegaConfBaseException
@@ -286,7 +259,7 @@ def _check_schema(cfg: DictConfig) -> None:
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
         reason = str(e).splitlines()[0]
-        close = did_you_mean(key) if "not in" in reason else []
+        close = did_you_mean(key, config_keys()) if "not in" in reason else []
         fix = f"did you mean {' or '.join(close)}?" if close else "remove or fix it"
         raise RaySweepError(f"config key {key}: {reason}; {fix} (see --cfg job)") from None
 
