@@ -75,6 +75,10 @@ ROWS = [
      "reads as one column 'amount;label': its fields look separated by ';', not ','; add \"data.sep=';'\""),
     ("csv-decimal-commas", [*CSV, "data.path={semicolons}", "data.target=label", "data.sep=';'"], {},
      "holds numbers written with a decimal comma ('0,5'), which would be read as categories; add \"data.decimal=','\""),
+    ("csv-not-utf8", [*CSV, "data.path={latin1}", "data.target=label"], {},
+     "is not utf-8 text: byte fc on line 3; set data.encoding to the file's encoding (cp1252 or latin-1"),
+    ("csv-unknown-encoding", [*CSV, "data.path={latin1}", "data.target=label", "data.encoding=latin-9x"], {},
+     "data.encoding='latin-9x' is no text encoding Python knows"),
     # The fraud sweep's fixed criterion=gini on a target that turns out to be a regression one.
     ("value-the-tasks-model-refuses", [*CSV, "data.path={prices}", "data.target=price", "sweep.metric=val_rmse",
                                        "sweep.mode=min"], {},
@@ -153,12 +157,15 @@ def _tables(tmp_path: Path) -> dict[str, Path]:
               "ids": "amount,txn_id,label\n" + "".join(f"{i * 1.5},T{i:04d},{i % 2}\n" for i in range(20)),
               "classes": "amount,label\n" + "".join(f"{i * 1.5},{i % 3}\n" for i in range(60)),
               "semicolons": "amount;label\n" + "".join(f"{i},5;{i % 2}\n" for i in range(40)),
-              "prices": "amount,price\n" + "".join(f"{i * 1.5},{3.7 * i + 0.01 * i * i:.2f}\n" for i in range(40))}
+              "prices": "amount,price\n" + "".join(f"{i * 1.5},{3.7 * i + 0.01 * i * i:.2f}\n" for i in range(40)),
+              # As Excel on Windows saves it: Latin-1 / cp1252, not UTF-8.
+              "latin1": "amount,city,label\n" + "".join(f"{i * 1.5},{'Zürich' if i == 1 else 'Bern'},{i % 2}\n"
+                                                         for i in range(40))}
     paths = {}
     for name, text in tables.items():
         paths[name] = tmp_path / "data" / f"{name}.csv"
         paths[name].parent.mkdir(exist_ok=True)
-        paths[name].write_text(text)
+        paths[name].write_text(text, encoding="latin-1" if name == "latin1" else "utf-8")
     return paths
 
 

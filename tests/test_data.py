@@ -290,6 +290,20 @@ def test_a_csv_read_with_the_wrong_separator_or_decimal_mark_names_the_setting(t
     assert fragment in _one_line(error)
 
 
+def test_a_csv_in_another_encoding_reads_with_data_encoding_and_a_bom_is_no_part_of_a_name(tmp_path):
+    frame = pd.DataFrame({"city": ["Zürich", "Genève", "Köln", "Bern"] * 10, "label": [0, 1] * 20})
+    frame.to_csv(tmp_path / "windows.csv", index=False, encoding="cp1252")
+    frame.to_csv(tmp_path / "excel_utf8.csv", index=False, encoding="utf-8-sig")  # Excel's "CSV UTF-8"
+    for name, encoding in (("windows.csv", "cp1252"), ("excel_utf8.csv", "utf-8")):
+        cfg = {"source": "file", "path": str(tmp_path / name), "target": "label", "encoding": encoding}
+        check_config(cfg)
+        dataset = load(cfg)
+        assert list(dataset.X_train.columns) == ["city"]
+        assert set(dataset.X_train.city) | set(dataset.X_val.city) == {"Zürich", "Genève", "Köln", "Bern"}
+    with pytest.raises(RaySweepError, match="is not utf-8 text: byte fc on line 2; set data.encoding"):
+        load({"source": "file", "path": str(tmp_path / "windows.csv"), "target": "label"})
+
+
 def test_a_csv_with_its_separator_and_decimal_mark_set_reads_numbers(tmp_path):
     lines = ["amount;city;label"] + [f"{i},5;Paris, France;{i % 2}" for i in range(40)]
     path = _write_text(tmp_path / "export.csv", "\n".join(lines) + "\n")

@@ -142,6 +142,7 @@ class DataConfig:
     seed: int = 0
     sep: str = ","
     decimal: str = "."
+    encoding: str = "utf-8"
 
 
 @dataclass

@@ -72,6 +72,7 @@ _DEFAULTS: dict[str, Any] = {
     "source": "synthetic", "n_samples": 20_000, "fraud_rate": 0.015, "n_noise_features": 4, "path": None,
     "target": "is_fraud", "task": "auto", "drop": [], "val_fraction": 0.25, "test_fraction": 0.2,
     "split": "random", "group_column": None, "time_column": None, "seed": 0, "sep": ",", "decimal": ".",
+    "encoding": "utf-8",
 }
 
 
@@ -190,7 +191,8 @@ def check_config(data_cfg: Any) -> None:
     _check_split_keys(cfg)
     if source == "file":
         _check_csv_marks(cfg["sep"], cfg["decimal"])
-        columns = read_columns(cfg["path"], cfg["sep"])
+        _check_encoding(cfg["encoding"])
+        columns = read_columns(cfg["path"], cfg["sep"], cfg["encoding"])
         # data=csv says target: ???, which merging onto the schema leaves at the generated data's label: a file
         # without that column means data.target was not given.
         if cfg["target"] == _DEFAULTS["target"] and cfg["target"] not in columns:
@@ -215,6 +217,16 @@ def _check_csv_marks(sep: str, decimal: str) -> None:
     if sep == decimal:
         raise RaySweepError(f"data.sep and data.decimal are both {sep!r}; a file with decimal commas separates its "
                             "fields with another mark: set \"data.sep=';'\" (or what the file uses)")
+
+
+def _check_encoding(encoding: str) -> None:
+    import codecs
+
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise RaySweepError(f"data.encoding={encoding!r} is no text encoding Python knows; use the file's, such as "
+                            "utf-8, cp1252 or latin-1") from None
 
 
 def _check_split_keys(cfg: dict[str, Any]) -> None:
@@ -258,7 +270,7 @@ def load(data_cfg: Any) -> Dataset | None:
         source = f"raysweep.data.generate_fraud({', '.join(f'{k}={cfg[k]!r}' for k in generator)})"
     else:
         path = existing_file(cfg["path"]).resolve()
-        frame = read_table(path, cfg["sep"], cfg["decimal"])
+        frame = read_table(path, cfg["sep"], cfg["decimal"], cfg["encoding"])
         name, source = path.name.split(".")[0] or path.name, str(path)
     # data.drop may name the file's row index, which reading it set aside.
     cfg["drop"] = [c for c in cfg["drop"] if frame.index.name is None or str(c) != frame.index.name]

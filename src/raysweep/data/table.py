@@ -49,12 +49,12 @@ def _kind(p: Path) -> str:
     raise RaySweepError(f"data file {str(p)!r} is neither .csv nor .parquet; convert it or rename it")
 
 
-def read_columns(path: str | Path, sep: str = ",") -> list[str]:
+def read_columns(path: str | Path, sep: str = ",", encoding: str = "utf-8") -> list[str]:
     """The column names of a CSV or Parquet file, read from its header only.
 
     Raises:
-        RaySweepError: The file does not exist, is empty, has an extension raysweep does not read, or its header
-            reads as one column holding another separator.
+        RaySweepError: The file does not exist, is empty, has an extension raysweep does not read, its header
+            reads as one column holding another separator, or is not text in ``encoding``.
     """
     import pandas as pd
 
@@ -64,9 +64,11 @@ def read_columns(path: str | Path, sep: str = ",") -> list[str]:
 
         return list(pq.read_schema(p).names)
     try:
-        columns = [str(c) for c in pd.read_csv(p, nrows=0, sep=sep).columns]
+        columns = [str(c) for c in pd.read_csv(p, nrows=0, sep=sep, encoding=encoding).columns]
     except pd.errors.EmptyDataError:
         raise _empty(p) from None
+    except UnicodeDecodeError:
+        raise _not_encoded(p, encoding) from None
     if len(columns) == 1 and (other := _other_separator(columns[0], sep)):
         raise RaySweepError(
             f"data file {str(p)!r} reads as one column {columns[0]!r}: its fields look separated by {other!r}, "
@@ -91,18 +93,19 @@ def _sep_override(sep: str) -> str:
     return "\"data.sep='\\t'\"" if sep == "\t" else f"\"data.sep='{sep}'\""
 
 
-def read_table(path: str | Path, sep: str = ",", decimal: str = ".") -> pd.DataFrame:
+def read_table(path: str | Path, sep: str = ",", decimal: str = ".", encoding: str = "utf-8") -> pd.DataFrame:
     """Read a CSV or Parquet file, chosen by its extension.
 
     Args:
         path: The file.
         sep: A CSV file's field separator.
         decimal: A CSV file's decimal mark.
+        encoding: A CSV file's text encoding.
 
     Raises:
         RaySweepError: The file does not exist, has an extension raysweep does not read, is empty, is
             ragged (a line with more or fewer fields than the header), or holds a column of numbers written with
-            a decimal comma while ``decimal`` is ``"."``.
+            a decimal comma while ``decimal`` is ``"."``, or is not text in ``encoding``.
     """
     import pandas as pd
 
@@ -110,9 +113,9 @@ def read_table(path: str | Path, sep: str = ",", decimal: str = ".") -> pd.DataF
     if _kind(p) == "parquet":
         frame = pd.read_parquet(p)
     else:
-        _check_fields(p, sep)
+        _check_fields(p, sep, encoding)
         try:
-            frame = pd.read_csv(p, sep=sep, decimal=decimal)
+            frame = pd.read_csv(p, sep=sep, decimal=decimal, encoding=encoding)
         except pd.errors.EmptyDataError:
             raise _empty(p) from None
         except pd.errors.ParserError as error:
@@ -153,21 +156,40 @@ def _empty(p: Path) -> RaySweepError:
     return RaySweepError(f"data file {str(p)!r} has no rows; point data.path at a table with a header and data rows")
 
 
-def _check_fields(p: Path, sep: str = ",") -> None:
+def _not_encoded(p: Path, encoding: str) -> RaySweepError:
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    with opener(p, "rb") as handle:  # decoded again whole: a text stream fails a chunk ahead of the line it reads
+        raw = handle.read()
+    try:
+        raw.decode(encoding)
+        where = ""
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        where = f": byte {raw[error.start:error.start + 1].hex()} on line {line}"
+    return RaySweepError(
+        f"data file {str(p)!r} is not {encoding} text{where}; set data.encoding to the file's encoding (cp1252 or "
+        "latin-1 for a file Excel saved on Windows), or save the file as UTF-8"
+    )
+
+
+def _check_fields(p: Path, sep: str = ",", encoding: str = "utf-8") -> None:
     # pandas fills a short line with gaps without a word, and says little about a long one: a ragged line is a
     # broken file (a stray comma, a cut-off export), so the line is named.
     opener = gzip.open if p.name.lower().endswith(".gz") else open
-    with opener(p, "rt", newline="", encoding="utf-8", errors="replace") as handle:
+    with opener(p, "rt", newline="", encoding=encoding) as handle:
         rows = csv.reader(handle, delimiter=sep)
-        header = next(rows, None)
-        if not header:
-            raise _empty(p)
-        for row in rows:
-            if row and len(row) != len(header):  # pandas skips blank lines, and so does this
-                raise RaySweepError(
-                    f"data file {str(p)!r} is ragged: line {rows.line_num} has {len(row)} fields, the header "
-                    f"{len(header)}; fix that line (a stray or missing separator, or quote values holding {sep!r})"
-                )
+        try:
+            header = next(rows, None)
+            if not header:
+                raise _empty(p)
+            for row in rows:
+                if row and len(row) != len(header):  # pandas skips blank lines, and so does this
+                    raise RaySweepError(
+                        f"data file {str(p)!r} is ragged: line {rows.line_num} has {len(row)} fields, the header "
+                        f"{len(header)}; fix that line (a stray or missing separator, or quote values holding {sep!r})"
+                    )
+        except UnicodeDecodeError:
+            raise _not_encoded(p, encoding) from None
 
 
 def check_columns(columns, target: str, drop=(), group_column: str | None = None,

@@ -88,7 +88,7 @@ def parent_params(cfg: DictConfig) -> dict[str, str]:
 #: The data keys a source never reads, left out of the parent's params (a CSV's sweep logged data.n_samples=20000);
 #: with data=none, every one but the source.
 _UNUSED = {"file": ("data.n_samples", "data.fraud_rate", "data.n_noise_features"),
-           "synthetic": ("data.path", "data.sep", "data.decimal")}
+           "synthetic": ("data.path", "data.sep", "data.decimal", "data.encoding")}
 
 
 def _flatten(node: Any, prefix: str) -> dict[str, Any]:
