@@ -287,3 +287,6 @@ def _build(cls, where: str, **kwargs):
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise RaySweepError(f"{where}: {cls.__name__}({', '.join(kwargs)}) failed: {e}; fix {where} params") from None
+    except (AssertionError, ImportError) as e:  # Tune's wrappers of optional libraries assert they are installed
+        raise RaySweepError(f"{where}: {cls.__name__} cannot be built: {str(e).strip() or type(e).__name__}; install "
+                            f"what it needs, or pick another {where}") from None
