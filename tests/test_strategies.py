@@ -63,7 +63,8 @@ def test_bad_strategy_config_fails_before_anything_runs(extra, fragment, make_cf
 def test_a_searcher_whose_library_is_missing_is_refused_in_one_line(make_cfg, tracking_uri, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parent / "user_code"))
     with pytest.raises(RaySweepError) as error:
-        sweep.run(make_cfg("+sweep=fraud", *SMOKE, "search_alg=custom", "search_alg._target_=searchers.NeedsItsLibrary"))
+        sweep.run(make_cfg("+sweep=fraud", *SMOKE, "search_alg=custom",
+                           "search_alg._target_=searchers.NeedsItsLibrary"))
     assert str(error.value) == ("search_alg: NeedsItsLibrary cannot be built: NoSuchLib must be installed! Run `pip "
                                 "install nosuchlib`.; install what it needs, or pick another search_alg")
     assert not any(MlflowClient(tracking_uri).search_runs([e.experiment_id])
