@@ -53,9 +53,13 @@ def test_bad_input_raises_one_line_before_anything_starts(args, fragment, tmp_pa
 
 
 @pytest.mark.slow
-def test_run_uses_the_running_ray_and_restores_mlflow(ray_address, tracking_uri, tmp_path):
-    """From a thread (as a notebook's background cell would), with the caller's own run active."""
+def test_run_uses_the_running_ray_and_restores_mlflow(ray_address, tracking_uri, tmp_path, monkeypatch):
+    """From a thread (as a notebook's background cell would), with the caller's own experiment and run active."""
     import ray
+
+    # Both put back after the test: mlflow.set_experiment below sets them for the whole process.
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "0")
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
 
     sweep_store = f"sqlite:///{tmp_path / 'sweeps.db'}"
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -63,10 +67,12 @@ def test_run_uses_the_running_ray_and_restores_mlflow(ray_address, tracking_uri,
 
     def caller() -> None:
         try:
+            mlflow.set_experiment("notebook")  # which sets MLFLOW_EXPERIMENT_ID for this process
             with mlflow.start_run(run_name="notebook") as mine:
                 registry_before = mlflow.get_registry_uri()
                 seen["result"] = raysweep.run(
-                    "fraud", [*TINY, f"mlflow.tracking_uri={sweep_store}", f"cluster.storage_path={tmp_path / 'ray'}"])
+                    "fraud", [*TINY, f"mlflow.tracking_uri={sweep_store}", f"cluster.storage_path={tmp_path / 'ray'}",
+                              "mlflow.experiment_name=churn"])
                 seen["active"] = mlflow.active_run().info.run_id == mine.info.run_id
                 seen["uris"] = (mlflow.get_tracking_uri(), mlflow.get_registry_uri(), registry_before,
                                 os.environ.get("MLFLOW_TRACKING_URI"))
@@ -90,6 +96,7 @@ def test_run_uses_the_running_ray_and_restores_mlflow(ray_address, tracking_uri,
     client = MlflowClient(sweep_store)
     parent = client.get_run(result.parent_run_id)
     assert parent.data.tags[tags.ROLE_TAG] == tags.PARENT_ROLE and parent.info.status == "FINISHED"
+    assert client.get_experiment(parent.info.experiment_id).name == "churn"  # the override, not the caller's
     best = client.get_run(result.best_run_id)
     assert best.data.tags["mlflow.parentRunId"] == result.parent_run_id
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result.parent_run_id}'")

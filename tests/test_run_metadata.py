@@ -136,6 +136,10 @@ def test_mlflow_experiment_id_resolves_to_its_experiment(make_cfg, tracking_uri,
     # The id wins over the sweep file's experiment (as MLFLOW_EXPERIMENT_NAME does)...
     assert make_plan(make_cfg("+sweep=fraud")).experiment_name == "mine"
     assert queries.env_experiment(client, None) == "mine"
+    # An override naming the experiment wins: mlflow.set_experiment in a notebook sets the variable unasked.
+    explicit = ["mlflow.experiment_name=churn"]
+    assert make_plan(make_cfg("+sweep=fraud", *explicit), explicit).experiment_name == "churn"
+    assert make_plan(make_cfg("+sweep=fraud", "sweep.num_samples=2"), ["sweep.num_samples=2"]).experiment_name == "mine"
     # ... and MLFLOW_EXPERIMENT_NAME over the id, as in MLflow, when it names no other experiment.
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "mine")
     assert make_plan(make_cfg("+sweep=fraud")).experiment_name == "mine"

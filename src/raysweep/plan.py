@@ -6,7 +6,7 @@ nothing); :func:`check_strategy` builds the searcher and scheduler once so their
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,14 +48,16 @@ class SweepPlan:
         return f"{self.storage_path.rstrip('/')}/{self.run_name}"
 
 
-def make_plan(cfg: DictConfig) -> SweepPlan:
+def make_plan(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepPlan:
     """Validate the config and derive the sweep's plan; starts nothing.
 
     With ``MLFLOW_EXPERIMENT_ID`` set, the experiment's name is read from the tracking store
-    (:func:`raysweep.tracking.queries.env_experiment`), so an unknown id fails here, before Ray starts.
+    (:func:`raysweep.tracking.queries.env_experiment`), so an unknown id fails here, before Ray starts; an
+    override naming ``mlflow.experiment_name`` wins over it.
 
     Args:
         cfg: The composed raysweep config.
+        overrides: The command line's (or ``raysweep.run``'s) overrides that composed ``cfg``.
 
     Raises:
         RaySweepError: A config value is missing, malformed or inconsistent.
@@ -70,7 +72,7 @@ def make_plan(cfg: DictConfig) -> SweepPlan:
     config_mod.validate_trainer(cfg)
     storage = cfg.cluster.storage_path or str(Path("~/ray_results").expanduser())
     num_trials = search_space.grid_size(parsed) if cfg.search_alg.name == "grid" else cfg.sweep.num_samples
-    experiment = _experiment_name(cfg)
+    experiment = _experiment_name(cfg, explicit=any(_key(o) == "mlflow.experiment_name" for o in overrides))
     return SweepPlan(
         run_name=cfg.sweep.run_name,
         experiment_name=experiment,
@@ -136,11 +138,16 @@ def _warm_start(cfg: DictConfig, parsed: dict[str, Any], experiment_name: str):
     )
 
 
-def _experiment_name(cfg: DictConfig) -> str:
-    """``mlflow.experiment_name``, or the experiment ``MLFLOW_EXPERIMENT_ID`` names: only then is the store read."""
+def _key(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def _experiment_name(cfg: DictConfig, explicit: bool = False) -> str:
+    """``mlflow.experiment_name``, or the experiment ``MLFLOW_EXPERIMENT_ID`` names unless the name was given
+    ``explicit``ly (``mlflow.set_experiment`` in a notebook sets that variable): only then is the store read."""
     import os
 
-    if not os.environ.get("MLFLOW_EXPERIMENT_ID"):
+    if explicit or not os.environ.get("MLFLOW_EXPERIMENT_ID"):
         return cfg.mlflow.experiment_name
     from mlflow import MlflowClient
 

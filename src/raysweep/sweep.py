@@ -74,7 +74,7 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
     # as they were when it entered, dropping what another thread's catch_warnings added meanwhile (the warm-up's
     # imports enter it hundreds of times, skops.io's alone, while the data's signature is inferred).
     warnings.filterwarnings("ignore", message=INTEGER_COLUMNS_HINT)
-    plan = make_plan(cfg)
+    plan = make_plan(cfg, overrides)
     # Before anything waits on MLflow's own retries (minutes) or starts Ray.
     remote.check_server(plan.tracking_uri)
     if plan.registry_uri and plan.registry_uri != plan.tracking_uri:
@@ -85,7 +85,7 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
         from raysweep.resume import resume_target
 
         cfg, resume_from = resume_target(cfg, plan, overrides)
-        plan = make_plan(cfg)
+        plan = make_plan(cfg, overrides)
     elif "://" not in plan.storage_path and Path(plan.run_dir).exists():
         raise RaySweepError(f"sweep run {plan.run_dir!r} already exists; pick a new sweep.run_name or add resume=true")
     check_strategy(cfg, plan)
