@@ -98,6 +98,37 @@ def test_reports_are_checked_logged_and_passed_on_then_put_back():
     assert log.logged == [(1, {"val_accuracy": 0.5}), (2, {"val_accuracy": 0.7, "n": 3.0})] and log.flushed == 1
 
 
+def test_a_restarted_trials_reports_go_on_from_the_step_of_its_checkpoint(tmp_path):
+    from ray import tune
+
+    class Log:
+        def __init__(self):
+            self.steps = []
+
+        def metrics(self, values, step):
+            self.steps.append(step)
+
+        def flush(self):
+            pass
+
+    sent = []
+    first, folder = Log(), tmp_path / "ckpt"
+    folder.mkdir()
+    reports = function.Reports("acc", "m:f", first)
+    for epoch in (1, 2):
+        reports.report(lambda metrics, **kw: sent.append(kw["checkpoint"]), {"acc": 0.1 * epoch},
+                       checkpoint=tune.Checkpoint.from_directory(folder))
+    assert function.restored_step(sent[-1]) == 2 and function.restored_step(None) == 0
+    # Tune runs the function anew from that checkpoint: its next report is step 3, not a replay of step 1.
+    again = Log()
+    restarted = function.Reports("acc", "m:f", again, start=function.restored_step(sent[-1]))
+    restarted.report(lambda metrics, **kw: None, {"acc": 0.3})
+    restarted.finish()  # nothing more to report after a restart is no error: it reported before
+    assert first.steps == [1, 2] and again.steps == [3]
+    (folder / function.STEP_FILE).write_text("not a number")
+    assert function.restored_step(tune.Checkpoint.from_directory(folder)) == 0
+
+
 def test_an_interceptor_a_stopped_trial_left_behind_is_replaced_not_stacked():
     import ray.tune
 
@@ -239,6 +270,22 @@ def test_a_trial_whose_function_returns_without_reporting_fails_alone(ray_addres
     failed, finished = sorted(children, key=lambda c: c.info.status)
     assert failed.data.params["C"] == "0.1" and "returned without reporting" in failed.data.tags[ERROR_TAG]
     assert outcome.summary.best_run_id == finished.info.run_id and outcome.registration.version == "1"
+
+
+@pytest.mark.slow
+def test_a_worker_mode_trial_retried_from_its_checkpoint_logs_every_step_once(ray_address, make_cfg, tracking_uri):
+    from raysweep import sweep
+
+    cfg = make_cfg(*IRIS, "mlflow=worker", "trainer.function=tune_functions:train_failing_once",
+                   "trainer.iterations=4", "sweep.num_samples=1", "sweep.max_failures=1", "sweep.register=false",
+                   "~search_space.C", "+search_space.x=0.5")
+    sweep.run(cfg)
+    client = MlflowClient()
+    _, (child,) = _runs(client)
+    history = sorted(client.get_metric_history(child.info.run_id, "val_accuracy"), key=lambda m: m.step)
+    # Failed after two reports, restarted from the second one's checkpoint: four steps, each once, in order.
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 1.0), (3, 1.5), (4, 2.0)]
+    assert child.info.status == "FINISHED"
 
 
 @pytest.mark.slow

@@ -67,6 +67,22 @@ def train_iris_unless_c_is_small(config):
     train_iris(config)
 
 
+def train_failing_once(config):
+    """Reports x * epoch with a checkpoint each epoch; fails in epoch 3 unless restored from a checkpoint."""
+    import json
+
+    restored, start = tune.get_checkpoint(), 1
+    if restored:
+        with restored.as_directory() as folder:
+            start = json.loads((Path(folder) / "state.json").read_text())["epoch"] + 1
+    for epoch in range(start, 5):
+        if epoch == 3 and not restored:
+            raise RuntimeError("a transient failure")
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / "state.json").write_text(json.dumps({"epoch": epoch}))
+            tune.report({"val_accuracy": config["x"] * epoch}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
 def train_without_the_metric(config):
     """Reports a loss but never the sweep's metric."""
     tune.report({"loss": 1.0 / (1 + config["C"])})

@@ -38,6 +38,9 @@ from raysweep.errors import NoModelError, RaySweepError
 METRICS: tuple[str, ...] = ()
 #: The function's second parameter, when it has one, receives raysweep's loaded :class:`raysweep.data.Dataset`.
 DATA_PARAMETER = "data"
+#: Written into each checkpoint a function reports: the step of that report. A trial restarted from the checkpoint
+#: (a retry, a resumed sweep) runs the function anew; its reports go on from that step, not from 1.
+STEP_FILE = ".raysweep_step"
 #: The config key naming the function.
 KEY = "trainer.function"
 #: Where in a checkpoint an MLflow model may be: its root, or this folder.
@@ -127,7 +130,8 @@ def run_function(config: dict[str, Any], settings: dict[str, Any], dataset=None)
     context = tune.get_context()
     arguments = ({**settings["params"], **config},) + ((dataset,) if takes_data(function) else ())
     with trial_log(settings["logging"], config, context.get_trial_name(), context.get_trial_id()) as log:
-        reports = Reports(settings["metric"], f"{KEY}={settings['function']}", log)
+        reports = Reports(settings["metric"], f"{KEY}={settings['function']}", log,
+                          start=restored_step(tune.get_checkpoint()))
         with reports.intercept(function, tune):
             function(*arguments)
         reports.finish()
@@ -145,13 +149,15 @@ class Reports:
         metric: ``sweep.metric``: every report must carry it (Tune ranks trials and checkpoints by it).
         source: What reported, for messages: ``trainer.function=MODULE:FUNC`` (or ``trainer.train_loop=...``).
         log: The trial's :class:`raysweep.tracking.worker.TrialLog` (a no-op in driver mode and on ranks > 0).
+        start: The step of the checkpoint the trial restarted from (:func:`restored_step`).
     """
 
-    def __init__(self, metric: str, source: str, log):
+    def __init__(self, metric: str, source: str, log, start: int = 0):
         self.metric = metric
         self.source = source
         self.log = log
-        self.count = 0
+        self.start = start
+        self.count = start
 
     def report(self, original: Callable[..., None], metrics: Mapping[str, Any], *args: Any, **kwargs: Any) -> None:
         """Check and log one report, then hand it to Tune's own ``report`` unchanged."""
@@ -165,10 +171,12 @@ class Reports:
         from raysweep.tracking.worker import numeric_values
 
         self.log.metrics(numeric_values(metrics), step=self.count)
-        if kwargs.get("checkpoint") is not None or args:
+        checkpoint = kwargs.get("checkpoint", args[0] if args else None)
+        if checkpoint is not None:
             # Everything up to a checkpoint is in MLflow before Tune knows of it (a restored trial replays only
             # later steps).
             self.log.flush()
+            _stamp(checkpoint, self.count)
         original(metrics, *args, **kwargs)
 
     def finish(self) -> None:
@@ -177,7 +185,7 @@ class Reports:
         Raises:
             NoReport: This trial fails; the sweep goes on (a function may return early on a config it skips).
         """
-        if self.count == 0:
+        if self.count == 0:  # a restarted trial reported before it stopped
             raise NoReport(
                 f"{self.source} returned without reporting; call "
                 f"report({{{self.metric!r}: value}}) at least once"
@@ -213,6 +221,25 @@ class Reports:
         finally:
             for ns, name in replaced:
                 ns[name] = original
+
+
+def _stamp(checkpoint, step: int) -> None:
+    """Write :data:`STEP_FILE` into a checkpoint the function made in a local folder, before Tune copies it."""
+    import pyarrow.fs
+
+    if isinstance(getattr(checkpoint, "filesystem", None), pyarrow.fs.LocalFileSystem):
+        (Path(checkpoint.path) / STEP_FILE).write_text(str(step))
+
+
+def restored_step(checkpoint) -> int:
+    """The step :data:`STEP_FILE` of ``checkpoint`` records (0 for none, or a checkpoint made elsewhere)."""
+    if checkpoint is None:
+        return 0
+    try:  # read where it is kept (S3 too): fetching the whole checkpoint for a number would copy the model
+        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{STEP_FILE}") as stream:
+            return int(stream.read().decode())
+    except (OSError, ValueError):
+        return 0
 
 
 def takes_data(function: Callable[..., Any]) -> bool:
@@ -357,7 +384,7 @@ class _CopiedModel:
     def save_model(self, path: str, mlflow_model, **_: Any) -> None:
         from mlflow.models import Model
 
-        shutil.copytree(self.source, path)
+        shutil.copytree(self.source, path, ignore=shutil.ignore_patterns(STEP_FILE))  # raysweep's, not the model's
         identity = ("run_id", "artifact_path", "model_uuid", "model_id", "utc_time_created")
         saved = Model.load(str(self.source)).to_dict()
         merged = Model.from_dict({**saved, **{k: getattr(mlflow_model, k) for k in identity}})
