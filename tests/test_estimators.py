@@ -297,10 +297,15 @@ def test_metrics_follow_the_task_and_refuse_a_model_of_the_other_kind():
     assert estimator.metrics(regressor, "regression") == _metrics("regression")
     # Before the data is loaded: whatever the class can learn.
     assert set(estimator.metrics(classifier, None)) == {*_metrics("binary"), *_metrics("multiclass")}
-    with pytest.raises(RaySweepError, match="is a classifier but the data's task is regression; pick a regressor"):
+    # The same model for the other task is named where scikit-learn's naming has one.
+    with pytest.raises(RaySweepError, match=r"ExtraTreesClassifier is a classifier but the data's task is regression; "
+                                            r"pick trainer.estimator._target_=sklearn.ensemble.ExtraTreesRegressor, or"):
         estimator.metrics(classifier, "regression")
-    with pytest.raises(RaySweepError, match="is a regressor but the data's task is binary; pick a classifier"):
+    with pytest.raises(RaySweepError, match=r"ExtraTreesRegressor is a regressor but the data's task is binary; pick "
+                                            r"trainer.estimator._target_=sklearn.ensemble.ExtraTreesClassifier, or"):
         estimator.metrics(regressor, "binary")
+    with pytest.raises(RaySweepError, match="SVR is a regressor but the data's task is binary; pick a classifier, or"):
+        estimator.metrics(_cfg("sklearn.svm.SVR"), "binary")
 
 
 @pytest.mark.parametrize("family", list(sklearn.FAMILIES))

@@ -67,11 +67,27 @@ def task_metrics(target: str, task: str | None, fixed: dict[str, Any] | None = N
     """
     tasks = ("binary", "multiclass") if _is_classifier(bare(target, fixed or {})) else ("regression",)
     if task is not None and task not in tasks:
-        kind = "a classifier" if tasks[0] == "binary" else "a regressor"
-        raise RaySweepError(f"{target} is {kind} but the data's task is {task}; pick a "
-                            f"{'regressor' if tasks[0] == 'binary' else 'classifier'} or set data.task")
+        kind, other = ("a classifier", "regressor") if tasks[0] == "binary" else ("a regressor", "classifier")
+        twin = _twin(target)
+        pick = f"trainer.estimator._target_={twin}" if twin else f"a {other}"
+        raise RaySweepError(f"{target} is {kind} but the data's task is {task}; pick {pick}, or set data.task")
     names = [m for t in ((task,) if task else tasks) for m in TASK_METRICS[t]]
     return (*dict.fromkeys(names), TRAIN_TIME)
+
+
+def _twin(target: str) -> str | None:
+    """The same model for the other kind of task, by scikit-learn's naming (``XGBClassifier`` / ``XGBRegressor``),
+    where that class exists."""
+    module, _, name = target.rpartition(".")
+    for one, other in (("Classifier", "Regressor"), ("Regressor", "Classifier")):
+        if name.endswith(one):
+            twin = f"{module}.{name[: -len(one)]}{other}"
+            try:
+                import_class(twin)
+            except RaySweepError:
+                return None
+            return twin
+    return None
 
 
 def trainable(settings: dict[str, Any], dataset):
