@@ -75,6 +75,10 @@ ROWS = [
      "reads as one column 'amount;label': its fields look separated by ';', not ','; add \"data.sep=';'\""),
     ("csv-decimal-commas", [*CSV, "data.path={semicolons}", "data.target=label", "data.sep=';'"], {},
      "holds numbers written with a decimal comma ('0,5'), which would be read as categories; add \"data.decimal=','\""),
+    # Hydra's grammar reads a space, ~ or a letter beyond ASCII only quoted.
+    ("unreadable-value", [*CSV, "data.path={good}", "data.target=Churn Flag é"], {},
+     "data.target=Churn Flag é: Hydra cannot read this value bare (a space, ~, or a letter beyond ASCII); quote it: "
+     "'data.target=\"Churn Flag é\"'"),
     ("csv-not-utf8", [*CSV, "data.path={latin1}", "data.target=label"], {},
      "is not utf-8 text: byte fc on line 3; set data.encoding to the file's encoding (cp1252 or latin-1"),
     ("csv-unknown-encoding", [*CSV, "data.path={latin1}", "data.target=label", "data.encoding=latin-9x"], {},

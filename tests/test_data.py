@@ -462,7 +462,7 @@ def test_an_unnamed_first_column_that_repeats_values_is_a_feature(tmp_path):
 
 
 @pytest.mark.parametrize("column", ["amount", "a.b", "Unnamed: 0", "order date", "it's", 'a"b', "x,y", "ü col", "-1",
-                                    "01", "null", "True", "nan", "x=y", "[a]"])
+                                    "01", "null", "True", "nan", "x=y", "[a]", "résultat", "~/x.csv"])
 def test_a_column_named_in_a_fix_is_typed_as_a_shell_and_hydra_take_it(column):
     import shlex
 

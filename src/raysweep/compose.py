@@ -138,6 +138,8 @@ def hydra_error_line(error: BaseException, overrides: Sequence[str] = (), folder
         return _not_in_defaults_line(match.group(1), overrides)
     if tune_call := _tune_call_line(overrides):  # unquoted at a shell: Hydra's grammar has no such function
         return tune_call
+    if message.startswith(("LexerNoViableAltException: ", "NoViableAltException: ")):
+        return _unreadable_line(message.partition(": ")[2])
     if match := re.match(r"(?:Ambiguous value for argument|Sweep parameters) '(.+)'", message):
         return f"{match.group(1)} is a sweep over several values (Hydra's --multirun): {MULTIRUN_WHY}"
     cause = error.__cause__
@@ -156,6 +158,17 @@ def hydra_error_line(error: BaseException, overrides: Sequence[str] = (), folder
             if full_key and full_key not in message:
                 message += f" ({full_key})"
     return f"{message} (see raysweep --help)"
+
+
+def _unreadable_line(given: str) -> str:
+    """The line for an override Hydra's grammar cannot read bare (a space, ``~``, a letter beyond ASCII)."""
+    from raysweep.data.features import override
+
+    key, sep, value = given.partition("=")
+    if not sep:
+        return f"{given}: Hydra cannot read this override; write it as KEY=VALUE (see raysweep --help)"
+    return (f"{given}: Hydra cannot read this value bare (a space, ~, or a letter beyond ASCII); quote it: "
+            f"{override(key, value)}")
 
 
 def _tune_call_line(overrides: Sequence[str]) -> str | None:

@@ -22,7 +22,7 @@ ID_MIN_ROWS = 20
 
 #: A value Hydra's override parser and a shell both take bare, as the same string (``01``, ``null`` or ``true``
 #: would come back as a number, None or a boolean).
-_BARE = re.compile(r"(?!(?i:null|true|false|inf|nan)$)[A-Za-z_][\w.\-]*")
+_BARE = re.compile(r"(?!(?i:null|true|false|inf|nan)$)[A-Za-z_][\w.\-]*", re.ASCII)
 
 
 def override(key: str, value: Any, *, listed: bool = False) -> str:

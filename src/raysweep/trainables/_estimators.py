@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from raysweep.errors import RaySweepError
-from raysweep.metrics import TASK_METRICS
 from raysweep.trainables._scoring import Validation
 
 #: Reported besides the task's validation metrics: seconds spent fitting so far.
@@ -55,39 +54,6 @@ _BOOSTERS = {
 #: Classes whose ``max_iter`` with ``warm_start`` counts all iterations (it adds rounds, not a fresh budget).
 _CUMULATIVE_MAX_ITER = ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
 _DEFAULT_ROUNDS = 100  # boosters' n_estimators when left at None
-
-
-def task_metrics(target: str, task: str | None, fixed: dict[str, Any] | None = None) -> tuple[str, ...]:
-    """What trials of the class ``target`` (``module.Class``) report: the task's validation metrics and
-    ``train_time_s``; with ``task=None`` (not known yet), those of every task the class can learn. ``fixed``: the
-    arguments every trial passes (a class may require some).
-
-    Raises:
-        RaySweepError: The class cannot learn the task (a classifier for regression, or the reverse).
-    """
-    tasks = ("binary", "multiclass") if _is_classifier(bare(target, fixed or {})) else ("regression",)
-    if task is not None and task not in tasks:
-        kind, other = ("a classifier", "regressor") if tasks[0] == "binary" else ("a regressor", "classifier")
-        twin = _twin(target)
-        pick = f"trainer.estimator._target_={twin}" if twin else f"a {other}"
-        raise RaySweepError(f"{target} is {kind} but the data's task is {task}; pick {pick}, or set data.task")
-    names = [m for t in ((task,) if task else tasks) for m in TASK_METRICS[t]]
-    return (*dict.fromkeys(names), TRAIN_TIME)
-
-
-def _twin(target: str) -> str | None:
-    """The same model for the other kind of task, by scikit-learn's naming (``XGBClassifier`` / ``XGBRegressor``),
-    where that class exists."""
-    module, _, name = target.rpartition(".")
-    for one, other in (("Classifier", "Regressor"), ("Regressor", "Classifier")):
-        if name.endswith(one):
-            twin = f"{module}.{name[: -len(one)]}{other}"
-            try:
-                import_class(twin)
-            except RaySweepError:
-                return None
-            return twin
-    return None
 
 
 def trainable(settings: dict[str, Any], dataset):
@@ -383,7 +349,7 @@ def bare(target: str, fixed: dict[str, Any]):
         return make(target, fixed)
 
 
-def _is_classifier(estimator) -> bool:
+def is_classifier(estimator) -> bool:
     from sklearn.base import is_classifier, is_regressor
 
     if not (is_classifier(estimator) or is_regressor(estimator)):

@@ -13,19 +13,21 @@ from __future__ import annotations
 from typing import Any
 
 from raysweep.errors import RaySweepError
-from raysweep.metrics import VALIDATION_METRICS
+from raysweep.metrics import TASK_METRICS, VALIDATION_METRICS
 # best_checkpoint, log_model and resource_needs are Trainer members, the same for every scikit-learn API trainer;
 # REGISTRATION_IMPORTS: what the sweep imports while Ray starts (raysweep.sweep).
 from raysweep.trainables._estimators import (  # noqa: F401
     REGISTRATION_IMPORTS,
     TRAIN_TIME,
+    bare,
     best_checkpoint,
     container,
     grow,
+    import_class,
+    is_classifier,
     log_model,
     make,
     resource_needs,
-    task_metrics,
     trainable,
     trial_settings,
 )
@@ -110,3 +112,36 @@ def _target(trainer_cfg) -> str:
         raise RaySweepError("trainer=estimator needs the class; add trainer.estimator._target_=module.Class "
                             "(e.g. sklearn.ensemble.ExtraTreesClassifier)")
     return str(target)
+
+
+def task_metrics(target: str, task: str | None, fixed: dict[str, Any] | None = None) -> tuple[str, ...]:
+    """What trials of the class ``target`` (``module.Class``) report: the task's validation metrics and
+    ``train_time_s``; with ``task=None`` (not known yet), those of every task the class can learn. ``fixed``: the
+    arguments every trial passes (a class may require some).
+
+    Raises:
+        RaySweepError: The class cannot learn the task (a classifier for regression, or the reverse).
+    """
+    tasks = ("binary", "multiclass") if is_classifier(bare(target, fixed or {})) else ("regression",)
+    if task is not None and task not in tasks:
+        kind, other = ("a classifier", "regressor") if tasks[0] == "binary" else ("a regressor", "classifier")
+        twin = _twin(target)
+        pick = f"trainer.estimator._target_={twin}" if twin else f"a {other}"
+        raise RaySweepError(f"{target} is {kind} but the data's task is {task}; pick {pick}, or set data.task")
+    names = [m for t in ((task,) if task else tasks) for m in TASK_METRICS[t]]
+    return (*dict.fromkeys(names), TRAIN_TIME)
+
+
+def _twin(target: str) -> str | None:
+    """The same model for the other kind of task, by scikit-learn's naming (``XGBClassifier`` / ``XGBRegressor``),
+    where that class exists."""
+    module, _, name = target.rpartition(".")
+    for one, other in (("Classifier", "Regressor"), ("Regressor", "Classifier")):
+        if name.endswith(one):
+            twin = f"{module}.{name[: -len(one)]}{other}"
+            try:
+                import_class(twin)
+            except RaySweepError:
+                return None
+            return twin
+    return None
