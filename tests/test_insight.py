@@ -115,6 +115,24 @@ def test_progress_callback_writes_one_step_per_ended_trial_and_keeps_only_a_mask
     client.set_terminated(parent)
 
 
+def test_progress_counts_the_trials_a_sweep_wide_stop_ended_and_not_those_it_never_started(tracking_uri):
+    client = MlflowClient(tracking_uri)
+    parent = client.create_run(client.create_experiment("progress")).info.run_id
+    callback = progress.SweepProgressCallback(tracking_uri=tracking_uri, parent_run_id=parent, metric="val_auc",
+                                              mode="max", planned=4)
+    trials = [_trial("RUNNING", 0.6), _trial("RUNNING", 0.9), _trial("PENDING"), _trial("PENDING")]
+    for trial in trials[:2]:
+        trial.last_result["training_iteration"] = 2
+    callback.setup()
+    callback.on_trial_complete(1, trials, trials[0])
+    for trial in trials:  # sweep.stop.time_budget_s: Tune ends the rest, started or not, without hooks
+        trial.status = "TERMINATED"
+    callback.on_experiment_end(trials)
+    run = client.get_run(parent)
+    assert run.data.tags[PROGRESS_TAG] == "2/4" and run.data.metrics["sweep_best_val_auc"] == 0.9
+    client.set_terminated(parent)
+
+
 def test_progress_of_trials_ending_within_a_second_goes_in_one_write(tracking_uri):
     # Short trials end several a second: each end written on its own cost the driver a request per trial.
     client = MlflowClient(tracking_uri)

@@ -30,6 +30,8 @@ from raysweep.tracking.tags import (
     MODEL_VALUE_TAG,
     PARETO_TAG,
     RUN_NAME,
+    STOP_REASON_TAG,
+    TRIALS_PLANNED_TAG,
 )
 
 if TYPE_CHECKING:
@@ -58,6 +60,8 @@ class SweepSummary:
     best_params: dict[str, str]
     trials: pd.DataFrame = field(repr=False)
     extra_objectives: dict[str, str] = field(default_factory=dict)
+    stop_reason: str | None = None  # what of sweep.stop ended the sweep: time_budget or metric_threshold
+    planned: int | None = None  # trials the sweep planned
 
     @property
     def n_trials(self) -> int:
@@ -126,6 +130,8 @@ def summarize(client: MlflowClient, parent) -> SweepSummary:
         best_params=best_params,
         trials=frame,
         extra_objectives={k[len(_OBJECTIVE_PARAM):]: v for k, v in params.items() if k.startswith(_OBJECTIVE_PARAM)},
+        stop_reason=parent.data.tags.get(STOP_REASON_TAG),
+        planned=int(parent.data.tags[TRIALS_PLANNED_TAG]) if TRIALS_PLANNED_TAG in parent.data.tags else None,
     )
 
 
@@ -219,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     return cli.analyse(sys.argv[1:] if argv is None else argv)
 
 
+#: What each of sweep.stop's criteria says when it ends a sweep (the parent's raysweep.stop_reason).
+_STOPS = {"time_budget": "sweep.stop.time_budget_s ran out",
+          "metric_threshold": "a trial reached sweep.stop.metric_threshold"}
+
+
 def format_summary(summary: SweepSummary, registration=None, look: str | None = None,
                    checkpoints: str | None = None) -> str:
     """The terminal report of a sweep: best trial, params, registration, checkpoints kept, and how to look at it."""
@@ -231,6 +242,10 @@ def format_summary(summary: SweepSummary, registration=None, look: str | None = 
         f"  run {summary.best_run_id}",
         f"best params {params}",
     ]
+    if summary.stop_reason in _STOPS:
+        planned = f" of {summary.planned}" if summary.planned else ""
+        lines.append(f"stopped     {_STOPS[summary.stop_reason]}: trials still running were stopped early, no more "
+                     f"started ({summary.n_trials}{planned} ran)")
     if summary.extra_objectives:
         objectives = ", ".join(f"{mode} {m}" for m, mode in summary.objectives.items())
         lines.append(f"pareto      {len(summary.pareto)} trials not beaten on all of {objectives} ({PARETO_ARTIFACT})")

@@ -43,7 +43,7 @@ def format_params(config: Mapping[str, Any], names: Sequence[str] = ()) -> str:
 
 
 def trial_line(*, done: int, planned: int, name: str, params: str, metric: str, value: float | None,
-               best: tuple[str, float] | None, failed: str | None = None) -> str:
+               best: tuple[str, float] | None, failed: str | None = None, stopped: bool = False) -> str:
     """The line printed when a trial ends.
 
     Args:
@@ -55,6 +55,7 @@ def trial_line(*, done: int, planned: int, name: str, params: str, metric: str, 
         value: The trial's last value of ``metric`` (``None``: it reported none).
         best: ``(trial name, value)`` of the best trial so far, or ``None``.
         failed: For a trial that errored: its error in one line (``""`` when unknown), else ``None``.
+        stopped: The sweep's own stop (``sweep.stop``) ended it before its last iteration.
     """
     parts = [f"trial {done}/{planned}", name]
     if params:
@@ -62,11 +63,17 @@ def trial_line(*, done: int, planned: int, name: str, params: str, metric: str, 
     if failed is not None:
         parts.append(f"FAILED {failed}" if failed else "FAILED")
     else:
-        parts.append(f"{metric}={'-' if value is None else format_value(value)}")
+        parts.append(f"{metric}={'-' if value is None else format_value(value)}" + (" (stopped by sweep.stop)"
+                                                                                    if stopped else ""))
     if best is not None:
         parts.append(f"best={format_value(best[1])} ({best[0]})")
     parts.append(f"left={max(planned - done, 0)}")
     return "  ".join(parts)
+
+
+def ran(trial) -> bool:
+    """Whether a Tune trial that ended had run: a sweep-wide stop ends the trials it never started as well."""
+    return trial.status == "ERROR" or bool((trial.last_result or {}).get("training_iteration"))
 
 
 def best_trial(values: Iterable[tuple[str, float | None]], mode: str) -> tuple[str, float] | None:
@@ -178,19 +185,26 @@ class TrialProgress(Callback):
             self._draw(trials)
 
     def on_experiment_end(self, trials: list, **info) -> None:
+        # Trials a sweep-wide stop ended (sweep.stop.*) get no hook of their own from Tune: their lines come now.
+        stopped = [t for t in trials if t.status == _TERMINATED and ran(t)
+                   and t.trial_id not in self._completed and t.trial_id not in self._failed]
+        for trial in stopped:
+            self._count(trials, trial, failed=False, also_ending=stopped)
+            self._report(trials, trial, failed=None, stopped=True)
         if self._bar is not None:
             self._bar.close()
             self._bar = None
 
     # --- helpers ----------------------------------------------------------------------------------------
 
-    def _count(self, trials: list, trial, failed: bool) -> None:
-        """Add ``trial``'s end to the count and the best so far (Tune marks its status only after the hook)."""
+    def _count(self, trials: list, trial, failed: bool, also_ending: Sequence = ()) -> None:
+        """Add ``trial``'s end to the count and the best so far (Tune marks its status only after the hook;
+        ``also_ending``: trials ended with it, counted next)."""
         if self._done is None:
-            others = [t for t in trials if t is not trial]
+            others = [t for t in trials if t is not trial and t not in also_ending]
             # The ids restored with this callback, and the trials Tune restored as ended.
             self._completed |= {t.trial_id for t in others
-                                if t.status == _TERMINATED and t.trial_id not in self._failed}
+                                if t.status == _TERMINATED and ran(t) and t.trial_id not in self._failed}
             self._failed |= {t.trial_id for t in others if t.status == _ERROR and t.trial_id not in self._completed}
             self._done = len((self._completed | self._failed) - {trial.trial_id})
             self._best_so_far = self._best_of([t for t in others if t.trial_id in self._completed])
@@ -204,7 +218,7 @@ class TrialProgress(Callback):
         values = ((str(t), (t.last_result or {}).get(self.metric)) for t in completed)
         return best_trial([also, *values] if also else values, self.mode)
 
-    def _report(self, trials: list, trial, failed: str | None) -> None:
+    def _report(self, trials: list, trial, failed: str | None, stopped: bool = False) -> None:
         line = trial_line(
             done=self._done,
             planned=self.planned,
@@ -214,6 +228,7 @@ class TrialProgress(Callback):
             value=(trial.last_result or {}).get(self.metric),
             best=self._best_so_far,
             failed=failed,
+            stopped=stopped,
         )
         if self._bar is not None:
             self._bar.write(line, file=sys.stdout)

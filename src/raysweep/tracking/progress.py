@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from ray.tune import Callback
 
 from raysweep import ranking, remote
+from raysweep.progress import ran
 from raysweep.tracking.tags import PROGRESS_TAG, TRIALS_PLANNED_TAG
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,11 @@ class SweepProgressCallback(Callback):
     def on_experiment_end(self, trials, **info):
         if self._thread is None:
             return
+        # Trials a sweep-wide stop ended (sweep.stop.*) get no hook of their own: counted from Tune's list now.
+        final = progress(((t.status, (t.last_result or {}).get(self._metric)) for t in trials if ran(t)),
+                         self._planned, self._mode)
+        if final.finished > (self._state.finished if self._state is not None else 0):
+            self._put(final)
         self._queue.put(None)
         self._thread.join(_FLUSH_TIMEOUT_S)
 
@@ -146,7 +152,10 @@ class SweepProgressCallback(Callback):
         if self._state is None:  # the trials a resumed sweep restored ended before this driver's first end
             self._state = progress(((t.status, (t.last_result or {}).get(self._metric)) for t in trials
                                     if t is not ended), self._planned, self._mode)
-        self._state = state = advance(self._state, status, (ended.last_result or {}).get(self._metric), self._mode)
+        self._put(advance(self._state, status, (ended.last_result or {}).get(self._metric), self._mode))
+
+    def _put(self, state: Progress) -> None:
+        self._state = state
         metrics = {FINISHED_METRIC: float(state.finished), FAILED_METRIC: float(state.failed)}
         if not math.isnan(state.best):
             metrics[BEST_METRIC_PREFIX + self._metric] = state.best
