@@ -3,6 +3,8 @@ and removing the other trials' checkpoints after registration."""
 
 from __future__ import annotations
 
+import itertools
+
 import logging
 import math
 import os
@@ -80,7 +82,11 @@ def test_progress_tag_text(finished, failed, text):
 
 
 def _trial(status, value=None):
-    return SimpleNamespace(status=status, last_result={} if value is None else {"val_auc": value})
+    return SimpleNamespace(status=status, last_result={} if value is None else {"val_auc": value},
+                           trial_id=f"t{next(_IDS)}")
+
+
+_IDS = itertools.count()
 
 
 def test_progress_callback_writes_one_step_per_ended_trial_and_keeps_only_a_masked_uri(tracking_uri):
@@ -120,16 +126,18 @@ def test_progress_counts_the_trials_a_sweep_wide_stop_ended_and_not_those_it_nev
     parent = client.create_run(client.create_experiment("progress")).info.run_id
     callback = progress.SweepProgressCallback(tracking_uri=tracking_uri, parent_run_id=parent, metric="val_auc",
                                               mode="max", planned=4)
-    trials = [_trial("RUNNING", 0.6), _trial("RUNNING", 0.9), _trial("PENDING"), _trial("PENDING")]
+    trials = [_trial("RUNNING", 0.6), _trial("RUNNING", 0.9), _trial("RUNNING"), _trial("PENDING")]
     for trial in trials[:2]:
         trial.last_result["training_iteration"] = 2
     callback.setup()
+    for trial in trials[:3]:  # the third started, and reported nothing before the stop
+        callback.on_trial_start(0, trials, trial)
     callback.on_trial_complete(1, trials, trials[0])
     for trial in trials:  # sweep.stop.time_budget_s: Tune ends the rest, started or not, without hooks
         trial.status = "TERMINATED"
     callback.on_experiment_end(trials)
     run = client.get_run(parent)
-    assert run.data.tags[PROGRESS_TAG] == "2/4" and run.data.metrics["sweep_best_val_auc"] == 0.9
+    assert run.data.tags[PROGRESS_TAG] == "3/4" and run.data.metrics["sweep_best_val_auc"] == 0.9
     client.set_terminated(parent)
 
 

@@ -182,18 +182,21 @@ def test_one_line_per_ended_trial_with_the_best_so_far_and_no_escapes(tmp_path, 
 @pytest.mark.parametrize("one_ended_first", [True, False])
 def test_trials_a_sweep_wide_stop_ended_get_their_lines_and_those_it_never_started_none(one_ended_first, capsys):
     # sweep.stop.*: Tune ends every trial left, running or not yet started, without a hook of its own for them.
-    callback = TrialProgress(planned=3, metric="val_auc", mode="max", params=["n"])
-    trials = _trials((0, "RUNNING", 0.8), (1, "RUNNING", 0.9), (2, "PENDING"))
+    callback = TrialProgress(planned=4, metric="val_auc", mode="max", params=["n"])
+    trials = _trials((0, "RUNNING", 0.8), (1, "RUNNING", 0.9), (2, "RUNNING"), (3, "PENDING"))
+    for trial in trials[:3]:  # the third started and had reported nothing when the stop came
+        callback.on_trial_start(0, trials, trial)
     if one_ended_first:
         callback.on_trial_complete(1, trials, trials[0])
     for trial in trials:
         trial.status = "TERMINATED"
     callback.on_experiment_end(trials)
     stopped = " (stopped by sweep.stop)"
-    first = "trial 1/3  train_ab_00000  n=0  val_auc=0.8" + ("" if one_ended_first else stopped)
+    first = "trial 1/4  train_ab_00000  n=0  val_auc=0.8" + ("" if one_ended_first else stopped)
     assert capsys.readouterr().out.splitlines() == [
-        f"{first}  best=0.8 (train_ab_00000)  left=2",
-        f"trial 2/3  train_ab_00001  n=1  val_auc=0.9{stopped}  best=0.9 (train_ab_00001)  left=1",
+        f"{first}  best=0.8 (train_ab_00000)  left=3",
+        f"trial 2/4  train_ab_00001  n=1  val_auc=0.9{stopped}  best=0.9 (train_ab_00001)  left=2",
+        f"trial 3/4  train_ab_00002  n=2  val_auc=-{stopped}  best=0.9 (train_ab_00001)  left=1",
     ]
 
 

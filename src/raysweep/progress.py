@@ -15,7 +15,7 @@ from __future__ import annotations
 import numbers
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +71,11 @@ def trial_line(*, done: int, planned: int, name: str, params: str, metric: str, 
     return "  ".join(parts)
 
 
-def ran(trial) -> bool:
-    """Whether a Tune trial that ended had run: a sweep-wide stop ends the trials it never started as well."""
-    return trial.status == "ERROR" or bool((trial.last_result or {}).get("training_iteration"))
+def ran(trial, started: Collection[str] = ()) -> bool:
+    """Whether a Tune trial that ended had run (``started``: the ids of trials seen starting): a sweep-wide stop
+    ends the trials it never started as well."""
+    return trial.status == "ERROR" or trial.trial_id in started \
+        or bool((trial.last_result or {}).get("training_iteration"))
 
 
 def best_trial(values: Iterable[tuple[str, float | None]], mode: str) -> tuple[str, float] | None:
@@ -141,6 +143,7 @@ class TrialProgress(Callback):
         self.params = list(params)
         self._completed: set[str] = set()
         self._failed: set[str] = set()
+        self._started: set[str] = set()
         self._bar = None
         self._last_draw = 0.0
         # Trials ended and the best so far: counted from Tune's list at the first end (a restored sweep's trials
@@ -171,6 +174,9 @@ class TrialProgress(Callback):
             self._bar = tqdm(total=self.planned, desc="trials", unit="trial", file=sys.stdout, leave=False,
                              dynamic_ncols=True)
 
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self._started.add(trial.trial_id)
+
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._count(trials, trial, failed=False)
         self._report(trials, trial, failed=None)
@@ -186,7 +192,7 @@ class TrialProgress(Callback):
 
     def on_experiment_end(self, trials: list, **info) -> None:
         # Trials a sweep-wide stop ended (sweep.stop.*) get no hook of their own from Tune: their lines come now.
-        stopped = [t for t in trials if t.status == _TERMINATED and ran(t)
+        stopped = [t for t in trials if t.status == _TERMINATED and ran(t, self._started)
                    and t.trial_id not in self._completed and t.trial_id not in self._failed]
         for trial in stopped:
             self._count(trials, trial, failed=False, also_ending=stopped)
@@ -204,7 +210,7 @@ class TrialProgress(Callback):
             others = [t for t in trials if t is not trial and t not in also_ending]
             # The ids restored with this callback, and the trials Tune restored as ended.
             self._completed |= {t.trial_id for t in others
-                                if t.status == _TERMINATED and ran(t) and t.trial_id not in self._failed}
+                                if t.status == _TERMINATED and ran(t, self._started) and t.trial_id not in self._failed}
             self._failed |= {t.trial_id for t in others if t.status == _ERROR and t.trial_id not in self._completed}
             self._done = len((self._completed | self._failed) - {trial.trial_id})
             self._best_so_far = self._best_of([t for t in others if t.trial_id in self._completed])

@@ -113,6 +113,7 @@ class SweepProgressCallback(Callback):
         self._thread: threading.Thread | None = None
         self._warned = False
         self._state: Progress | None = None  # counted once from Tune's list at the first end, then advanced
+        self._started: set[str] = set()
 
     def __getstate__(self):
         return {**self.__dict__, "_queue": None, "_thread": None, "_warned": False, "_state": None}
@@ -129,6 +130,9 @@ class SweepProgressCallback(Callback):
         self._thread.start()
         self._queue.put(({}, {TRIALS_PLANNED_TAG: str(self._planned)}, None))
 
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._started.add(trial.trial_id)
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._update(trials, trial, "TERMINATED")  # Tune marks it only after this hook
 
@@ -139,7 +143,7 @@ class SweepProgressCallback(Callback):
         if self._thread is None:
             return
         # Trials a sweep-wide stop ended (sweep.stop.*) get no hook of their own: counted from Tune's list now.
-        final = progress(((t.status, (t.last_result or {}).get(self._metric)) for t in trials if ran(t)),
+        final = progress(((t.status, (t.last_result or {}).get(self._metric)) for t in trials if ran(t, self._started)),
                          self._planned, self._mode)
         if final.finished > (self._state.finished if self._state is not None else 0):
             self._put(final)
