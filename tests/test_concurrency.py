@@ -265,8 +265,39 @@ def test_trial_outcomes_keep_what_record_outcomes_and_retention_read(tmp_path):
     assert found == [
         TrialOutcome("t1", str(tmp_path / "t1"), False, str(tmp_path / "c1"), 0.9, 0.8, 1.0),
         TrialOutcome("t2", str(tmp_path / "t2"), False, None, None, 0.7, 0.4),
-        TrialOutcome("t3", str(tmp_path / "t3"), True, None, None, None, 1.0),
+        TrialOutcome("t3", str(tmp_path / "t3"), True, None, None, None, 1.0, "RuntimeError: boom"),
     ]
+    # A trial that died before its first report: Tune's account has no metrics, its folder's name has the id.
+    folder = tmp_path / "train_ab123_00004_4_x=1.0000_2026-12-05_00-16-48"
+    folder.mkdir()
+    (folder / "error.txt").write_text("Failure # 1\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
+                                      "ray.exceptions.ActorDiedError: The actor died unexpectedly\n")
+    died = Result(metrics={}, checkpoint=None, error=RuntimeError("x"), path=str(folder))
+    assert outcomes([died], lambda r: None, "val_auc") == [TrialOutcome(
+        "ab123_00004", str(folder), True, error="ray.exceptions.ActorDiedError: The actor died unexpectedly")]
+
+
+def test_a_failed_trials_run_its_dead_process_left_running_ends_failed_with_its_error(tracking_uri):
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    from raysweep.tracking.reconcile import record_outcomes
+    from raysweep.tracking.tags import ERROR_TAG, TRIAL_ID_TAG
+
+    client = MlflowClient()
+    experiment_id = client.create_experiment("dead-workers")
+    parent = client.create_run(experiment_id).info.run_id
+    runs = {t: client.create_run(experiment_id, tags={MLFLOW_PARENT_RUN_ID: parent, TRIAL_ID_TAG: t}).info.run_id
+            for t in ("dead", "ended", "fine")}
+    client.set_tag(runs["ended"], ERROR_TAG, "ValueError: its own")  # ended by its trial (or the driver's callback)
+    client.set_terminated(runs["ended"], "FAILED")
+    trials = [TrialOutcome("dead", "/nowhere/dead", True, error="ActorDiedError: killed"),
+              TrialOutcome("ended", "/nowhere/ended", True, error="ValueError: its own"),
+              TrialOutcome("fine", "/nowhere/fine", False)]
+    record_outcomes(client, experiment_id, parent, trials, scheduler="fifo", resumed=False, interrupted=False)
+    ended = {t: client.get_run(run_id) for t, run_id in runs.items()}
+    assert {t: r.info.status for t, r in ended.items()} == {"dead": "FAILED", "ended": "FAILED", "fine": "FINISHED"}
+    assert ended["dead"].data.tags[ERROR_TAG] == "ActorDiedError: killed"
+    assert ended["ended"].data.tags[ERROR_TAG] == "ValueError: its own"
 
 
 def test_a_model_logged_before_is_taken_again_only_from_the_same_checkpoint(tracking_uri):

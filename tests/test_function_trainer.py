@@ -289,6 +289,20 @@ def test_a_worker_mode_trial_retried_from_its_checkpoint_logs_every_step_once(ra
 
 
 @pytest.mark.slow
+def test_a_worker_mode_trial_whose_process_dies_ends_failed_with_the_cause(ray_address, make_cfg, tracking_uri):
+    from raysweep import sweep
+
+    cfg = make_cfg(*IRIS, "mlflow=worker", "trainer.function=tune_functions:train_dying_unless_c_is_large",
+                   "search_alg=grid", "sweep.num_samples=1", "sweep.register=false")
+    outcome = sweep.run(cfg)
+    parent, children = _runs(MlflowClient())
+    # Its process could not end its own run: the driver ends it FAILED, with Ray's word for what happened.
+    dead, = [c for c in children if c.data.params["C"] == "0.1"]
+    assert dead.info.status == "FAILED" and "died" in dead.data.tags[ERROR_TAG]
+    assert parent.info.status == "FINISHED" and dict(outcome.summary.status_counts) == {"FAILED": 1, "FINISHED": 1}
+
+
+@pytest.mark.slow
 def test_a_function_with_data_and_no_model_in_its_checkpoint_registers_nothing(ray_address, make_cfg, tracking_uri):
     from raysweep import sweep
 

@@ -83,6 +83,19 @@ def train_failing_once(config):
             tune.report({"val_accuracy": config["x"] * epoch}, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
+def train_dying_unless_c_is_large(config):
+    """Reports once; then, for a small C, its process dies as under the kernel's OOM killer."""
+    import os
+    import signal
+    import time
+
+    tune.report({"val_accuracy": config["C"]})
+    if config["C"] < 0.5:
+        time.sleep(1)  # the report reaches Tune first
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(2)
+
+
 def train_without_the_metric(config):
     """Reports a loss but never the sweep's metric."""
     tune.report({"loss": 1.0 / (1 + config["C"])})

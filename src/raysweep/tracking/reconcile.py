@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import RunTag
@@ -13,6 +14,7 @@ from raysweep.tracking import queries
 from raysweep.tracking.tags import (
     CHECKPOINT_TAG,
     ENDED_BY_TAG,
+    ERROR_TAG,
     MODEL_URI_TAG,
     MODEL_VALUE_TAG,
     STOP_REASON_TAG,
@@ -33,6 +35,7 @@ class TrialOutcome:
     checkpoint_value: float | None = None  # the sweep metric reported with that checkpoint
     last_value: float | None = None  # the sweep metric's last reported value (a model the trial logged itself)
     progress: float = 1.0  # share of its planned iterations the trial ran (``raysweep.metrics.PROGRESS``)
+    error: str | None = None  # a failed trial's exception line
 
 
 def outcomes(results: Iterable, best_checkpoint: Callable[[object], str | None], metric: str | None) \
@@ -50,13 +53,14 @@ def outcomes(results: Iterable, best_checkpoint: Callable[[object], str | None],
         failed = result.error is not None
         checkpoint = None if failed else best_checkpoint(result)
         found.append(TrialOutcome(
-            trial_id=metrics.get("trial_id"),
+            trial_id=metrics.get("trial_id") or trial_id_of(result.path),
             path=result.path,
             failed=failed,
             checkpoint=checkpoint,
             checkpoint_value=None if failed else model_value(result, checkpoint, metric, logged_model=False),
             last_value=None if failed else model_value(result, checkpoint, metric, logged_model=True),
             progress=metrics.get(PROGRESS, 1.0),
+            error=_error(result) if failed else None,
         ))
     return found
 
@@ -97,7 +101,14 @@ def record_outcomes(
     for trial in trials:
         known.add(trial.trial_id)
         run = runs.get(trial.trial_id)
-        if run is None or trial.failed:
+        if run is None:
+            continue
+        if trial.failed:
+            if not interrupted and run.info.status == "RUNNING":  # its own process died before ending it (worker)
+                from raysweep.secrets import scrub
+
+                client.log_batch(run.info.run_id, tags=[RunTag(ERROR_TAG, scrub(trial.error or "trial failed")[:500])])
+                client.set_terminated(run.info.run_id, "FAILED")
             continue
         tags = {}
         if trial.checkpoint:
@@ -117,6 +128,25 @@ def record_outcomes(
             if trial_id not in known and run.info.status == "KILLED":
                 client.log_batch(run.info.run_id, tags=[RunTag(ENDED_BY_TAG, "superseded: trial re-run after resume")])
                 client.delete_run(run.info.run_id)
+
+
+def trial_id_of(path: str) -> str | None:
+    """Tune's trial id in a trial folder's name (``train_29a33_00000_0_x=0.6370_2026-...``: ``29a33_00000``), for
+    a trial that failed before its first report (Tune's account of it has no metrics)."""
+    import re
+
+    match = re.search(r"_([0-9a-f]{5}_\d{5})_", path.rstrip("/").rsplit("/", 1)[-1])
+    return match.group(1) if match else None
+
+
+def _error(result) -> str:
+    """A failed trial's exception line: from the error file Tune keeps in its folder, else from the error."""
+    from raysweep.progress import exception_line
+
+    try:
+        return exception_line(Path(result.path, "error.txt").read_text(errors="replace")) or "trial failed"
+    except OSError:  # a folder on remote storage, or none written
+        return exception_line(f"{type(result.error).__name__}: {result.error}")
 
 
 def model_value(result, checkpoint: str | None, metric: str | None, *, logged_model: bool) -> float | None:
