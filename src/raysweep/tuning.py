@@ -176,10 +176,13 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
             callbacks=[*callbacks, user_error],
             stop=stopper,
             failure_config=tune.FailureConfig(max_failures=plan.max_failures),
-            # Keep each trial's two most recent checkpoints (registration takes the better of them). Pruning by
-            # score instead would delete the checkpoint Tune's last saved state points at as soon as a better
-            # one arrives, so a sweep resumed after SIGKILL, or a PBT exploit, would find it gone.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if plan.scheduler == "pbt" else 2),
+            # Keep each trial's two best checkpoints by the sweep metric, and its latest (Tune never prunes that
+            # one: a retry or a resumed sweep continues from it): registration takes the best, which a trial whose
+            # validation score peaked before its end would otherwise lose. PBT keeps all: its exploits copy a
+            # checkpoint other trials may still point at.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if plan.scheduler == "pbt" else 2,
+                                                    checkpoint_score_attribute=plan.metric,
+                                                    checkpoint_score_order=plan.mode),
             verbose=cfg.cluster.verbose,
         ),
     )

@@ -96,6 +96,19 @@ def train_dying_unless_c_is_large(config):
     time.sleep(2)
 
 
+def train_peaking(config):
+    """Validation accuracy peaks at the second of four epochs (x * 1, 5, 2, 1); each epoch's checkpoint holds an MLflow
+    model with its epoch written beside it."""
+    from sklearn.dummy import DummyClassifier
+
+    for epoch, score in enumerate([1.0, 5.0, 2.0, 1.0], 1):
+        with tempfile.TemporaryDirectory() as folder:
+            mlflow.sklearn.save_model(DummyClassifier().fit([[0], [1]], [0, 1]), Path(folder) / "model",
+                                      pip_requirements=["scikit-learn"])
+            (Path(folder) / "model" / "epoch.txt").write_text(str(epoch))
+            tune.report({"val_accuracy": score * config["x"]}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
 def train_without_the_metric(config):
     """Reports a loss but never the sweep's metric."""
     tune.report({"loss": 1.0 / (1 + config["C"])})

@@ -76,7 +76,7 @@ def trial_settings(trainer_cfg, target: str, params: dict[str, Any], logging=Non
 
 
 def best_checkpoint(result, metric: str, mode: str) -> str | None:
-    """Path of the best-scoring checkpoint Tune kept for the trial (the sweep keeps the latest two)."""
+    """Path of the best-scoring checkpoint Tune kept for the trial (the sweep keeps the two best and the latest)."""
     checkpoint = result.get_best_checkpoint(metric, mode) if result.best_checkpoints else None
     return checkpoint.path if checkpoint is not None else None
 

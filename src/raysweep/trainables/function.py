@@ -329,7 +329,7 @@ def import_root(function: Callable[..., Any]) -> str | None:
 
 
 def best_checkpoint(result, metric: str, mode: str) -> str | None:
-    """The trial's best-scoring checkpoint Tune kept (the sweep keeps the latest two), or ``None``."""
+    """The trial's best-scoring checkpoint Tune kept (the sweep keeps the two best and the latest), or ``None``."""
     checkpoint = result.get_best_checkpoint(metric, mode) if result.best_checkpoints else None
     return checkpoint.path if checkpoint is not None else None
 
