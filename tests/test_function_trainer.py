@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -151,6 +152,28 @@ def test_a_function_that_never_reports_fails_its_trial_alone():
     with pytest.raises(function.NoReport, match="returned without reporting") as error:
         function.Reports("val_accuracy", "m:f", None).finish()
     assert not isinstance(error.value, RaySweepError)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_run_a_driver_mode_function_opened_itself_ends_with_its_trial_and_is_named(fails, tracking_uri, caplog):
+    from raysweep.trainables import _reports
+
+    _reports._warned.clear()
+    with caplog.at_level("WARNING", logger="raysweep.trainables._reports"), \
+            pytest.raises(ValueError) if fails else contextlib.nullcontext():
+        with function.stray_run_ended("trainer.function=m:f"):
+            mlflow.log_param("own", 1)  # opens a run: the function's, not the sweep's
+            if fails:
+                raise ValueError("boom")
+    assert mlflow.active_run() is None
+    (run,) = MlflowClient().search_runs(["0"])
+    assert run.info.status == ("FAILED" if fails else "FINISHED")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"raysweep: trainer.function=m:f logged to MLflow run {run.info.run_id} (experiment 0), outside the sweep: "
+        "with mlflow=driver the sweep logs what the function reports; set mlflow=worker to have its own mlflow calls "
+        "land in its trial's child run"]
+    with function.stray_run_ended("trainer.function=m:f"):  # nothing opened: nothing to end or say
+        pass
 
 
 def _saved_model(folder: Path) -> Path:
@@ -312,6 +335,17 @@ def test_the_best_checkpoint_is_registered_when_the_trials_score_peaked_before_i
     outcome = sweep.run(cfg)
     folder = Path(mlflow.artifacts.download_artifacts(f"models:/iris-fn/{outcome.registration.version}"))
     assert (folder / "epoch.txt").read_text() == "2" and outcome.summary.best_value == 2.5
+
+
+@pytest.mark.slow
+def test_a_driver_mode_functions_own_mlflow_calls_leave_no_run_running(ray_address, make_cfg, tracking_uri):
+    from raysweep import sweep
+
+    sweep.run(make_cfg(*IRIS, "trainer.function=tune_functions:train_logging_on_its_own", "sweep.register=false",
+                       f"+trainer.params.store='{tracking_uri}'"))
+    client = MlflowClient()
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"]
 
 
 @pytest.mark.slow

@@ -109,6 +109,14 @@ def train_peaking(config):
             tune.report({"val_accuracy": score * config["x"]}, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
+def train_logging_on_its_own(config):
+    """Calls MLflow's fluent API itself, on the store it is given, whatever the logging mode: a run of its own where
+    none is active."""
+    mlflow.set_tracking_uri(config["store"])
+    mlflow.log_param("own_param", "from-the-function")
+    tune.report({"val_accuracy": config["C"]})
+
+
 def train_without_the_metric(config):
     """Reports a loss but never the sweep's metric."""
     tune.report({"loss": 1.0 / (1 + config["C"])})

@@ -304,7 +304,8 @@ def user_loop(loop_config: dict[str, Any]) -> None:
 
     from raysweep.tracking.tags import DEVICE_TAG
     from raysweep.tracking.worker import trial_log
-    from raysweep.trainables.function import Reports, import_object
+    from raysweep.trainables._reports import Reports
+    from raysweep.trainables.function import import_object
 
     params, settings, trial = loop_config["params"], loop_config["settings"], loop_config["trial"]
     loop = import_object(settings["train_loop"], "trainer.train_loop", settings["loop_root"])

@@ -27,27 +27,23 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from raysweep.errors import NoModelError, RaySweepError
+from raysweep.trainables._reports import STEP_FILE, NoReport, Reports, restored_step, stray_run_ended  # noqa: F401
 
 #: Only the trials know what they report: ``sweep.metric`` is checked against each report instead.
 METRICS: tuple[str, ...] = ()
 #: The function's second parameter, when it has one, receives raysweep's loaded :class:`raysweep.data.Dataset`.
 DATA_PARAMETER = "data"
-#: Written into each checkpoint a function reports: the step of that report. A trial restarted from the checkpoint
-#: (a retry, a resumed sweep) runs the function anew; its reports go on from that step, not from 1.
-STEP_FILE = ".raysweep_step"
 #: The config key naming the function.
 KEY = "trainer.function"
 #: Where in a checkpoint an MLflow model may be: its root, or this folder.
 MODEL_FOLDER = "model"
 MLMODEL_FILE = "MLmodel"
-#: Attribute of an interceptor of ``report`` naming the function it stands in for.
-_ORIGINAL = "__raysweep_report_of__"
 
 
 def validate(trainer_cfg, search_space: dict[str, Any]) -> None:
@@ -129,117 +125,13 @@ def run_function(config: dict[str, Any], settings: dict[str, Any], dataset=None)
     function = import_object(settings["function"], KEY, settings["import_root"])
     context = tune.get_context()
     arguments = ({**settings["params"], **config},) + ((dataset,) if takes_data(function) else ())
-    with trial_log(settings["logging"], config, context.get_trial_name(), context.get_trial_id()) as log:
-        reports = Reports(settings["metric"], f"{KEY}={settings['function']}", log,
-                          start=restored_step(tune.get_checkpoint()))
+    source = f"{KEY}={settings['function']}"
+    with trial_log(settings["logging"], config, context.get_trial_name(), context.get_trial_id()) as log, \
+            (nullcontext() if settings["logging"] else stray_run_ended(source)):
+        reports = Reports(settings["metric"], source, log, start=restored_step(tune.get_checkpoint()))
         with reports.intercept(function, tune):
             function(*arguments)
         reports.finish()
-
-
-class NoReport(Exception):
-    """A user's function returned without reporting: its trial fails, and only it (unlike a
-    :class:`RaySweepError`, which stops the sweep as every trial would repeat it)."""
-
-
-class Reports:
-    """What a user's function reports, seen on its way to Tune: checked for the sweep metric, logged in worker mode.
-
-    Args:
-        metric: ``sweep.metric``: every report must carry it (Tune ranks trials and checkpoints by it).
-        source: What reported, for messages: ``trainer.function=MODULE:FUNC`` (or ``trainer.train_loop=...``).
-        log: The trial's :class:`raysweep.tracking.worker.TrialLog` (a no-op in driver mode and on ranks > 0).
-        start: The step of the checkpoint the trial restarted from (:func:`restored_step`).
-    """
-
-    def __init__(self, metric: str, source: str, log, start: int = 0):
-        self.metric = metric
-        self.source = source
-        self.log = log
-        self.start = start
-        self.count = start
-
-    def report(self, original: Callable[..., None], metrics: Mapping[str, Any], *args: Any, **kwargs: Any) -> None:
-        """Check and log one report, then hand it to Tune's own ``report`` unchanged."""
-        if self.metric not in metrics:
-            raise RaySweepError(
-                f"sweep.metric={self.metric!r} is not among what {self.source} reported "
-                f"({', '.join(map(str, metrics)) or 'nothing'}); report it in every report, or set sweep.metric to "
-                "one of those"
-            )
-        self.count += 1
-        from raysweep.tracking.worker import numeric_values
-
-        self.log.metrics(numeric_values(metrics), step=self.count)
-        checkpoint = kwargs.get("checkpoint", args[0] if args else None)
-        if checkpoint is not None:
-            # Everything up to a checkpoint is in MLflow before Tune knows of it (a restored trial replays only
-            # later steps).
-            self.log.flush()
-            _stamp(checkpoint, self.count)
-        original(metrics, *args, **kwargs)
-
-    def finish(self) -> None:
-        """After the function returned: a function that never reported gave Tune nothing to rank.
-
-        Raises:
-            NoReport: This trial fails; the sweep goes on (a function may return early on a config it skips).
-        """
-        if self.count == 0:  # a restarted trial reported before it stopped
-            raise NoReport(
-                f"{self.source} returned without reporting; call "
-                f"report({{{self.metric!r}: value}}) at least once"
-            )
-
-    @contextmanager
-    def intercept(self, function: Callable[..., Any], module) -> Iterator[None]:
-        """While open, ``module.report`` (and a ``report`` the function's module imported by name) come here.
-
-        Args:
-            function: The user's function.
-            module: Where its reports go: ``ray.tune`` (a Tune function) or ``ray.train`` (a Train loop).
-
-        Only public names are replaced, and put back afterwards: a reused actor runs the next trial clean.
-        """
-        # A trial Tune stopped in the middle may have left its interceptor behind: go back to Tune's own.
-        original = getattr(module.report, _ORIGINAL, module.report)
-
-        def report(metrics, *args, **kwargs):
-            self.report(original, metrics, *args, **kwargs)
-
-        setattr(report, _ORIGINAL, original)
-        # `from ray.tune import report` in the function's module binds Tune's function there at import time.
-        namespaces = [vars(module), *(
-            g for g in (getattr(function, "__globals__", None),) if g is not None and g is not vars(module)
-        )]
-        replaced = [(ns, name) for ns in namespaces for name, value in list(ns.items())
-                    if value is original or getattr(value, _ORIGINAL, None) is original]
-        for ns, name in replaced:
-            ns[name] = report
-        try:
-            yield
-        finally:
-            for ns, name in replaced:
-                ns[name] = original
-
-
-def _stamp(checkpoint, step: int) -> None:
-    """Write :data:`STEP_FILE` into a checkpoint the function made in a local folder, before Tune copies it."""
-    import pyarrow.fs
-
-    if isinstance(getattr(checkpoint, "filesystem", None), pyarrow.fs.LocalFileSystem):
-        (Path(checkpoint.path) / STEP_FILE).write_text(str(step))
-
-
-def restored_step(checkpoint) -> int:
-    """The step :data:`STEP_FILE` of ``checkpoint`` records (0 for none, or a checkpoint made elsewhere)."""
-    if checkpoint is None:
-        return 0
-    try:  # read where it is kept (S3 too): fetching the whole checkpoint for a number would copy the model
-        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{STEP_FILE}") as stream:
-            return int(stream.read().decode())
-    except (OSError, ValueError):
-        return 0
 
 
 def takes_data(function: Callable[..., Any]) -> bool:
