@@ -109,3 +109,15 @@ def test_run_uses_the_running_ray_and_restores_mlflow(ray_address, tracking_uri,
     # The caller's own store has the caller's run only.
     mine = MlflowClient(tracking_uri).search_runs([e.experiment_id for e in MlflowClient(tracking_uri).search_experiments()])
     assert [r.info.run_name for r in mine] == ["notebook"]
+
+
+def test_an_interrupted_sweep_says_how_to_continue_it_where_a_notebook_shows_the_exception():
+    from raysweep.errors import SweepInterrupted
+
+    interrupted = SweepInterrupted(signal.SIGINT)
+    assert str(interrupted) == ("interrupted by SIGINT; the sweep's open MLflow runs were ended KILLED, none is left "
+                                "RUNNING")
+    interrupted.run_name = "fraud-20261205-001156-2e2064"
+    assert str(interrupted).endswith("; continue it with resume=true sweep.run_name=fraud-20261205-001156-2e2064")
+    assert isinstance(interrupted, KeyboardInterrupt) and interrupted.exit_code == 130
+

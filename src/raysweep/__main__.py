@@ -37,9 +37,7 @@ def _task(cfg: DictConfig) -> None:
     except RaySweepError as e:
         _fail(str(e), e.exit_code)  # 2 for bad input; 1 for a fault (errors.TrackingOutage)
     except SweepInterrupted as e:
-        resume = f"; continue it with resume=true sweep.run_name={e.run_name}" if e.run_name else ""
-        _fail(f"interrupted by {signal.Signals(e.signum).name}; the sweep's open MLflow runs were ended KILLED, none "
-              f"is left RUNNING{resume}", e.exit_code)
+        _fail(str(e), e.exit_code)
     print(outcome.report(), flush=True)
 
 

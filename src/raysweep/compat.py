@@ -50,7 +50,7 @@ TUNE_NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
 #: the driver's of one failing as the sweep stops (a wrong metric fails all), and "Trials did not complete".
 TRIAL_FAILED_LINES = {"ray.tune.execution.tune_controller": "Trial task failed for trial",
                       "ray._private.worker": "Unhandled error (suppress with",
-                      "ray.tune.tune": "Trials did not complete"}
+                      "ray.tune.tune": ("Trials did not complete", "Experiment has been interrupted")}
 #: ``0``: the driver prints workers' lines without the colour codes around their ``(train pid=...)`` prefix.
 RAY_COLOR_PREFIX_ENV = "RAY_COLOR_PREFIX"
 #: ``0``: no log de-duplication, whose "[repeated Nx across cluster]" marker is always coloured (read at import).
@@ -214,7 +214,7 @@ def restored_verbosity(tuner) -> int | None:
 
 
 class _DropLine(logging.Filter):
-    def __init__(self, start: str):  # the log records whose message starts with this are dropped
+    def __init__(self, start: str | tuple[str, ...]):  # the log records whose message starts so are dropped
         super().__init__()
         self.start = start
 

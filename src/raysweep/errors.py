@@ -38,6 +38,14 @@ class SweepInterrupted(KeyboardInterrupt):
         #: The sweep run that ``resume=true`` continues: set when the signal stopped Tune, which saved its state.
         self.run_name: str | None = None
 
+    def __str__(self) -> str:
+        """What stopped the sweep and how to continue it (Tune's own hint names its API, not raysweep's)."""
+        import signal
+
+        resume = f"; continue it with resume=true sweep.run_name={self.run_name}" if self.run_name else ""
+        return (f"interrupted by {signal.Signals(self.signum).name}; the sweep's open MLflow runs were ended KILLED, "
+                f"none is left RUNNING{resume}")
+
     @property
     def exit_code(self) -> int:
         """The shell's convention: 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
