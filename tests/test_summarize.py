@@ -64,6 +64,16 @@ def test_summarize_picks_the_best_finished_trial_and_orders_the_table(tracking_u
         [name for name, *_ in children].index(best))}
 
 
+def test_best_params_are_the_sweeps_hyperparameters_not_what_a_trial_logged_beside_them(tracking_uri):
+    # Worker mode: the trial's own code (or mlflow.autolog) logs params of its own on its run.
+    client = MlflowClient(tracking_uri)
+    parent = _sweep(client, "max", [("a", 0.9, "FINISHED", None)])
+    client.log_batch(parent.info.run_id, params=[Param("search_space.lr", "interval(0, 1)")])
+    (child,) = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_RUN_ID}` = '{parent.info.run_id}'")
+    client.log_batch(child.info.run_id, params=[Param("train_rows", "124"), Param("n_estimators", "10")])
+    assert summarize(client, client.get_run(parent.info.run_id)).best_params == {"lr": "0"}
+
+
 def test_summarize_without_a_finished_trial_reporting_the_metric_names_the_fix(tracking_uri):
     client = MlflowClient(tracking_uri)
     parent = _sweep(client, "max", [("a", 0.9, "FAILED", None), ("b", None, "FINISHED", None)])

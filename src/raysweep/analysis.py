@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 #: Parent-run artifact listing the Pareto front of a multi-objective sweep.
 PARETO_ARTIFACT = "pareto_front.json"
 _OBJECTIVE_PARAM = "search_alg.objectives."
+_SEARCH_SPACE_PARAM = "search_space."
 #: The ``search_runs`` column of a trial's run name.
 _RUN_NAME_COLUMN = f"tags.{RUN_NAME}"
 
@@ -116,8 +117,12 @@ def summarize(client: MlflowClient, parent) -> SweepSummary:
         )
     best_value = float(values.iloc[best])
     best = finished.iloc[best]
+    # The searched and fixed hyperparameters (the parent's search_space.*), not what a trial's own code or
+    # mlflow.autolog logged beside them on its run (worker mode); a sweep recorded without them: all.
+    searched = {k[len(_SEARCH_SPACE_PARAM):] for k in params if k.startswith(_SEARCH_SPACE_PARAM)}
     best_params = {c[len("params."):]: best[c] for c in frame.columns
-                   if c.startswith("params.") and isinstance(best[c], str)}
+                   if c.startswith("params.") and isinstance(best[c], str)
+                   and (not searched or c[len("params."):] in searched)}
     return SweepSummary(
         experiment_id=parent.info.experiment_id,
         parent_run_id=parent.info.run_id,
