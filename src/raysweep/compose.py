@@ -148,6 +148,8 @@ def hydra_error_line(error: BaseException, overrides: Sequence[str] = (), folder
         full_key = getattr(cause, "full_key", None) or match.group(1)
         # A map's keys are free ("is not in struct": + adds one there); a typed node's are fixed.
         given = next((o for o in overrides if o.partition("=")[0] == match.group(1)), None)
+        if given and full_key.startswith(f"{match.group(1)}.") and "not in struct" in str(cause):
+            return _new_key_in_map_line(given, match.group(1), full_key)
         addable = f" (+{given} adds it)" if given and "not in struct" in str(cause) else ""
         return _unknown_key_line(match.group(1), full_key, overrides, folders) + addable
     if cause is not None:
@@ -158,6 +160,19 @@ def hydra_error_line(error: BaseException, overrides: Sequence[str] = (), folder
             if full_key and full_key not in message:
                 message += f" ({full_key})"
     return f"{message} (see raysweep --help)"
+
+
+def _new_key_in_map_line(given: str, key: str, full_key: str) -> str:
+    """``search_space={mode: 1}``: a map given whole, with a key the config's map has not; + adds it on its own."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    leaf = full_key[len(key) + 1:]
+    try:
+        value = OverridesParser.create().parse_override(given).value()
+        add = f"+{full_key}={value[leaf]}" if isinstance(value, dict) and leaf in value else f"+{full_key}=VALUE"
+    except Exception:  # noqa: BLE001 - Hydra's own parse errors: the generic form
+        add = f"+{full_key}=VALUE"
+    return f"{given}: {key} has no key {leaf!r} to set; add it on its own with {add}"
 
 
 def _unreadable_line(given: str) -> str:
