@@ -304,6 +304,23 @@ def test_a_csv_in_another_encoding_reads_with_data_encoding_and_a_bom_is_no_part
         load({"source": "file", "path": str(tmp_path / "windows.csv"), "target": "label"})
 
 
+def test_a_folder_of_parquet_parts_and_a_tsv_file_load_as_tables(tmp_path):
+    frame = pd.DataFrame({"amount": np.arange(60) * 1.5, "city": ["a", "b", "c"] * 20, "label": [0, 1] * 30})
+    (tmp_path / "parts").mkdir()  # as Spark writes a table: part files and a marker
+    for i in range(3):
+        frame.iloc[20 * i:20 * (i + 1)].to_parquet(tmp_path / "parts" / f"part-{i:05d}.parquet")
+    (tmp_path / "parts" / "_SUCCESS").write_text("")
+    frame.to_csv(tmp_path / "table.tsv", sep="\t", index=False)  # tabs, with data.sep left at ","
+    for name in ("parts", "table.tsv"):
+        cfg = {"source": "file", "path": str(tmp_path / name), "target": "label"}
+        check_config(cfg)
+        dataset = load(cfg)
+        assert dataset.info.rows == 60 and list(dataset.X_train.columns) == ["amount", "city"]
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(RaySweepError, match="is a folder without Parquet files"):
+        load({"source": "file", "path": str(tmp_path / "nothing"), "target": "label"})
+
+
 def test_a_csv_with_its_separator_and_decimal_mark_set_reads_numbers(tmp_path):
     lines = ["amount;city;label"] + [f"{i},5;Paris, France;{i % 2}" for i in range(40)]
     path = _write_text(tmp_path / "export.csv", "\n".join(lines) + "\n")
@@ -343,7 +360,7 @@ def test_the_config_checks_refuse_before_anything_loads(tmp_path, monkeypatch, v
     monkeypatch.chdir(tmp_path)
     if fragment is None:  # an existing file raysweep cannot read
         (tmp_path / "data.xlsx").write_bytes(b"PK")
-        fragment = "is neither .csv nor .parquet"
+        fragment = "is neither .csv (.tsv, .txt) nor .parquet"
     with pytest.raises(RaySweepError) as error:
         check_config(_cfg(**values))
     assert fragment in _one_line(error)

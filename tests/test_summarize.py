@@ -77,7 +77,13 @@ def test_best_params_are_the_sweeps_hyperparameters_not_what_a_trial_logged_besi
 def test_summarize_without_a_finished_trial_reporting_the_metric_names_the_fix(tracking_uri):
     client = MlflowClient(tracking_uri)
     parent = _sweep(client, "max", [("a", 0.9, "FAILED", None), ("b", None, "FINISHED", None)])
-    with pytest.raises(RaySweepError, match=r"no finished trial reporting 'score' \(2 trial runs\)"):
+    with pytest.raises(RaySweepError, match=r"no finished trial reporting 'score' \(2 trial runs, 1 failed\); see the "
+                                            r"failed child runs' raysweep.error tag$"):
+        summarize(client, parent)
+    # None failed: every finished trial reported NaN (or nothing), and no run has an error to see.
+    parent = _sweep(client, "max", [("a", NAN, "FINISHED", None), ("b", None, "FINISHED", None)])
+    with pytest.raises(RaySweepError, match=r"\(2 trial runs, 0 failed\); the finished trials reported no number for "
+                                            r"it \(NaN or none\): check what the trials report as 'score'$"):
         summarize(client, parent)
 
 

@@ -111,10 +111,11 @@ def summarize(client: MlflowClient, parent) -> SweepSummary:
     values = model_values(finished, metric) if column in finished else None
     best = best_index(values, mode) if values is not None else None
     if best is None:
-        raise RaySweepError(
-            f"sweep {parent.info.run_name!r} has no finished trial reporting {metric!r} "
-            f"({len(frame)} trial runs); see the failed child runs' {ERROR_TAG} tag"
-        )
+        failed = int((frame["status"] == "FAILED").sum()) if len(frame) else 0
+        see = f"see the failed child runs' {ERROR_TAG} tag" if failed else \
+            f"the finished trials reported no number for it (NaN or none): check what the trials report as {metric!r}"
+        raise RaySweepError(f"sweep {parent.info.run_name!r} has no finished trial reporting {metric!r} "
+                            f"({len(frame)} trial runs, {failed} failed); {see}")
     best_value = float(values.iloc[best])
     best = finished.iloc[best]
     # The searched and fixed hyperparameters (the parent's search_space.*), not what a trial's own code or

@@ -24,17 +24,23 @@ MAX_AUTO_CLASSES = 20
 #: ... and only if it has no more distinct values than this share of the rows (but at least 3 are allowed).
 AUTO_CLASS_SHARE = 0.05
 
-_CSV_SUFFIXES = (".csv", ".txt", ".csv.gz")
+_CSV_SUFFIXES = (".csv", ".txt", ".csv.gz", ".tsv", ".tsv.gz")
+_TSV_SUFFIXES = (".tsv", ".tsv.gz")  # read with tabs where data.sep is left at its default
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 def existing_file(path: str | Path) -> Path:
-    """The path of a data file that exists.
+    """The path of a data file that exists, or of a folder of Parquet files (as Spark and Dask write a table).
 
     Raises:
-        RaySweepError: The file does not exist.
+        RaySweepError: The file does not exist, or the folder holds no Parquet file.
     """
     p = Path(path).expanduser()
+    if p.is_dir():
+        if not any(p.rglob("*.parquet")):
+            raise RaySweepError(f"data.path {str(p)!r} is a folder without Parquet files; point it at a CSV or "
+                                "Parquet file, or a folder of Parquet parts")
+        return p
     if not p.is_file():
         raise RaySweepError(f"data file {str(p)!r} not found; set data.path to an existing CSV or Parquet file")
     return p
@@ -42,11 +48,15 @@ def existing_file(path: str | Path) -> Path:
 
 def _kind(p: Path) -> str:
     name = p.name.lower()
-    if name.endswith(_PARQUET_SUFFIXES):
+    if p.is_dir() or name.endswith(_PARQUET_SUFFIXES):
         return "parquet"
     if name.endswith(_CSV_SUFFIXES):
         return "csv"
-    raise RaySweepError(f"data file {str(p)!r} is neither .csv nor .parquet; convert it or rename it")
+    raise RaySweepError(f"data file {str(p)!r} is neither .csv (.tsv, .txt) nor .parquet; convert it or rename it")
+
+
+def _separator(p: Path, sep: str) -> str:
+    return "\t" if sep == "," and p.name.lower().endswith(_TSV_SUFFIXES) else sep
 
 
 def read_columns(path: str | Path, sep: str = ",", encoding: str = "utf-8") -> list[str]:
@@ -62,7 +72,8 @@ def read_columns(path: str | Path, sep: str = ",", encoding: str = "utf-8") -> l
     if _kind(p) == "parquet":
         import pyarrow.parquet as pq
 
-        return list(pq.read_schema(p).names)
+        return list((pq.ParquetDataset(p).schema if p.is_dir() else pq.read_schema(p)).names)
+    sep = _separator(p, sep)
     try:
         columns = [str(c) for c in pd.read_csv(p, nrows=0, sep=sep, encoding=encoding).columns]
     except pd.errors.EmptyDataError:
@@ -113,6 +124,7 @@ def read_table(path: str | Path, sep: str = ",", decimal: str = ".", encoding: s
     if _kind(p) == "parquet":
         frame = pd.read_parquet(p)
     else:
+        sep = _separator(p, sep)
         _check_fields(p, sep, encoding)
         try:
             frame = pd.read_csv(p, sep=sep, decimal=decimal, encoding=encoding)
