@@ -194,8 +194,9 @@ class TrialProgress(Callback):
         # Trials a sweep-wide stop ended (sweep.stop.*) get no hook of their own from Tune: their lines come now.
         stopped = [t for t in trials if t.status == _TERMINATED and ran(t, self._started)
                    and t.trial_id not in self._completed and t.trial_id not in self._failed]
+        ending = {t.trial_id for t in stopped}
         for trial in stopped:
-            self._count(trials, trial, failed=False, also_ending=stopped)
+            self._count(trials, trial, failed=False, also_ending=ending)
             self._report(trials, trial, failed=None, stopped=True)
         if self._bar is not None:
             self._bar.close()
@@ -203,11 +204,11 @@ class TrialProgress(Callback):
 
     # --- helpers ----------------------------------------------------------------------------------------
 
-    def _count(self, trials: list, trial, failed: bool, also_ending: Sequence = ()) -> None:
+    def _count(self, trials: list, trial, failed: bool, also_ending: Collection[str] = ()) -> None:
         """Add ``trial``'s end to the count and the best so far (Tune marks its status only after the hook;
-        ``also_ending``: trials ended with it, counted next)."""
+        ``also_ending``: the ids of trials ended with it, counted next)."""
         if self._done is None:
-            others = [t for t in trials if t is not trial and t not in also_ending]
+            others = [t for t in trials if t is not trial and t.trial_id not in also_ending]
             # The ids restored with this callback, and the trials Tune restored as ended.
             self._completed |= {t.trial_id for t in others
                                 if t.status == _TERMINATED and ran(t, self._started) and t.trial_id not in self._failed}
