@@ -63,7 +63,6 @@ class Reports:
         self.metric = metric
         self.source = source
         self.log = log
-        self.start = start
         self.count = start
 
     def report(self, original: Callable[..., None], metrics: Mapping[str, Any], *args: Any, **kwargs: Any) -> None:
