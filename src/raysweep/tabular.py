@@ -91,7 +91,8 @@ def local_code(type_names: Sequence[str]) -> list[str]:
     for top in dict.fromkeys(name.split(".")[0] for name in type_names):
         spec = importlib.util.find_spec(top) if top not in ("raysweep", "__main__") else None
         origin = Path(spec.origin).resolve() if spec is not None and spec.has_location and spec.origin else None
-        if origin is None or any(folder in origin.parents for folder in installed):
+        if origin is None or {"site-packages", "dist-packages"} & set(origin.parts) \
+                or any(folder in origin.parents for folder in installed):  # a user site, conda: installed all the same
             continue
         found.append(str(origin.parent if spec.submodule_search_locations else origin))
     return found
