@@ -125,7 +125,7 @@ def test_progress_counts_the_trials_a_sweep_wide_stop_ended_and_not_those_it_nev
     client = MlflowClient(tracking_uri)
     parent = client.create_run(client.create_experiment("progress")).info.run_id
     callback = progress.SweepProgressCallback(tracking_uri=tracking_uri, parent_run_id=parent, metric="val_auc",
-                                              mode="max", planned=4)
+                                              mode="max", planned=4, stop=SimpleNamespace(reason="time_budget"))
     trials = [_trial("RUNNING", 0.6), _trial("RUNNING", 0.9), _trial("RUNNING"), _trial("PENDING")]
     for trial in trials[:2]:
         trial.last_result["training_iteration"] = 2

@@ -182,7 +182,8 @@ def test_one_line_per_ended_trial_with_the_best_so_far_and_no_escapes(tmp_path, 
 @pytest.mark.parametrize("one_ended_first", [True, False])
 def test_trials_a_sweep_wide_stop_ended_get_their_lines_and_those_it_never_started_none(one_ended_first, capsys):
     # sweep.stop.*: Tune ends every trial left, running or not yet started, without a hook of its own for them.
-    callback = TrialProgress(planned=4, metric="val_auc", mode="max", params=["n"])
+    fired = SimpleNamespace(reason="time_budget")
+    callback = TrialProgress(planned=4, metric="val_auc", mode="max", params=["n"], stop=fired)
     trials = _trials((0, "RUNNING", 0.8), (1, "RUNNING", 0.9), (2, "RUNNING"), (3, "PENDING"))
     for trial in trials[:3]:  # the third started and had reported nothing when the stop came
         callback.on_trial_start(0, trials, trial)
@@ -198,6 +199,20 @@ def test_trials_a_sweep_wide_stop_ended_get_their_lines_and_those_it_never_start
         f"trial 2/4  train_ab_00001  n=1  val_auc=0.9{stopped}  best=0.9 (train_ab_00001)  left=2",
         f"trial 3/4  train_ab_00002  n=2  val_auc=-{stopped}  best=0.9 (train_ab_00001)  left=1",
     ]
+
+
+def test_trials_ctrl_c_ended_get_no_line_they_go_on_when_the_sweep_resumes(capsys):
+    callback = TrialProgress(planned=2, metric="val_auc", mode="max", params=["n"],
+                             stop=SimpleNamespace(reason=None))  # the sweep's own stop did not fire
+    trials = _trials((0, "RUNNING", 0.8), (1, "RUNNING", 0.9))
+    for trial in trials:
+        callback.on_trial_start(0, trials, trial)
+    callback.on_trial_complete(1, trials, trials[0])
+    for trial in trials:
+        trial.status = "TERMINATED"
+    callback.on_experiment_end(trials)
+    assert capsys.readouterr().out.splitlines() == ["trial 1/2  train_ab_00000  n=0  val_auc=0.8  best=0.8 "
+                                                    "(train_ab_00000)  left=1"]
 
 
 def test_a_restored_callback_counts_the_trials_the_sweep_had_already_ended(capsys):

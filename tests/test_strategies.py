@@ -12,7 +12,7 @@ from conftest import SMOKE
 from raysweep import sweep
 from raysweep.analysis import PARETO_ARTIFACT, pareto_front
 from raysweep.errors import RaySweepError
-from raysweep.tracking.tags import ERROR_TAG, STOP_REASON_TAG, STOPPED_EARLY_TAG
+from raysweep.tracking.tags import ERROR_TAG, PROGRESS_TAG, STOP_REASON_TAG, STOPPED_EARLY_TAG
 
 FIXED = ["search_space.min_samples_leaf=2", "search_space.max_features=sqrt"]
 
@@ -186,6 +186,10 @@ def test_stop_criteria_end_the_sweep_early(stop, reason, ray_address, make_cfg):
     assert parent.data.tags[STOP_REASON_TAG] == reason and parent.info.status == "FINISHED"
     assert 0 < len(children) < 200
     assert {r.info.status for r in children} == {"FINISHED"}
+    # Every trial that ran is counted, those the stop ended too, and the summary says what ended the sweep.
+    assert parent.data.tags[PROGRESS_TAG] == f"{len(children)}/200"
+    assert f"stopped     {'sweep.stop.time_budget_s ran out' if reason == 'time_budget' else 'a trial reached'}" \
+        in outcome.report()
 
 
 @pytest.mark.slow

@@ -78,6 +78,11 @@ def ran(trial, started: Collection[str] = ()) -> bool:
         or bool((trial.last_result or {}).get("training_iteration"))
 
 
+def fired(stop) -> bool:
+    """Whether the sweep's own stop (a :class:`raysweep.strategy.SweepStopper`, or ``None``) ended the sweep."""
+    return getattr(stop, "reason", None) is not None
+
+
 def best_trial(values: Iterable[tuple[str, float | None]], mode: str) -> tuple[str, float] | None:
     """The best ``(name, value)`` by the sweep's mode (the first of equals); ``None`` when no value is a number."""
     scored = [(name, float(value)) for name, value in values
@@ -134,10 +139,12 @@ class TrialProgress(Callback):
         metric: The sweep's metric.
         mode: ``max`` or ``min``.
         params: The search space's dimensions, shown for each trial (empty: its whole config).
+        stop: The sweep's own stop (:class:`raysweep.strategy.SweepStopper`), whose ``reason`` says it fired.
     """
 
-    def __init__(self, planned: int, metric: str, mode: str, params: Sequence[str] = ()):
+    def __init__(self, planned: int, metric: str, mode: str, params: Sequence[str] = (), stop=None):
         self.planned = planned
+        self.stop = stop
         self.metric = metric
         self.mode = mode
         self.params = list(params)
@@ -152,12 +159,12 @@ class TrialProgress(Callback):
         self._best_so_far: tuple[str, float] | None = None
 
     @classmethod
-    def for_plan(cls, plan) -> TrialProgress:
+    def for_plan(cls, plan, stop=None) -> TrialProgress:
         """The callback for a :class:`raysweep.plan.SweepPlan`: its planned trials, metric and searched names."""
         from raysweep.search_space import fixed_values
 
         fixed = fixed_values(plan.search_space)
-        return cls(plan.num_trials, plan.metric, plan.mode, [n for n in plan.search_space if n not in fixed])
+        return cls(plan.num_trials, plan.metric, plan.mode, [n for n in plan.search_space if n not in fixed], stop)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -191,9 +198,10 @@ class TrialProgress(Callback):
             self._draw(trials)
 
     def on_experiment_end(self, trials: list, **info) -> None:
-        # Trials a sweep-wide stop ended (sweep.stop.*) get no hook of their own from Tune: their lines come now.
+        # Trials a sweep-wide stop ended (sweep.stop.*) get no hook of their own from Tune: their lines come now (not
+        # those Ctrl-C or a user error stopped: they go on when the sweep is resumed, or are no sweep.stop's).
         stopped = [t for t in trials if t.status == _TERMINATED and ran(t, self._started)
-                   and t.trial_id not in self._completed and t.trial_id not in self._failed]
+                   and t.trial_id not in self._completed and t.trial_id not in self._failed] if fired(self.stop) else []
         ending = {t.trial_id for t in stopped}
         for trial in stopped:
             self._count(trials, trial, failed=False, also_ending=ending)

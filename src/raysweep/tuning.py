@@ -104,13 +104,17 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
 
     # Both logging modes: trials ended / planned and the best so far on the parent run, as trials end. Tune's
     # result.json (what a resume re-logs) and progress.csv are kept; its TensorBoard logger only on request.
+    # The sweep's own stop (sweep.stop.*): the progress callbacks count the trials it ends, which get no hook.
+    stop = cfg.sweep.stop
+    sweep_stop = strategy.stopper(plan.metric, plan.mode, stop.time_budget_s, stop.metric_threshold,
+                                  tracking_uri=plan.tracking_uri, parent_run_id=parent_id)
     callbacks = [SweepProgressCallback(tracking_uri=plan.tracking_uri, parent_run_id=parent_id, metric=plan.metric,
-                                       mode=plan.mode, planned=plan.num_trials), JsonLoggerCallback(),
+                                       mode=plan.mode, planned=plan.num_trials, stop=sweep_stop), JsonLoggerCallback(),
                  CSVLoggerCallback(), DriverMemory()]  # the driver's freed memory back as trials end
     if cfg.cluster.verbose == 0:  # raysweep's one line per trial; Tune's own tables at 1 and 2
         from raysweep.progress import TrialProgress
 
-        callbacks.append(TrialProgress.for_plan(plan))
+        callbacks.append(TrialProgress.for_plan(plan, stop=sweep_stop))
     if context.logging is None:
         from raysweep.tracking.driver import SweepLoggerCallback
 
@@ -150,11 +154,7 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
     )
     # PBT perturbs only what leaves the model's shape alone: an exploit continues the cloned trial's checkpoint.
     fixed = trainer.fixed_under_pbt(cfg.trainer, plan.search_space)
-    stop = cfg.sweep.stop
-    user_error, stopper = strategy.with_first_user_error(strategy.stopper(
-        plan.metric, plan.mode, stop.time_budget_s, stop.metric_threshold,
-        tracking_uri=plan.tracking_uri, parent_run_id=parent_id,
-    ))
+    user_error, stopper = strategy.with_first_user_error(sweep_stop)
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,

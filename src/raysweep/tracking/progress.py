@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from ray.tune import Callback
 
 from raysweep import ranking, remote
-from raysweep.progress import ran
+from raysweep.progress import fired, ran
 from raysweep.tracking.tags import PROGRESS_TAG, TRIALS_PLANNED_TAG
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class SweepProgressCallback(Callback):
     (:func:`raysweep.remote.remember_uri`), and the client and thread are made again in :meth:`setup`.
     """
 
-    def __init__(self, *, tracking_uri: str, parent_run_id: str, metric: str, mode: str, planned: int):
+    def __init__(self, *, tracking_uri: str, parent_run_id: str, metric: str, mode: str, planned: int, stop=None):
         self._tracking_uri = remote.remember_uri(tracking_uri)
         self._parent_run_id = parent_run_id
         self._metric = metric
@@ -114,6 +114,7 @@ class SweepProgressCallback(Callback):
         self._warned = False
         self._state: Progress | None = None  # counted once from Tune's list at the first end, then advanced
         self._started: set[str] = set()
+        self._stop = stop  # the sweep's own stop (sweep.stop.*): the trials it ends are counted at the end
 
     def __getstate__(self):
         return {**self.__dict__, "_queue": None, "_thread": None, "_warned": False, "_state": None}
@@ -143,10 +144,11 @@ class SweepProgressCallback(Callback):
         if self._thread is None:
             return
         # Trials a sweep-wide stop ended (sweep.stop.*) get no hook of their own: counted from Tune's list now.
-        final = progress(((t.status, (t.last_result or {}).get(self._metric)) for t in trials if ran(t, self._started)),
-                         self._planned, self._mode)
-        if final.finished > (self._state.finished if self._state is not None else 0):
-            self._put(final)
+        if fired(self._stop):
+            final = progress(((t.status, (t.last_result or {}).get(self._metric)) for t in trials
+                              if ran(t, self._started)), self._planned, self._mode)
+            if final.finished > (self._state.finished if self._state is not None else 0):
+                self._put(final)
         self._queue.put(None)
         self._thread.join(_FLUSH_TIMEOUT_S)
 
