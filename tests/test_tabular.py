@@ -57,6 +57,9 @@ def test_a_binary_threshold_moves_labels_never_probabilities():
         ("multiclass", ("a", "b", "c"), np.zeros((2, 2)), "an (n, 3) probability matrix"),
         ("regression", (), np.zeros((2, 2)), "is (n,) values"),
         ("binary", ("No", "Yes"), pd.DataFrame({"x": ["a", "b"]}), "expected ['No', 'Yes', 'label']"),
+        # raysweep's table of other classes (an ensemble member trained on another target): never read by position.
+        ("binary", ("no", "yes"), pd.DataFrame({"fraud": [0.4], "ok": [0.6], "label": ["ok"]}),
+         "a model answers the classes ['fraud', 'ok'], not the data's ['no', 'yes']"),
     ],
 )
 def test_answers_that_do_not_fit_the_task_are_refused(task, classes, answer, fragment):

@@ -161,6 +161,11 @@ def build(client: MlflowClient, name: str, members: Mapping[str, str], *, datase
         scorer = Ensemble().setup(config, {key: mlflow.pyfunc.load_model(artifacts[key]) for key in pinned},
                                   predictions.to_frame, predictions.from_frame)
         example = tabular.servable(dataset.X_val.head(5))
+        try:  # every member answers the data's classes, by name: averaged by position, one would mislabel
+            scorer.mean(example)
+        except ValueError as error:
+            raise RaySweepError(f"the ensemble's members do not all answer for the data's {dataset.task} task: "
+                                f"{error}; ensemble models trained on the same target") from None
         loaded = SimpleNamespace(predict=lambda rows: scorer.predict(None, rows))  # as pyfunc would call it
         scores = {**_score(loaded, dataset, "val"), **_score(loaded, dataset, "test")}
         params = {THRESHOLD: predictions.DEFAULT_THRESHOLD} if dataset.task == "binary" else None

@@ -96,6 +96,9 @@ def from_frame(task: str, classes, frame) -> np.ndarray:
             columns = class_columns(classes)
             if all(column in frame.columns for column in columns):
                 return frame[columns].to_numpy(dtype="float64")
+            if LABEL in frame.columns:  # raysweep's table, of other classes: read by position it would mislabel
+                answered = [str(c) for c in frame.columns if c != LABEL]
+                raise ValueError(f"a model answers the classes {answered}, not the data's {columns}")
         numeric = frame.drop(columns=[c for c in (LABEL,) if c in frame.columns])
         if not all(pd.api.types.is_numeric_dtype(numeric[c]) for c in numeric.columns):
             raise ValueError(f"a {task} model's answer has columns {list(frame.columns)}; expected "
