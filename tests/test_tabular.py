@@ -256,9 +256,12 @@ def _csv(path: Path, target: str, model: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def churn(ray_address, module_store, tmp_path_factory, tables):
-    """A forest sweep on churn.csv (string target, string columns with gaps), registered as churn-rf."""
-    return sweep_into(module_store, tmp_path_factory.mktemp("ray"), *FOREST, *SMALL,
-                      *_csv(tables["churn"], "churn", "churn-rf"))
+    """A forest sweep on churn.csv (string target, string columns with gaps), registered as churn-rf; run from the
+    file's folder with data.path relative to it, as the README's command is."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tables["churn"].parent)
+        return sweep_into(module_store, tmp_path_factory.mktemp("ray"), *FOREST, *SMALL,
+                          *_csv(Path(tables["churn"].name), "churn", "churn-rf"))
 
 
 @pytest.mark.slow
@@ -267,6 +270,8 @@ def test_a_string_target_sweep_registers_a_model_of_the_raw_columns_with_its_tes
     version = client.get_model_version("churn-rf", churn.registration.version)
     assert version.tags[tag_names.METRIC_TAG] == "val_auc"
     assert version.tags[tag_names.TEST_METRIC_TAG] == "test_auc"
+    # The data's path is recorded whole: read here, from another folder, the file is found.
+    assert client.get_run(churn.summary.parent_run_id).data.params["data.path"] == str(tables["churn"])
     dataset = analysis.validation_data(client, client.get_run(churn.summary.parent_run_id))
     assert (dataset.task, dataset.classes) == ("binary", ("No", "Yes")) and len(dataset.y_test) == ROWS * 0.2
     # The recorded test value is the registered model's score on the test split, recomputed here.

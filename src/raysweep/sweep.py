@@ -74,6 +74,9 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
     # as they were when it entered, dropping what another thread's catch_warnings added meanwhile (the warm-up's
     # imports enter it hundreds of times, skops.io's alone, while the data's signature is inferred).
     warnings.filterwarnings("ignore", message=INTEGER_COLUMNS_HINT)
+    if cfg.data.get("path") and Path(cfg.data.path).expanduser().exists():
+        # Recorded whole: promote, reproduce and the notebooks read the data from other folders.
+        cfg.data.path = str(Path(cfg.data.path).expanduser().absolute())
     plan = make_plan(cfg, overrides)
     # Before anything waits on MLflow's own retries (minutes) or starts Ray.
     remote.check_server(plan.tracking_uri)
