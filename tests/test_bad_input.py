@@ -76,6 +76,8 @@ ROWS = [
     ("csv-decimal-commas", [*CSV, "data.path={semicolons}", "data.target=label", "data.sep=';'"], {},
      "holds numbers written with a decimal comma ('0,5'), which would be read as categories; add \"data.decimal=','\""),
     # Hydra's grammar reads a space, ~ or a letter beyond ASCII only quoted.
+    ("estimator-without-its-trainer", [*FRAUD, "trainer.estimator._target_=sklearn.linear_model.LogisticRegression"],
+     {}, "trainer.estimator is null in this config, so it has no '_target_' to set; trainer=estimator sets it"),
     ("new-key-in-a-map", [*FRAUD, "search_space={{mode: 1}}"], {},
      "search_space={mode: 1}: search_space has no key 'mode' to set; add it on its own with +search_space.mode=1"),
     ("unreadable-value", [*CSV, "data.path={good}", "data.target=Churn Flag é"], {},

@@ -96,7 +96,7 @@ def test_resume_refuses_a_stored_target_this_command_does_not_compose(tracking_u
     args = ["+sweep=fraud", "resume=true", "sweep.run_name=tampered", f"cluster.storage_path={tmp_path / 'ray'}"]
     line = _refused(args, cli_env, tmp_path)
     assert line.startswith("raysweep: resume=true: the config stored on sweep run 'tampered' names "
-                           "search_alg._target_='planted.Searcher', but this command composes None;"), line
+                           "search_alg._target_='planted.Searcher', but this command composes none;"), line
     assert "pass search_alg._target_=planted.Searcher on this command line" in line
 
 
@@ -109,3 +109,16 @@ def test_reproduce_refuses_a_stored_trainer_this_command_does_not_compose(tracki
     client.create_model_version("fraud-rf", f"runs:/{child.info.run_id}/model", run_id=child.info.run_id)
     line = _refused(["reproduce", "models:/fraud-rf/1"], cli_env, tmp_path)
     assert "names trainer.name='planted:Trainer', but this command composes 'sklearn'" in line, line
+
+
+def test_the_fix_for_a_built_in_trainer_names_its_group_option_first():
+    from raysweep.errors import RaySweepError
+    from raysweep.trust import check
+
+    recorded = {"trainer": {"name": "estimator", "estimator": {"_target_": "sklearn.linear_model.LogisticRegression"}}}
+    with pytest.raises(RaySweepError) as error:
+        check(recorded, {"trainer": {"name": "sklearn"}}, command="reproduce", where="version 1")
+    # As typed, it composes: trainer=estimator fills trainer.estimator, which the default trainer leaves null.
+    assert str(error.value).endswith("pass trainer=estimator trainer.estimator._target_=sklearn.linear_model."
+                                     "LogisticRegression on this command line (or put it in the sweep file)")
+

@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from omegaconf import DictConfig
 
-from raysweep.compose import PRIMARY, hydra_error_line, hydra_overrides, register, split_flags
+from raysweep.compose import PRIMARY, hydra_error_line, hydra_overrides, null_parent_line, register, split_flags
 from raysweep.usage import completion_line, completion_words, help_page, local_choices, refine_choices, version
 from raysweep.config import search_path
 from raysweep.errors import RaySweepError, SweepInterrupted
@@ -122,6 +122,8 @@ def main() -> None:
 
         if isinstance(e, (HydraException, OmegaConfBaseException)):
             _fail(hydra_error_line(e, overrides, folders), 2)
+        if isinstance(e, AssertionError) and (line := null_parent_line(overrides, folders)):
+            _fail(line, 2)
         if isinstance(e, ValueError) and _raised_by_hydra(e):  # its checks of the flags: --resolve without --cfg
             _fail(f"{str(e).splitlines()[0]} (see raysweep --help)", 2)
         raise

@@ -95,6 +95,30 @@ def compose(overrides: Sequence[str] = (), config_dir: str | Path | None = None)
         return _compose(folders, overrides)
     except (HydraException, OmegaConfBaseException) as error:
         raise RaySweepError(hydra_error_line(error, overrides, folders)) from None
+    except AssertionError as error:  # OmegaConf asserts on a key set under a null node
+        raise RaySweepError(null_parent_line(overrides, folders) or str(error)) from None
+
+
+def null_parent_line(overrides: Sequence[str], folders: Sequence[Path]) -> str | None:
+    """The line for ``trainer.estimator._target_=X`` where this config leaves ``trainer.estimator`` null (the
+    default trainer is no ``trainer=estimator``), which OmegaConf meets with a bare assertion; ``None`` if none is."""
+    from omegaconf import OmegaConf
+
+    for given in overrides:
+        key = given.lstrip("+~").partition("=")[0]
+        parent, _, leaf = key.rpartition(".")
+        if "." not in parent:
+            continue
+        try:
+            cfg = _compose(folders, [o for o in overrides if o != given])
+        except Exception:  # noqa: BLE001 - another override's fault: not this one's line
+            continue
+        head, _, name = parent.rpartition(".")
+        if name in (OmegaConf.select(cfg, head) or {}) and OmegaConf.select(cfg, parent) is None:
+            group = f"; {head}={name} sets it" if f"{name}.yaml" in {p.name for f in folders
+                                                                        for p in (f / head).glob("*.yaml")} else ""
+            return f"{given}: {parent} is null in this config, so it has no {leaf!r} to set{group}"
+    return None
 
 
 def _compose(folders: Sequence[Path], overrides: Sequence[str]) -> DictConfig:

@@ -82,11 +82,16 @@ def check(recorded: Mapping | DictConfig, trusted: Mapping | DictConfig, *, comm
         return
     key, (stored, composed) = sorted(foreign.items())[0]
     more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
-    trusting = " ".join(f"{k}={v}" for k, (v, _) in sorted(foreign.items()))
+    from raysweep.config import CONF_DIR
+
+    trusting = [f"{k}={v}" for k, (v, _) in sorted(foreign.items())]
+    trainer = foreign.get("trainer.name", (None,))[0]
+    if trainer and (CONF_DIR / "trainer" / f"{trainer}.yaml").is_file():  # a built-in trainer: its group option
+        trusting = [f"trainer={trainer}", *(t for t in trusting if not t.startswith("trainer.name="))]
     raise RaySweepError(
         f"{command}: the config stored on {where} names {key}={stored!r}{more}, but this command composes "
-        f"{composed!r}; a tracking store's config is data, not code: to run that code, pass {trusting} on "
-        "this command line (or put it in the sweep file)"
+        f"{'none' if composed is None else repr(composed)}; a tracking store's config is data, not code: to run "
+        f"that code, pass {' '.join(trusting)} on this command line (or put it in the sweep file)"
     )
 
 
