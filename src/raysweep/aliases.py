@@ -53,7 +53,8 @@ def champion_version(client: MlflowClient, name: str) -> str | None:
         return None
 
 
-def promote(client: MlflowClient, name: str, version: str | int, *, by: str, reason: str) -> str | None:
+def promote(client: MlflowClient, name: str, version: str | int, *, by: str, reason: str,
+            previous: str | None = None) -> str | None:
     """Move ``@champion`` to ``version`` and record who, why, when and which version it replaced.
 
     Also records the newest version number at the move (``raysweep.promotion_basis``): a person's decision holds
@@ -65,13 +66,17 @@ def promote(client: MlflowClient, name: str, version: str | int, *, by: str, rea
         version: The version to promote.
         by: Who promotes (a person, or ``raysweep`` for the automatic move after a sweep).
         reason: Why, in a sentence.
+        previous: The version to record as the one it replaced, instead of the current champion: a rollback
+            keeps the restored version's own predecessor, so the next rollback goes further back.
 
     Returns:
-        The previous champion's version, or ``None``.
+        The champion before the move, or ``None``.
     """
     version = str(version)
     client.get_model_version(name, version)  # fails clearly when the version does not exist
-    previous = champion_version(client, name)
+    replaced = champion_version(client, name)
+    if previous is None:
+        previous = replaced
     newest = max(int(mv.version) for mv in client.search_model_versions(f"name = '{name}'"))
     tags = {
         PROMOTED_BY_TAG: by,
@@ -85,7 +90,7 @@ def promote(client: MlflowClient, name: str, version: str | int, *, by: str, rea
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CHAMPION, version)
-    return previous
+    return replaced
 
 
 def settle(client: MlflowClient, name: str, metric: str, mode: str) -> None:

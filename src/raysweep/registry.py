@@ -228,7 +228,10 @@ def rollback(client: MlflowClient, name: str, *, by: str, reason: str = "") -> s
     previous = client.get_model_version(name, current).tags.get(PREVIOUS_CHAMPION_TAG)
     if not previous:
         raise RaySweepError(f"{name}@champion (v{current}) records no previous champion; promote a version instead")
-    promote(client, name, previous, by=by, reason=f"rollback from v{current}: {reason}")
+    # The restored version keeps the predecessor it had: a second rollback goes on back through the history
+    # instead of reinstating the version the first one rolled back.
+    before = client.get_model_version(name, previous).tags.get(PREVIOUS_CHAMPION_TAG, "")
+    promote(client, name, previous, by=by, reason=f"rollback from v{current}: {reason}", previous=before)
     note = f"{name}: rollback ({_now()}, by {by}): @champion v{current} -> v{previous}"
     append_description(client, name, previous, note + (f"; {reason}" if reason else ""))
     return previous
