@@ -74,6 +74,26 @@ def test_best_params_are_the_sweeps_hyperparameters_not_what_a_trial_logged_besi
     assert summarize(client, client.get_run(parent.info.run_id)).best_params == {"lr": "0"}
 
 
+@pytest.mark.parametrize("configs, final", [
+    ([{"lr": 0.1}, {"lr": 0.2}], "0.2"),  # PBT changed lr at the restart: the summary names the value it ran with
+    ([{"lr": 0.1}, {"lr": 0.2}, {"lr": 0.1}], "0.1"),  # and changed it back
+    ([{"lr": 0.1}, {"lr": 0.1}], "0.1"),  # a plain retry changes nothing
+])
+def test_best_params_are_the_values_a_pbt_trial_ended_with(tracking_uri, configs, final):
+    from raysweep.tracking.lifecycle import TrialRuns
+
+    client = MlflowClient(tracking_uri)
+    parent = _sweep(client, "max", [])
+    runs = TrialRuns(client, parent.info.experiment_id, parent.info.run_id, metrics=["score"], track_config=True)
+    for step, config in enumerate(configs, start=1):  # each start after the first is PBT restarting the trial
+        runs.start("t1", "train_t1", config)
+        runs.metrics("t1", {"score": step / 10}, step)
+        runs.end("t1", "FINISHED")
+    summary = summarize(client, client.get_run(parent.info.run_id))
+    assert summary.best_params == {"lr": final}
+    assert client.get_run(summary.best_run_id).data.params["lr"] == "0.1"  # MLflow keeps the first value
+
+
 def test_summarize_without_a_finished_trial_reporting_the_metric_names_the_fix(tracking_uri):
     client = MlflowClient(tracking_uri)
     parent = _sweep(client, "max", [("a", 0.9, "FAILED", None), ("b", None, "FINISHED", None)])

@@ -26,6 +26,7 @@ from raysweep.ranking import best_index
 from raysweep.tracking.tags import (
     BEST_RUN_NAME_TAG,
     BEST_RUN_TAG,
+    CONFIG_PREFIX,
     ERROR_TAG,
     MODEL_VALUE_TAG,
     PARETO_TAG,
@@ -124,6 +125,10 @@ def summarize(client: MlflowClient, parent) -> SweepSummary:
     best_params = {c[len("params."):]: best[c] for c in frame.columns
                    if c.startswith("params.") and isinstance(best[c], str)
                    and (not searched or c[len("params."):] in searched)}
+    # The values the trial ended with: PBT changes a trial's hyperparameters as it runs, and MLflow's params
+    # keep the first ones, so each change is a config.NAME tag on the run.
+    best_params.update({k: best[f"tags.{CONFIG_PREFIX}{k}"] for k in best_params
+                        if isinstance(best.get(f"tags.{CONFIG_PREFIX}{k}"), str)})
     return SweepSummary(
         experiment_id=parent.info.experiment_id,
         parent_run_id=parent.info.run_id,

@@ -140,7 +140,7 @@ class TrialRuns:
         else:
             if run_id is None:  # made by an attempt the server took before it stopped answering
                 run_id = queries.trial_run_id(self.client, self.experiment_id, self.parent_run_id, trial_id)
-            logged = self._reopen(run_id)
+            logged, current = self._reopen(run_id)
             if trial_id not in self._last_step:
                 self._last_step[trial_id] = _last_step(self.client, run_id, self._metrics[0])
             values = {k: str(v) for k, v in config.items()}
@@ -148,7 +148,7 @@ class TrialRuns:
             missing = {k: v for k, v in values.items() if k not in logged}
             if missing:
                 self._buffer.params(run_id, missing)
-            new_tags = {**changed_values(logged, {k: v for k, v in values.items() if k in logged}), **(tags or {})}
+            new_tags = {**changed_values(current, {k: v for k, v in values.items() if k in logged}), **(tags or {})}
             if new_tags:
                 self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in new_tags.items()])
         self._runs[trial_id] = run_id
@@ -244,14 +244,20 @@ class TrialRuns:
         self._buffer.params(run_id, {k: str(v) for k, v in params.items()})
         return run_id
 
-    def _reopen(self, run_id: str) -> dict[str, str]:
-        """Mark a run RUNNING again, dropping the notes of how its previous attempt ended; returns its params."""
+    def _reopen(self, run_id: str) -> tuple[dict[str, str], dict[str, str]]:
+        """Mark a run RUNNING again, dropping the notes of how its previous attempt ended.
+
+        Returns:
+            Its params as logged at its first start, and the values it last ran with: the params with the
+            ``config.NAME`` tags of what PBT changed since laid over them.
+        """
         self.client.update_run(run_id, status="RUNNING")
         run = self.client.get_run(run_id)
         for stale in (ENDED_BY_TAG, ERROR_TAG):  # this attempt goes on; a new failure tags its own error
             if stale in run.data.tags:
                 self.client.delete_tag(run_id, stale)
-        return dict(run.data.params)
+        params = dict(run.data.params)
+        return params, {k: run.data.tags.get(f"{CONFIG_PREFIX}{k}", v) for k, v in params.items()}
 
     def _stop_monitor(self, run_id: str) -> None:
         monitor = self._monitors.pop(run_id, None)
@@ -323,5 +329,6 @@ def config_metrics(config: Mapping[str, Any]) -> dict[str, float]:
 
 
 def changed_values(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, str]:
-    """Hyperparameters whose value differs, as ``config.NAME`` tag values (for what PBT changes)."""
+    """Hyperparameters whose value differs from what the run last ran with, as ``config.NAME`` tag values (for
+    what PBT changes; a value changed back to the first one is a change too)."""
     return {f"{CONFIG_PREFIX}{k}": str(v) for k, v in after.items() if before.get(k) != v}
