@@ -144,13 +144,16 @@ class _Trial(SimpleNamespace):
 
 
 def _trials(*specs):
-    """Trials ``(index, status[, val_auc])``: config ``n`` = index plus a fixed value."""
+    """Trials ``(index, status[, val_auc[, the val_auc of each checkpoint Tune kept]])``: config ``n`` = index plus
+    a fixed value."""
     trials = []
     for i, status, *auc in specs:
         name = f"train_ab_{i:05d}"
+        kept = [SimpleNamespace(checkpoint=None, metrics={"val_auc": v}) for v in (auc[1] if len(auc) > 1 else ())]
+        manager = SimpleNamespace(best_checkpoint_results=kept, latest_checkpoint_result=None)
         trials.append(_Trial(trial_id=f"ab_{i:05d}", name=name, status=status, config={"n": i, "fixed": 1},
                              last_result={"val_auc": auc[0], "training_iteration": 2} if auc else {},
-                             error_file=None))
+                             error_file=None, path=None, run_metadata=SimpleNamespace(checkpoint_manager=manager)))
     return trials
 
 
@@ -177,6 +180,22 @@ def test_one_line_per_ended_trial_with_the_best_so_far_and_no_escapes(tmp_path, 
         f"trial 3/3  train_ab_00002  n=2  FAILED ValueError: boom (traceback: {trials[2].error_file})  "
         "best=0.9 (train_ab_00001)  left=0",
     ]
+
+
+@pytest.mark.parametrize("specs, ending, best", [
+    # A trial's best kept checkpoint counts (registration takes it), not its last, worse report.
+    ([(0, "RUNNING", 0.90), (1, "RUNNING", 0.80, [0.95, 0.80])], [0, 1], "best=0.95 (train_ab_00001)"),
+    # Of equal trials, the one Tune made first, whichever ended first: as the summary picks.
+    ([(0, "RUNNING", 0.9), (1, "RUNNING", 0.9)], [1, 0], "best=0.9 (train_ab_00000)"),
+    ([(0, "RUNNING", 0.9), (1, "RUNNING", 0.9)], [0, 1], "best=0.9 (train_ab_00000)"),
+])
+def test_the_live_best_is_the_trial_the_summary_will_name(specs, ending, best, capsys):
+    callback = TrialProgress(planned=len(specs), metric="val_auc", mode="max", params=["n"])
+    trials = _trials(*specs)
+    for index in ending:
+        callback.on_trial_complete(1, trials, trials[index])
+        trials[index].status = "TERMINATED"
+    assert capsys.readouterr().out.splitlines()[-1].endswith(f"{best}  left=0")
 
 
 @pytest.mark.parametrize("one_ended_first", [True, False])

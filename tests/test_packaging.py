@@ -42,6 +42,13 @@ def test_is_better_rejects_bad_rules(mode, margin):
         ranking.is_better(0.9, 0.8, mode, margin)
 
 
+@pytest.mark.parametrize("trial_id, order", [
+    ("34f55_00002", 2), ("34f55_00010", 10), ("abc_def_00001", 1), ("custom", sys.maxsize), ("x_", sys.maxsize),
+])
+def test_trial_order_is_tunes_counter_and_ids_without_one_go_last(trial_id, order):
+    assert ranking.trial_order(trial_id) == order
+
+
 @pytest.mark.parametrize(
     "better, force, status",
     [(True, False, "passed"), (True, True, "passed"), (False, True, "forced"), (False, False, "failed")],

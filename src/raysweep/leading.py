@@ -17,7 +17,7 @@ import time
 from mlflow import MlflowClient
 from ray.tune import Callback
 
-from raysweep.ranking import is_better
+from raysweep.ranking import is_better, trial_order
 from raysweep.tracking.tags import MODEL_CHECKPOINT_TAG, MODEL_URI_TAG, MODELS_BEFORE_TAG
 from raysweep.trial_model import log_from_checkpoint
 
@@ -86,9 +86,10 @@ class LeadingModel(Callback):
         result = compat.trial_result(trial)
         checkpoint = self._trainer.best_checkpoint(result, self._metric, self._mode)
         value = model_value(result, checkpoint, self._metric, logged_model=False)
-        # Ties keep the trial that finished first, as the sweep's ranking keeps the one that started first.
-        if value is not None and not math.isnan(value) and \
-                (self._leader is None or is_better(value, self._leader[0], self._mode)):
+        # Of equal trials, the one Tune made first, as the summary keeps the one whose run started first.
+        if value is not None and not math.isnan(value) and (
+                self._leader is None or is_better(value, self._leader[0], self._mode)
+                or (value == self._leader[0] and trial_order(trial.trial_id) < trial_order(self._leader[1]))):
             self._leader = (value, trial.trial_id, checkpoint)
         if self._leader is None or self._leader[1] in self._logged or self._busy():
             return

@@ -91,6 +91,19 @@ def best_trial(values: Iterable[tuple[str, float | None]], mode: str) -> tuple[s
     return None if index is None else scored[index]
 
 
+def trial_value(trial, metric: str, mode: str) -> float | None:
+    """A finished trial's one number as the sweep's summary ranks it: the value reported with its best kept
+    checkpoint (the model registration takes; a later report may be worse), else its last reported value."""
+    from raysweep import compat
+
+    kept = [metrics.get(metric) for _, metrics in compat.trial_result(trial).best_checkpoints]
+    kept = [float(v) for v in kept if isinstance(v, numbers.Real) and not isinstance(v, bool)]
+    if kept:
+        return kept[ranking.best_index(kept, mode)]
+    value = (trial.last_result or {}).get(metric)
+    return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
+
+
 def exception_line(text: str) -> str:
     """The line that names a traceback's exception (``ValueError: ...``): the first line at the margin after its
     last frame, not the last line, which is the end of a message of several lines; without frames, the last line.
@@ -157,6 +170,7 @@ class TrialProgress(Callback):
         # ended before it), then advanced by each end; a recount per end costs O(trials^2) over a sweep.
         self._done: int | None = None
         self._best_so_far: tuple[str, float] | None = None
+        self._best_order = sys.maxsize  # the best trial's place in Tune's order (ties go to the first)
 
     @classmethod
     def for_plan(cls, plan, stop=None) -> TrialProgress:
@@ -230,8 +244,16 @@ class TrialProgress(Callback):
             self._best_so_far = self._best_of([trial], also=self._best_so_far)
 
     def _best_of(self, completed: list, also: tuple[str, float] | None = None) -> tuple[str, float] | None:
-        values = ((str(t), (t.last_result or {}).get(self.metric)) for t in completed)
-        return best_trial([also, *values] if also else values, self.mode)
+        # Ranked as the summary after the sweep ranks them, so the live best is the trial it names.
+        candidates = {str(t): (ranking.trial_order(t.trial_id), trial_value(t, self.metric, self.mode))
+                      for t in completed}
+        if also:
+            candidates[also[0]] = (self._best_order, also[1])
+        ordered = sorted(candidates.items(), key=lambda item: item[1][0])
+        best = best_trial(((name, value) for name, (_, value) in ordered), self.mode)
+        if best is not None:
+            self._best_order = candidates[best[0]][0]
+        return best
 
     def _report(self, trials: list, trial, failed: str | None, stopped: bool = False) -> None:
         line = trial_line(

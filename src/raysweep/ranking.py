@@ -8,6 +8,7 @@ treated the same everywhere: equal is never better, NaN never wins.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable
 
 MODES = ("max", "min")
@@ -47,3 +48,11 @@ def best_index(values: Iterable[float], mode: str) -> int | None:
         if not math.isnan(value) and (best is None or is_better(value, best_value, mode)):
             best, best_value = i, value
     return best
+
+
+def trial_order(trial_id: str) -> int:
+    """Where a trial comes in the order Tune made them (``34f55_00002`` -> 2; an id without a counter, last): the
+    summary keeps the first of equal trials, by their runs' start, and the live best and the model logged ahead
+    follow it."""
+    tail = trial_id.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else sys.maxsize
