@@ -234,6 +234,13 @@ def test_param_space_samples_inside_the_declared_bounds():
         (["search_space.max_depth='choice(4,8)'"], ["search_space.max_depth='choice(4,8)'"]),
         (["+sweep=fraud", "data.n_samples=10"], ["+sweep=fraud", "data.n_samples=10"]),
         (["other.key=choice(1,2)"], ["other.key=choice(1,2)"]),
+        # A map given whole: its sweep expressions, which Hydra would read as sweeps, not values.
+        (["search_space={n_estimators: choice(10, 20)}"], ["search_space={n_estimators: 'choice(10, 20)'}"]),
+        (["search_space={a: int(interval(1, 32)), b: 3, c: choice('x','y')}"],
+         ["search_space={a: 'int(interval(1, 32))', b: 3, c: \"choice('x','y')\"}"]),
+        (["search_space={a: 'choice(1,2)', b: x}"], ["search_space={a: 'choice(1,2)', b: x}"]),
+        (["search_space={a: choice(1,2"], ["search_space={a: choice(1,2"]),  # unbalanced: Hydra says so
+        (["other={a: choice(1,2)}"], ["other={a: choice(1,2)}"]),
     ],
 )
 def test_cli_quoting_only_touches_unquoted_search_space_sweeps(args, expected):

@@ -264,7 +264,54 @@ def quote_cli_overrides(args: list[str], prefix: str = "search_space.") -> list[
         key, sep, value = arg.partition("=")
         bare_key = key.lstrip("+~")
         if sep and bare_key.startswith(prefix) and is_sweep_expression(value):
-            quote = '"' if "'" in value else "'"
-            arg = f"{key}={quote}{value}{quote}"
+            arg = f"{key}={_quoted(value)}"
+        elif sep and bare_key == prefix.rstrip(".") and value.lstrip().startswith("{"):
+            # search_space={n: choice(1, 2)}: inside a map Hydra reads the expression as a sweep object, which
+            # no config value can hold.
+            arg = f"{key}={_quote_map_values(value)}"
         out.append(arg)
     return out
+
+
+def _quoted(expression: str) -> str:
+    quote = '"' if "'" in expression else "'"
+    return f"{quote}{expression}{quote}"
+
+
+def _quote_map_values(text: str) -> str:
+    """``{a: choice(1,2), b: 3}`` -> ``{a: 'choice(1,2)', b: 3}``: quote the sweep expressions a map's keys take."""
+    out, i, quote = [], 0, None
+    while i < len(text):
+        char = text[i]
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == ":":
+            start = i + 1 + len(text[i + 1:]) - len(text[i + 1:].lstrip())
+            end = _closing_paren(text, start) if is_sweep_expression(text[start:]) else None
+            if end is not None:
+                out.append(text[i:start] + _quoted(text[start:end + 1]))
+                i = end + 1
+                continue
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def _closing_paren(text: str, start: int) -> int | None:
+    """Index of the ``)`` that closes the first ``(`` at or after ``start`` (quoted text skipped), or ``None``."""
+    depth, quote = 0, None
+    for i in range(start, len(text)):
+        char = text[i]
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+    return None
