@@ -169,6 +169,21 @@ def test_an_explicit_task_overrides_the_rule(target, task, expected):
     assert (dataset.task, dataset.classes) == expected
 
 
+@pytest.mark.parametrize("target", [
+    pd.Series([0, 1] * 200, dtype=float),  # numbers: NaN
+    pd.Series(["no", "yes"] * 200, dtype=object),  # labels: None, as a CSV's empty cell in an object column
+    pd.Series([0.5, 1.5] * 200),  # a regression target
+])
+def test_rows_without_a_target_value_are_left_out_with_a_warning(target, caplog):
+    frame = _fraud_table().assign(label=target.mask(np.arange(400) % 10 == 0))  # 40 rows not labelled
+    with caplog.at_level("WARNING", logger="raysweep.data"):
+        data = from_frame(frame, "label", seed=0)
+    assert data.info.rows == 360 and len(data.y_train) + len(data.y_val) + len(data.y_test) == 360
+    assert "40 of 400 rows have no 'label' (the target) and are left out" in caplog.text
+    labelled = frame[frame["label"].notna()].reset_index(drop=True)
+    assert data.info.digest == from_frame(labelled, "label", seed=0).info.digest  # the same as dropping them first
+
+
 # --- refusals -----------------------------------------------------------------------------------------------------
 
 def _fraud_table(n=400):
@@ -178,7 +193,7 @@ def _fraud_table(n=400):
 @pytest.mark.parametrize(
     "frame, options, fragment",
     [
-        (_fraud_table().assign(label=np.nan), {}, "target column 'label' has 400 missing value(s)"),
+        (_fraud_table().assign(label=np.nan), {}, "target column 'label' has no values (all 400 rows are empty)"),
         (_fraud_table().assign(label="Yes"), {}, "one class only ('Yes')"),
         (pd.concat([_fraud_table(), _fraud_table(1).assign(label=7)]), {"task": "multiclass"},
          "class 7 of target column 'label' has 1 row"),

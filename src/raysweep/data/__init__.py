@@ -300,7 +300,7 @@ def from_frame(frame: pd.DataFrame, target: str, *, task: str = "auto", drop=(),
         source: Where it came from, for lineage.
 
     Raises:
-        RaySweepError: A missing column; gaps in the target; one class only; a class with fewer than 2 rows
+        RaySweepError: A missing column; a target without values; one class only; a class with fewer than 2 rows
             (random split); an all-unique string column; a date column; too few rows; a group or time split
             that leaves a class out of training.
     """
@@ -312,6 +312,7 @@ def from_frame(frame: pd.DataFrame, target: str, *, task: str = "auto", drop=(),
     if frame.empty:
         raise RaySweepError(f"the data from {source} has no rows; use a table with data rows")
     check_columns(frame.columns, target, drop, group_column, time_column)
+    frame = _labelled(frame, target)
     removed = {target, *drop, *(c for c in (group_column, time_column) if c)}
     X = frame.drop(columns=[c for c in frame.columns if str(c) in removed])
     X.columns = [str(c) for c in X.columns]
@@ -339,6 +340,20 @@ def from_frame(frame: pd.DataFrame, target: str, *, task: str = "auto", drop=(),
     ys = [y[rows] for rows in parts]
     info = DatasetInfo(name=name, source=source, digest=digest(frame), rows=len(frame), features=X.shape[1])
     return Dataset(Xs[0], ys[0], Xs[1], ys[1], Xs[2], ys[2], task=task, classes=classes, info=info)
+
+
+def _labelled(frame: pd.DataFrame, target: str) -> pd.DataFrame:
+    """The rows with a target value: a row without one can neither be learned from nor scored on (a table often
+    holds rows not labelled yet)."""
+    unlabelled = frame[target].isna()
+    if unlabelled.all():
+        raise RaySweepError(f"target column {target!r} has no values (all {len(frame)} rows are empty); "
+                            "check data.target")
+    if unlabelled.any():
+        log.warning("raysweep: %d of %d rows have no %r (the target) and are left out", int(unlabelled.sum()),
+                    len(frame), target)
+        frame = frame[~unlabelled.to_numpy()].reset_index(drop=True)
+    return frame
 
 
 def _check_training_classes(y_train: np.ndarray, classes: tuple[Any, ...], split: str) -> None:
