@@ -169,6 +169,10 @@ def test_pbt_records_perturbed_hyperparameters_as_metrics(mode, ray_address, mak
         changed += len({m.value for m in history}) > 1
         assert run.data.params["min_samples_leaf"] in {"1", "4", "16", "32"}
     assert changed, "PBT perturbed nothing"
+    # The summary names the values the best trial ended with, not the ones MLflow's params kept from its start.
+    final = max(client.get_metric_history(outcome.summary.best_run_id, "config.min_samples_leaf"),
+                key=lambda m: (m.step, m.timestamp))
+    assert float(outcome.summary.best_params["min_samples_leaf"]) == final.value
 
 
 @pytest.mark.slow

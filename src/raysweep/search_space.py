@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -280,38 +280,39 @@ def _quoted(expression: str) -> str:
 
 def _quote_map_values(text: str) -> str:
     """``{a: choice(1,2), b: 3}`` -> ``{a: 'choice(1,2)', b: 3}``: quote the sweep expressions a map's keys take."""
-    out, i, quote = [], 0, None
-    while i < len(text):
-        char = text[i]
-        if quote:
-            quote = None if char == quote else quote
-        elif char in "'\"":
-            quote = char
-        elif char == ":":
-            start = i + 1 + len(text[i + 1:]) - len(text[i + 1:].lstrip())
-            end = _closing_paren(text, start) if is_sweep_expression(text[start:]) else None
-            if end is not None:
-                out.append(text[i:start] + _quoted(text[start:end + 1]))
-                i = end + 1
-                continue
-        out.append(char)
-        i += 1
-    return "".join(out)
+    out, done = [], 0
+    for i, char in _outside_quotes(text):
+        if char != ":" or i < done:
+            continue
+        start = i + 1 + len(text[i + 1:]) - len(text[i + 1:].lstrip())
+        end = _closing_paren(text, start) if is_sweep_expression(text[start:]) else None
+        if end is not None:
+            out.append(text[done:start] + _quoted(text[start:end + 1]))
+            done = end + 1
+    return "".join(out) + text[done:]
 
 
 def _closing_paren(text: str, start: int) -> int | None:
-    """Index of the ``)`` that closes the first ``(`` at or after ``start`` (quoted text skipped), or ``None``."""
-    depth, quote = 0, None
-    for i in range(start, len(text)):
-        char = text[i]
-        if quote:
-            quote = None if char == quote else quote
-        elif char in "'\"":
-            quote = char
-        elif char == "(":
+    """Index of the ``)`` that closes the first ``(`` at or after ``start``, or ``None``."""
+    depth = 0
+    for i, char in _outside_quotes(text, start):
+        if char == "(":
             depth += 1
         elif char == ")":
             depth -= 1
             if depth == 0:
                 return i
     return None
+
+
+def _outside_quotes(text: str, start: int = 0) -> Iterator[tuple[int, str]]:
+    """``(index, character)`` of ``text`` from ``start``, leaving out quoted text and its quotes."""
+    quote = None
+    for i in range(start, len(text)):
+        char = text[i]
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        else:
+            yield i, char
