@@ -184,6 +184,16 @@ def test_rows_without_a_target_value_are_left_out_with_a_warning(target, caplog)
     assert data.info.digest == from_frame(labelled, "label", seed=0).info.digest  # the same as dropping them first
 
 
+def test_a_class_of_one_row_among_many_trains_and_is_named_in_a_warning(caplog):
+    frame = pd.concat([_fraud_table().assign(label=np.arange(400) % 3), _fraud_table(1).assign(label=7)],
+                      ignore_index=True)
+    with caplog.at_level("WARNING", logger="raysweep.data"):
+        data = from_frame(frame, "label", seed=0)
+    assert data.task == "multiclass" and data.classes == (0, 1, 2, 7)
+    assert 3 in data.y_train and 3 not in data.y_val and 3 not in data.y_test  # class 7 is code 3
+    assert "1 class(es) of 'label' have one row (7): they go to training" in caplog.text
+
+
 # --- refusals -----------------------------------------------------------------------------------------------------
 
 def _fraud_table(n=400):
@@ -195,8 +205,8 @@ def _fraud_table(n=400):
     [
         (_fraud_table().assign(label=np.nan), {}, "target column 'label' has no values (all 400 rows are empty)"),
         (_fraud_table().assign(label="Yes"), {}, "one class only ('Yes')"),
-        (pd.concat([_fraud_table(), _fraud_table(1).assign(label=7)]), {"task": "multiclass"},
-         "class 7 of target column 'label' has 1 row"),
+        (_fraud_table().assign(label=lambda f: (f.index == 5).astype(int)), {},
+         "class 1 of target column 'label' has 1 row; a binary task needs at least 2 per class"),
         (_fraud_table().assign(label=np.arange(400) % 3), {"task": "binary"},
          "data.task=binary but target column 'label' has 3 classes; use data.task=multiclass"),
         (_fraud_table().assign(label=np.linspace(0.5, 99.5, 400)), {"task": "binary"},

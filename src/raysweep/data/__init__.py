@@ -300,7 +300,7 @@ def from_frame(frame: pd.DataFrame, target: str, *, task: str = "auto", drop=(),
         source: Where it came from, for lineage.
 
     Raises:
-        RaySweepError: A missing column; a target without values; one class only; a class with fewer than 2 rows
+        RaySweepError: A missing column; a target without values; one class only; a binary class of one row
             (random split); an all-unique string column; a date column; too few rows; a group or time split
             that leaves a class out of training.
     """

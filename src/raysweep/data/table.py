@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,8 @@ from raysweep.errors import RaySweepError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+log = logging.getLogger(__name__)
 
 #: An integer target with at most this many distinct values may be multiclass (see :func:`infer_task`).
 MAX_AUTO_CLASSES = 20
@@ -324,18 +327,26 @@ def _sorted_labels(values) -> tuple[Any, ...]:
 
 
 def check_class_sizes(codes: np.ndarray, classes: tuple[Any, ...], target: str) -> None:
-    """Every class needs 2 rows for a stratified split (one for training, one for validation).
+    """A binary task needs 2 rows of each class (one for training, one for validation: ROC AUC needs both).
+
+    Of many classes, one with a single row (real tables often have a few) trains the model, but no validation
+    or test row checks it; a warning names them.
 
     Raises:
-        RaySweepError: Naming the rarest class.
+        RaySweepError: A binary task with a class of one row, naming it.
     """
     counts = np.bincount(codes, minlength=len(classes))
-    rare = int(counts.argmin())
-    if counts[rare] < 2:
+    single = [classes[c] for c in np.flatnonzero(counts < 2)]
+    if not single:
+        return
+    if len(classes) == 2:
         raise RaySweepError(
-            f"class {classes[rare]!r} of target column {target!r} has {int(counts[rare])} row; a stratified split "
-            "needs at least 2 per class: add rows of it, or drop them"
+            f"class {single[0]!r} of target column {target!r} has 1 row; a binary task needs at least 2 per class "
+            "(one to train on, one to validate): add rows of it"
         )
+    named = ", ".join(map(repr, single[:5])) + (", ..." if len(single) > 5 else "")
+    log.warning("raysweep: %d class(es) of %r have one row (%s): they go to training, and no validation or test "
+                "row checks them", len(single), target, named)
 
 
 def normalise(X: pd.DataFrame) -> pd.DataFrame:
