@@ -207,6 +207,11 @@ def _fraud_table(n=400):
         (_fraud_table().assign(label="Yes"), {}, "one class only ('Yes')"),
         (_fraud_table().assign(label=lambda f: (f.index == 5).astype(int)), {},
          "class 1 of target column 'label' has 1 row; a binary task needs at least 2 per class"),
+        (_fraud_table().assign(label=[f"c{i}" if i % 4 else "c-0" for i in range(400)]), {},
+         "target column 'label' has 301 classes in 400 rows, 300 of them seen once: not labels a model can learn"),
+        (_fraud_table().assign(label=lambda f: pd.date_range("2024-01-01", periods=len(f), freq="h").astype(str)
+                               .str[:10]), {}, "target column 'label' holds dates or times, which are neither"),
+        (_fraud_table().assign(label=pd.Timestamp("2024-01-01")), {}, "target column 'label' holds dates or times"),
         (_fraud_table().assign(label=np.arange(400) % 3), {"task": "binary"},
          "data.task=binary but target column 'label' has 3 classes; use data.task=multiclass"),
         (_fraud_table().assign(label=np.linspace(0.5, 99.5, 400)), {"task": "binary"},

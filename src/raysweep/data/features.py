@@ -48,8 +48,7 @@ def check_features(X: pd.DataFrame) -> None:
         raise RaySweepError("the data has no feature columns besides the target (and data.drop); add feature columns")
     for column in X.columns:
         values = X[column]
-        if pd.api.types.is_datetime64_any_dtype(values.dtype) or pd.api.types.is_timedelta64_dtype(values.dtype) \
-                or _iso_dates(values):
+        if holds_dates(values):
             raise RaySweepError(
                 f"column {column!r} holds dates or times, which models do not read; add it to data.drop, derive "
                 f"numeric columns from it, or split on it with data.split=time {override('data.time_column', column)}"
@@ -89,10 +88,13 @@ def _row_numbers(values: pd.Series) -> tuple[int, int] | None:
 _ISO_DATE = r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?"
 
 
-def _iso_dates(values: pd.Series) -> bool:
-    """Whether a text column holds dates: read from a CSV they are strings, which would be one-hot encoded, every
-    later date a category training never saw."""
-    return text_matches(values, _ISO_DATE)
+def holds_dates(values: pd.Series) -> bool:
+    """Whether a column holds dates or times: as such, or as text (read from a CSV they are strings, which would be
+    one-hot encoded, every later date a category training never saw)."""
+    import pandas as pd
+
+    return (pd.api.types.is_datetime64_any_dtype(values.dtype) or pd.api.types.is_timedelta64_dtype(values.dtype)
+            or text_matches(values, _ISO_DATE))
 
 
 #: A text column whose values are numbers but for at most this share (and at least this many numbers) is a column

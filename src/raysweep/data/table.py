@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from raysweep.data.features import text_matches
+from raysweep.data.features import holds_dates, text_matches
 from raysweep.errors import RaySweepError
 
 if TYPE_CHECKING:
@@ -273,6 +273,9 @@ def encode_target(y: pd.Series, task: str, target: str) -> tuple[np.ndarray, tup
     gaps = int(y.isna().sum())
     if gaps:
         raise RaySweepError(f"target column {target!r} has {gaps} missing value(s); fill them or drop those rows")
+    if holds_dates(y):
+        raise RaySweepError(f"target column {target!r} holds dates or times, which are neither classes nor numbers "
+                            "a model predicts; pick another data.target")
     k = y.nunique()
     if k < 2:
         raise RaySweepError(f"target column {target!r} has one class only ({_label(y.iloc[0])!r}); "
@@ -333,7 +336,7 @@ def check_class_sizes(codes: np.ndarray, classes: tuple[Any, ...], target: str) 
     or test row checks it; a warning names them.
 
     Raises:
-        RaySweepError: A binary task with a class of one row, naming it.
+        RaySweepError: A binary task with a class of one row, naming it; or classes mostly of one row each.
     """
     counts = np.bincount(codes, minlength=len(classes))
     single = [classes[c] for c in np.flatnonzero(counts < 2)]
@@ -343,6 +346,12 @@ def check_class_sizes(codes: np.ndarray, classes: tuple[Any, ...], target: str) 
         raise RaySweepError(
             f"class {single[0]!r} of target column {target!r} has 1 row; a binary task needs at least 2 per class "
             "(one to train on, one to validate): add rows of it"
+        )
+    if len(single) > len(classes) / 2:
+        raise RaySweepError(
+            f"target column {target!r} has {len(classes)} classes in {len(codes)} rows, {len(single)} of them seen "
+            "once: not labels a model can learn (an ID, a date?); pick another data.target, or data.task=regression "
+            "for a number"
         )
     named = ", ".join(map(repr, single[:5])) + (", ..." if len(single) > 5 else "")
     log.warning("raysweep: %d class(es) of %r have one row (%s): they go to training, and no validation or test "
