@@ -81,9 +81,13 @@ def test_progress_tag_text(finished, failed, text):
     assert progress.Progress(finished, failed, 8, math.nan).text == text
 
 
-def _trial(status, value=None):
+def _trial(status, value=None, kept=()):
+    """A Tune trial as the callbacks read it: its last result and the values of the checkpoints Tune kept."""
+    manager = SimpleNamespace(best_checkpoint_results=[SimpleNamespace(checkpoint=None, metrics={"val_auc": v})
+                                                       for v in kept], latest_checkpoint_result=None)
     return SimpleNamespace(status=status, last_result={} if value is None else {"val_auc": value},
-                           trial_id=f"t{next(_IDS)}")
+                           trial_id=f"t{next(_IDS)}", path=None,
+                           run_metadata=SimpleNamespace(checkpoint_manager=manager))
 
 
 _IDS = itertools.count()
@@ -100,7 +104,8 @@ def test_progress_callback_writes_one_step_per_ended_trial_and_keeps_only_a_mask
                                             parent_run_id=parent, metric="val_auc", mode="max", planned=3)
     assert b"secret" not in pickle.dumps(masked)
     callback = pickle.loads(pickle.dumps(callback))  # as Tune restores it from the sweep's state
-    trials = [_trial("RUNNING", 0.6), _trial("RUNNING", 0.8), _trial("RUNNING")]
+    # The second trial's best kept checkpoint (what it registers) counts, not its last report.
+    trials = [_trial("RUNNING", 0.6), _trial("RUNNING", 0.8, kept=[0.85, 0.8]), _trial("RUNNING")]
     callback.setup()
     # Tune calls on_trial_complete while the trial still says RUNNING, on_trial_error once it says ERROR.
     callback.on_trial_complete(1, trials, trials[0])
@@ -114,7 +119,7 @@ def test_progress_callback_writes_one_step_per_ended_trial_and_keeps_only_a_mask
     finished = client.get_metric_history(parent, progress.FINISHED_METRIC)
     assert [(m.step, m.value) for m in sorted(finished, key=lambda m: m.step)] == [(1, 1.0), (2, 2.0), (3, 3.0)]
     best = client.get_metric_history(parent, "sweep_best_val_auc")
-    assert [(m.step, m.value) for m in sorted(best, key=lambda m: m.step)] == [(1, 0.6), (2, 0.8), (3, 0.8)]
+    assert [(m.step, m.value) for m in sorted(best, key=lambda m: m.step)] == [(1, 0.6), (2, 0.85), (3, 0.85)]
     run = client.get_run(parent)
     assert run.data.metrics[progress.FAILED_METRIC] == 1.0
     assert run.data.tags[PROGRESS_TAG] == "3/3, 1 failed" and run.data.tags[TRIALS_PLANNED_TAG] == "3"

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from ray.tune import Callback
 
 from raysweep import ranking, remote
-from raysweep.progress import fired, ran
+from raysweep.progress import fired, ran, trial_value
 from raysweep.tracking.tags import PROGRESS_TAG, TRIALS_PLANNED_TAG
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class SweepProgressCallback(Callback):
             return
         # Trials a sweep-wide stop ended (sweep.stop.*) get no hook of their own: counted from Tune's list now.
         if fired(self._stop):
-            final = progress(((t.status, (t.last_result or {}).get(self._metric)) for t in trials
+            final = progress(((t.status, trial_value(t, self._metric, self._mode)) for t in trials
                               if ran(t, self._started)), self._planned, self._mode)
             if final.finished > (self._state.finished if self._state is not None else 0):
                 self._put(final)
@@ -156,9 +156,9 @@ class SweepProgressCallback(Callback):
         if self._queue is None:
             return
         if self._state is None:  # the trials a resumed sweep restored ended before this driver's first end
-            self._state = progress(((t.status, (t.last_result or {}).get(self._metric)) for t in trials
+            self._state = progress(((t.status, trial_value(t, self._metric, self._mode)) for t in trials
                                     if t is not ended), self._planned, self._mode)
-        self._put(advance(self._state, status, (ended.last_result or {}).get(self._metric), self._mode))
+        self._put(advance(self._state, status, trial_value(ended, self._metric, self._mode), self._mode))
 
     def _put(self, state: Progress) -> None:
         self._state = state
