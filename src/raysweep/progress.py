@@ -52,7 +52,8 @@ def trial_line(*, done: int, planned: int, name: str, params: str, metric: str, 
         name: The trial's name (Tune's, also its MLflow run's).
         params: Its :func:`format_params`.
         metric: The sweep's metric.
-        value: The trial's last value of ``metric`` (``None``: it reported none).
+        value: The trial's value of ``metric``, that of the model it would register (:func:`trial_value`;
+            ``None``: it reported none).
         best: ``(trial name, value)`` of the best trial so far, or ``None``.
         failed: For a trial that errored: its error in one line (``""`` when unknown), else ``None``.
         stopped: The sweep's own stop (``sweep.stop``) ended it before its last iteration.
@@ -262,7 +263,7 @@ class TrialProgress(Callback):
             name=str(trial),
             params=format_params(trial.config or {}, self.params),
             metric=self.metric,
-            value=(trial.last_result or {}).get(self.metric),
+            value=trial_value(trial, self.metric, self.mode),
             best=self._best_so_far,
             failed=failed,
             stopped=stopped,
