@@ -200,9 +200,12 @@ def test_parent_run_shows_progress_while_the_sweep_runs(ray_address, make_cfg, t
         except BaseException as error:  # noqa: BLE001 - re-raised in the test's thread
             failure.append(error)
 
+    # The store first: MLflow makes a new one's tables without a lock, so a client opening it while the sweep
+    # makes it could fail on a half-made schema.
+    client = MlflowClient(tracking_uri)
+    client.search_experiments(max_results=1)
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
-    client = MlflowClient(tracking_uri)
     seen_while_running = set()
     while worker.is_alive():
         parent = _parent(client, "raysweep-overhead")

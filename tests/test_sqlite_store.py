@@ -69,6 +69,28 @@ def test_a_new_store_is_mlflows_empty_store_copied_and_opens_like_one_mlflow_mad
     assert client.get_registered_model("m").name == "m"
 
 
+def test_a_store_made_meanwhile_outside_raysweep_is_kept_not_replaced(tmp_path, monkeypatch):
+    from raysweep.tracking import sqlite_store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    template = empty_store()
+    clients = []
+
+    def template_after_another_process_made_the_store():
+        # A notebook's client opens the same new store between raysweep's look and its copy, and logs to it.
+        client = MlflowClient(uri)
+        clients.append((client, client.create_run(client.create_experiment("notebook")).info.run_id))
+        return template
+
+    monkeypatch.setattr(sqlite_store, "empty_store", template_after_another_process_made_the_store)
+    ready_store(uri)
+    client, run_id = clients[0]
+    client.log_metric(run_id, "auc", 0.9)  # its open connection still writes to the store's file
+    assert MlflowClient(uri).get_metric_history(run_id, "auc")[0].value == 0.9
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".mlflow.db")] == []  # no scratch copy left
+
+
 def test_without_a_cache_folder_mlflow_makes_the_tables(tmp_path, monkeypatch, migrations):
     (tmp_path / "not-a-folder").write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))

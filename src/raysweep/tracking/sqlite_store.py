@@ -77,12 +77,19 @@ def empty_store() -> Path | None:
 
 
 def _copy_into_place(template: Path, database: Path) -> None:
-    """Copy ``template`` to ``database`` under a scratch name first, so that no reader sees half a file."""
+    """Copy ``template`` to ``database`` under a scratch name first, so that no reader sees half a file.
+
+    The copy takes the name only while it is free (a hard link, not a rename): a store that a process outside
+    raysweep's lock made meanwhile (a notebook's MLflow client, ``mlflow ui``) is kept, not replaced under its
+    open connections, which would then write into a deleted file.
+    """
     import shutil
 
     scratch = database.with_name(f".{database.name}.{os.getpid()}.new")
     try:
         shutil.copyfile(template, scratch)
-        os.replace(scratch, database)
-    except OSError:  # MLflow makes the tables instead
+        os.link(scratch, database)
+    except OSError:  # taken meanwhile, or no hard links here: MLflow makes (or has made) the tables instead
+        pass
+    finally:
         scratch.unlink(missing_ok=True)
