@@ -182,22 +182,25 @@ def test_one_line_per_ended_trial_with_the_best_so_far_and_no_escapes(tmp_path, 
     ]
 
 
-@pytest.mark.parametrize("specs, ending, best", [
-    # A trial's best kept checkpoint counts (registration takes it), not its last, worse report.
-    ([(0, "RUNNING", 0.90), (1, "RUNNING", 0.80, [0.95, 0.80])], [0, 1], "best=0.95 (train_ab_00001)"),
+@pytest.mark.parametrize("specs, ending, final_models, best", [
+    # A trial's best kept checkpoint counts (registration takes it), not its last, worse report ...
+    ([(0, "RUNNING", 0.90), (1, "RUNNING", 0.80, [0.95, 0.80])], [0, 1], False, "best=0.95 (train_ab_00001)"),
+    # ... unless each trial logs its final model (worker mode): then its last report is its model's.
+    ([(0, "RUNNING", 0.90), (1, "RUNNING", 0.80, [0.95, 0.80])], [0, 1], True, "best=0.9 (train_ab_00000)"),
     # Of equal trials, the one Tune made first, whichever ended first: as the summary picks.
-    ([(0, "RUNNING", 0.9), (1, "RUNNING", 0.9)], [1, 0], "best=0.9 (train_ab_00000)"),
-    ([(0, "RUNNING", 0.9), (1, "RUNNING", 0.9)], [0, 1], "best=0.9 (train_ab_00000)"),
+    ([(0, "RUNNING", 0.9), (1, "RUNNING", 0.9)], [1, 0], False, "best=0.9 (train_ab_00000)"),
+    ([(0, "RUNNING", 0.9), (1, "RUNNING", 0.9)], [0, 1], False, "best=0.9 (train_ab_00000)"),
 ])
-def test_the_live_best_is_the_trial_the_summary_will_name(specs, ending, best, capsys):
-    callback = TrialProgress(planned=len(specs), metric="val_auc", mode="max", params=["n"])
+def test_the_live_best_is_the_trial_the_summary_will_name(specs, ending, final_models, best, capsys):
+    callback = TrialProgress(planned=len(specs), metric="val_auc", mode="max", params=["n"],
+                             final_models=final_models)
     trials = _trials(*specs)
     for index in ending:
         callback.on_trial_complete(1, trials, trials[index])
         trials[index].status = "TERMINATED"
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1].endswith(f"{best}  left=0")
-    if len(specs[1]) > 3:  # the trial's own value is its kept model's too
+    if len(specs[1]) > 3 and not final_models:  # the trial's own value is its kept model's too
         assert "train_ab_00001  n=1  val_auc=0.95  best=0.95" in "\n".join(lines)
 
 

@@ -92,12 +92,16 @@ def best_trial(values: Iterable[tuple[str, float | None]], mode: str) -> tuple[s
     return None if index is None else scored[index]
 
 
-def trial_value(trial, metric: str, mode: str) -> float | None:
+def trial_value(trial, metric: str, mode: str, final_model: bool = False) -> float | None:
     """A finished trial's one number as the sweep's summary ranks it: the value reported with its best kept
-    checkpoint (the model registration takes; a later report may be worse), else its last reported value."""
+    checkpoint (the model registration takes; a later report may be worse), else its last reported value.
+
+    ``final_model``: each trial logs its final model (``mlflow=worker``, ``mlflow.log_models``), which is what
+    registration takes: its last reported value.
+    """
     from raysweep import compat
 
-    kept = [metrics.get(metric) for _, metrics in compat.trial_result(trial).best_checkpoints]
+    kept = [] if final_model else [metrics.get(metric) for _, metrics in compat.trial_result(trial).best_checkpoints]
     kept = [float(v) for v in kept if isinstance(v, numbers.Real) and not isinstance(v, bool)]
     if kept:
         return kept[ranking.best_index(kept, mode)]
@@ -154,11 +158,18 @@ class TrialProgress(Callback):
         mode: ``max`` or ``min``.
         params: The search space's dimensions, shown for each trial (empty: its whole config).
         stop: The sweep's own stop (:class:`raysweep.strategy.SweepStopper`), whose ``reason`` says it fired.
+        final_models: Each trial logs its final model (see :func:`trial_value`).
     """
 
-    def __init__(self, planned: int, metric: str, mode: str, params: Sequence[str] = (), stop=None):
+    # Defaults for a callback pickled by an earlier version into a sweep's state, restored on resume.
+    final_models = False
+    _best_order = sys.maxsize
+
+    def __init__(self, planned: int, metric: str, mode: str, params: Sequence[str] = (), stop=None,
+                 final_models: bool = False):
         self.planned = planned
         self.stop = stop
+        self.final_models = final_models
         self.metric = metric
         self.mode = mode
         self.params = list(params)
@@ -174,12 +185,13 @@ class TrialProgress(Callback):
         self._best_order = sys.maxsize  # the best trial's place in Tune's order (ties go to the first)
 
     @classmethod
-    def for_plan(cls, plan, stop=None) -> TrialProgress:
+    def for_plan(cls, plan, stop=None, final_models: bool = False) -> TrialProgress:
         """The callback for a :class:`raysweep.plan.SweepPlan`: its planned trials, metric and searched names."""
         from raysweep.search_space import fixed_values
 
         fixed = fixed_values(plan.search_space)
-        return cls(plan.num_trials, plan.metric, plan.mode, [n for n in plan.search_space if n not in fixed], stop)
+        return cls(plan.num_trials, plan.metric, plan.mode, [n for n in plan.search_space if n not in fixed], stop,
+                   final_models)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -244,9 +256,12 @@ class TrialProgress(Callback):
         if not failed:
             self._best_so_far = self._best_of([trial], also=self._best_so_far)
 
+    def _value(self, trial) -> float | None:
+        return trial_value(trial, self.metric, self.mode, self.final_models)
+
     def _best_of(self, completed: list, also: tuple[str, float] | None = None) -> tuple[str, float] | None:
         # Ranked as the summary after the sweep ranks them, so the live best is the trial it names.
-        candidates = {str(t): (ranking.trial_order(t.trial_id), trial_value(t, self.metric, self.mode))
+        candidates = {str(t): (ranking.trial_order(t.trial_id), self._value(t))
                       for t in completed}
         if also:
             candidates[also[0]] = (self._best_order, also[1])
@@ -263,7 +278,7 @@ class TrialProgress(Callback):
             name=str(trial),
             params=format_params(trial.config or {}, self.params),
             metric=self.metric,
-            value=trial_value(trial, self.metric, self.mode),
+            value=self._value(trial),
             best=self._best_so_far,
             failed=failed,
             stopped=stopped,

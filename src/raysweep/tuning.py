@@ -108,13 +108,16 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
     stop = cfg.sweep.stop
     sweep_stop = strategy.stopper(plan.metric, plan.mode, stop.time_budget_s, stop.metric_threshold,
                                   tracking_uri=plan.tracking_uri, parent_run_id=parent_id)
+    # Trials that log their final models (worker mode) rank by their last values, as registration does.
+    final_models = bool(context.logging and context.logging.log_models)
     callbacks = [SweepProgressCallback(tracking_uri=plan.tracking_uri, parent_run_id=parent_id, metric=plan.metric,
-                                       mode=plan.mode, planned=plan.num_trials, stop=sweep_stop), JsonLoggerCallback(),
-                 CSVLoggerCallback(), DriverMemory()]  # the driver's freed memory back as trials end
+                                       mode=plan.mode, planned=plan.num_trials, stop=sweep_stop,
+                                       final_models=final_models),
+                 JsonLoggerCallback(), CSVLoggerCallback(), DriverMemory()]  # DriverMemory: freed memory back
     if cfg.cluster.verbose == 0:  # raysweep's one line per trial; Tune's own tables at 1 and 2
         from raysweep.progress import TrialProgress
 
-        callbacks.append(TrialProgress.for_plan(plan, stop=sweep_stop))
+        callbacks.append(TrialProgress.for_plan(plan, stop=sweep_stop, final_models=final_models))
     if context.logging is None:
         from raysweep.tracking.driver import SweepLoggerCallback
 

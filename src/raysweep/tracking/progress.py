@@ -103,7 +103,10 @@ class SweepProgressCallback(Callback):
     (:func:`raysweep.remote.remember_uri`), and the client and thread are made again in :meth:`setup`.
     """
 
-    def __init__(self, *, tracking_uri: str, parent_run_id: str, metric: str, mode: str, planned: int, stop=None):
+    _final_models = False  # the default for a callback an earlier version pickled into a sweep's state
+
+    def __init__(self, *, tracking_uri: str, parent_run_id: str, metric: str, mode: str, planned: int, stop=None,
+                 final_models: bool = False):
         self._tracking_uri = remote.remember_uri(tracking_uri)
         self._parent_run_id = parent_run_id
         self._metric = metric
@@ -115,6 +118,7 @@ class SweepProgressCallback(Callback):
         self._state: Progress | None = None  # counted once from Tune's list at the first end, then advanced
         self._started: set[str] = set()
         self._stop = stop  # the sweep's own stop (sweep.stop.*): the trials it ends are counted at the end
+        self._final_models = final_models  # trials log their final models: each counts with its last value
 
     def __getstate__(self):
         return {**self.__dict__, "_queue": None, "_thread": None, "_warned": False, "_state": None}
@@ -145,20 +149,23 @@ class SweepProgressCallback(Callback):
             return
         # Trials a sweep-wide stop ended (sweep.stop.*) get no hook of their own: counted from Tune's list now.
         if fired(self._stop):
-            final = progress(((t.status, trial_value(t, self._metric, self._mode)) for t in trials
+            final = progress(((t.status, self._value(t)) for t in trials
                               if ran(t, self._started)), self._planned, self._mode)
             if final.finished > (self._state.finished if self._state is not None else 0):
                 self._put(final)
         self._queue.put(None)
         self._thread.join(_FLUSH_TIMEOUT_S)
 
+    def _value(self, trial) -> float | None:
+        return trial_value(trial, self._metric, self._mode, self._final_models)
+
     def _update(self, trials, ended, status: str) -> None:
         if self._queue is None:
             return
         if self._state is None:  # the trials a resumed sweep restored ended before this driver's first end
-            self._state = progress(((t.status, trial_value(t, self._metric, self._mode)) for t in trials
+            self._state = progress(((t.status, self._value(t)) for t in trials
                                     if t is not ended), self._planned, self._mode)
-        self._put(advance(self._state, status, trial_value(ended, self._metric, self._mode), self._mode))
+        self._put(advance(self._state, status, self._value(ended), self._mode))
 
     def _put(self, state: Progress) -> None:
         self._state = state
