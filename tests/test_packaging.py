@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from raysweep import ensemble, promotion, ranking, registry
 from raysweep.__main__ import SUBCOMMANDS, main
 from raysweep.errors import RaySweepError
-from raysweep.reproduce import parse_param
+from raysweep.reproduce import parse_param, registered_step
 
 
 @pytest.mark.parametrize(
@@ -55,6 +55,18 @@ def test_trial_order_is_tunes_counter_and_ids_without_one_go_last(trial_id, orde
 )
 def test_gate_status(better, force, status):
     assert promotion.status(better, force) == status
+
+
+@pytest.mark.parametrize("history, value, step", [
+    ({1: 0.80, 2: 0.82, 3: 0.81}, "0.82", 2),  # the best kept checkpoint, before a worse last iteration
+    ({1: 0.80, 2: 0.82, 3: 0.81}, "0.81", 3),  # a model that was the last one
+    ({1: 0.82, 2: 0.80, 3: 0.82}, "0.82", 3),  # equal values: the later one
+    ({1: 0.80, 2: 0.82}, None, 2),  # a version recorded without its value: the last iteration
+    ({1: 0.80, 2: 0.82}, "0.5", 2),  # a value no iteration reported: the last iteration
+    ({}, "0.5", 0),
+])
+def test_reproduce_retrains_to_the_iteration_whose_model_was_registered(history, value, step):
+    assert registered_step(history, value) == step
 
 
 @pytest.mark.parametrize(

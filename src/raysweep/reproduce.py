@@ -8,7 +8,7 @@ through the same code path as the trial, so with fixed seeds the metrics match e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mlflow import MlflowClient
@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from raysweep import registry
 from raysweep.errors import RaySweepError
 from raysweep.tracking import queries
-from raysweep.tracking.tags import PARENT_RUN_ID
+from raysweep.tracking.tags import PARENT_RUN_ID, VALUE_TAG
 
 #: Largest difference between a recorded and a reproduced metric that still counts as the same.
 TOLERANCE = 1e-9
@@ -24,7 +24,7 @@ TOLERANCE = 1e-9
 
 @dataclass(frozen=True)
 class Reproduction:
-    """Recorded and reproduced metrics of a trial at its last recorded iteration."""
+    """Recorded and reproduced metrics of a trial at the iteration whose model was registered."""
 
     uri: str
     name: str
@@ -60,6 +60,24 @@ class Reproduction:
         verdict = "match" if self.matches else "MISMATCH"
         lines.append(f"result      {verdict} (tolerance {self.tolerance:g})")
         return "\n".join(lines)
+
+
+def registered_step(history: Mapping[int, float], value: str | None) -> int:
+    """The iteration whose model a version holds: the last one that reported the version's recorded value.
+
+    A trial registers its best kept checkpoint, which is earlier than its last iteration when a later one scored
+    worse. A version without a recorded value, or one no iteration reported: the last iteration.
+
+    Args:
+        history: The sweep metric by step, as the trial's run recorded it.
+        value: The version's recorded value of the metric (``raysweep.metric_value``), or ``None``.
+    """
+    last = max(history, default=0)
+    try:
+        recorded = float(value)
+    except (TypeError, ValueError):
+        return last
+    return max((step for step, reported in history.items() if reported == recorded), default=last)
 
 
 def parse_param(text: str):
@@ -126,7 +144,7 @@ def reproduce(client: MlflowClient, uri: str, *, tolerance: float = TOLERANCE,
     # The task's validation metrics, and the sweep's own metric whatever it is.
     compared = dict.fromkeys([metric, *metric_names(dataset.task)])
     history = {key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)} for key in compared}
-    step = max(history[metric], default=0)
+    step = registered_step(history[metric], mv.tags.get(VALUE_TAG))
     if not step:
         raise RaySweepError(f"run {run.info.run_id} recorded no {metric}; nothing to compare with")
     # Only the search space's keys: autolog (worker mode) adds the estimator's every argument to the params.
