@@ -59,23 +59,23 @@ def test_the_protocol_says_what_is_required_and_what_is_optional():
         "METRICS", "validate", "resource_needs", "make_trainable", "best_checkpoint", "log_model"
     )
     assert OPTIONAL_MEMBERS == {"MAKES_MODELS": True, "NEEDS_DATA": True, "RESTORES_CHECKPOINTS": False,
-                                "structural_params": None, "retrain": None, "metrics": None,
+                                "LOGS_FINAL_MODEL": False, "structural_params": None, "retrain": None, "metrics": None,
                                 "REGISTRATION_IMPORTS": (), "check_task": None}
     # A loaded trainer carries every member under the protocol's name.
     assert {f.name for f in fields(LoadedTrainer)} == {"name", "source", *REQUIRED_MEMBERS, *OPTIONAL_MEMBERS}
 
 
 @pytest.mark.parametrize(
-    ("name", "source", "makes_models", "needs_data", "restores", "retrains"),
+    ("name", "source", "makes_models", "needs_data", "restores", "retrains", "logs_final_model"),
     [
-        ("sklearn", "raysweep.trainables.sklearn", True, True, True, True),
-        ("estimator", "raysweep.trainables.estimator", True, True, True, True),
-        ("torch", "raysweep.trainables.torch_mlp", True, True, True, False),
-        ("fixed_cost", "raysweep.trainables.fixed_cost", False, False, False, False),
+        ("sklearn", "raysweep.trainables.sklearn", True, True, True, True, True),
+        ("estimator", "raysweep.trainables.estimator", True, True, True, True, True),
+        ("torch", "raysweep.trainables.torch_mlp", True, True, True, False, False),
+        ("fixed_cost", "raysweep.trainables.fixed_cost", False, False, False, False, False),
     ],
 )
 def test_built_in_trainers_load_with_their_optional_members_resolved(name, source, makes_models, needs_data,
-                                                                     restores, retrains):
+                                                                     restores, retrains, logs_final_model):
     trainer = trainables.load(name)
     assert (trainer.name, trainer.source) == (name, source)
     assert trainer.METRICS and all(isinstance(m, str) for m in trainer.METRICS)
@@ -83,6 +83,8 @@ def test_built_in_trainers_load_with_their_optional_members_resolved(name, sourc
         makes_models, needs_data, restores
     )
     assert (trainer.retrain is not None) == retrains
+    assert trainer.LOGS_FINAL_MODEL == logs_final_model  # which trials rank by their last report in worker mode
+    assert not trainables.load("function").LOGS_FINAL_MODEL  # a user's function logs no model raysweep registers
     module = sys.modules[source]
     for member in REQUIRED_MEMBERS:
         assert getattr(trainer, member) == (tuple(module.METRICS) if member == "METRICS" else getattr(module, member))
@@ -167,7 +169,7 @@ def test_a_top_level_module_loads_by_its_bare_name(tmp_path, monkeypatch):
          "def best_checkpoint(r, m, o): return None\n", "",
          "is missing make_trainable, log_model; a trainer provides METRICS, validate, resource_needs, "
          "make_trainable, best_checkpoint, log_model and may provide metrics, MAKES_MODELS, NEEDS_DATA, "
-         "RESTORES_CHECKPOINTS, structural_params, retrain, REGISTRATION_IMPORTS, check_task "
+         "RESTORES_CHECKPOINTS, LOGS_FINAL_MODEL, structural_params, retrain, REGISTRATION_IMPORTS, check_task "
          "(see raysweep.trainables.Trainer)"),
         ("", "", "is missing METRICS, validate, resource_needs, make_trainable, best_checkpoint, log_model;"),
         (COMPLETE + "validate = 3\nretrain = 'no'\n", "", "has validate, retrain not callable;"),

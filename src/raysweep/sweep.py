@@ -164,7 +164,7 @@ def _run(cfg: DictConfig, overrides: Sequence[str], signals) -> SweepOutcome:
                     # DataFrame.
                     trials = reconcile.outcomes(
                         tuning.fit(plan, cfg, trainable, fit, trainer.reported_metrics(cfg.trainer, task), context,
-                                   experiment_id, parent_id, data_record),
+                                   experiment_id, parent_id, data_record, trainer.LOGS_FINAL_MODEL),
                         lambda result: trainer.best_checkpoint(result, plan.metric, plan.mode), plan.metric,
                     )
             except SweepInterrupted as interrupted:

@@ -69,7 +69,7 @@ def trial_context(plan: SweepPlan, cfg: DictConfig, fit, experiment_id: str, par
 
 
 def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context, experiment_id: str,
-        parent_id: str, dataset=None) -> tune.ResultGrid:
+        parent_id: str, dataset=None, logs_final_model: bool = False) -> tune.ResultGrid:
     """Run the sweep's trials with Ray Tune (or continue them, for a resumed sweep) and return Tune's results.
 
     Args:
@@ -82,6 +82,7 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
         experiment_id: The sweep's MLflow experiment.
         parent_id: The sweep's parent run.
         dataset: The :class:`raysweep.tracking.lineage.DatasetRecord` each driver-mode trial run records.
+        logs_final_model: The trainer's ``LOGS_FINAL_MODEL``.
     """
     trainable = tune.with_resources(trainable, resources.trial)
     compat.allow_frequent_experiment_checkpoints()
@@ -109,7 +110,7 @@ def fit(plan: SweepPlan, cfg: DictConfig, trainable, resources, metrics, context
     sweep_stop = strategy.stopper(plan.metric, plan.mode, stop.time_budget_s, stop.metric_threshold,
                                   tracking_uri=plan.tracking_uri, parent_run_id=parent_id)
     # Trials that log their final models (worker mode) rank by their last values, as registration does.
-    final_models = bool(context.logging and context.logging.log_models)
+    final_models = bool(logs_final_model and context.logging and context.logging.log_models)
     callbacks = [SweepProgressCallback(tracking_uri=plan.tracking_uri, parent_run_id=parent_id, metric=plan.metric,
                                        mode=plan.mode, planned=plan.num_trials, stop=sweep_stop,
                                        final_models=final_models),

@@ -71,6 +71,11 @@ class Trainer(Protocol):
     #: ``scheduler=pbt`` may be used.
     RESTORES_CHECKPOINTS: bool = False
 
+    #: ``True`` when, with ``mlflow=worker`` and ``mlflow.log_models``, its trials log their final model to their
+    #: runs (``TrialLog.model``): registration takes that model, so the live progress ranks such a trial by its
+    #: last report, as the summary does; otherwise by its best kept checkpoint.
+    LOGS_FINAL_MODEL: bool = False
+
     #: ``structural_params(trainer_cfg, names) -> set[str]``: which of the hyperparameter ``names`` shape the
     #: model, so a trial that continues another trial's checkpoint (PBT's exploit) keeps the values it copied and
     #: PBT perturbs only the others; ``None`` when any may change.
@@ -159,6 +164,7 @@ class LoadedTrainer:
     MAKES_MODELS: bool = True
     NEEDS_DATA: bool = True
     RESTORES_CHECKPOINTS: bool = False
+    LOGS_FINAL_MODEL: bool = False
     structural_params: Callable[[Any, Any], set[str]] | None = None
     retrain: Callable[..., list[dict[str, float]]] | None = None
     metrics: Callable[[Any, str | None], tuple[str, ...]] | None = None

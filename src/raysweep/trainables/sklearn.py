@@ -59,6 +59,7 @@ FAMILIES: dict[str, Family] = {
 METRICS = (*VALIDATION_METRICS, TRAIN_TIME)
 #: Trials continue from a Tune checkpoint (retries, resumed sweeps, PBT), so scheduler=pbt can be used.
 RESTORES_CHECKPOINTS = True
+LOGS_FINAL_MODEL = True  # _estimators.train logs it, in worker mode with mlflow.log_models
 
 
 def metrics(trainer_cfg, task: str | None) -> tuple[str, ...]:
