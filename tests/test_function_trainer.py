@@ -326,15 +326,19 @@ def test_a_worker_mode_trial_whose_process_dies_ends_failed_with_the_cause(ray_a
 
 
 @pytest.mark.slow
-def test_the_best_checkpoint_is_registered_when_the_trials_score_peaked_before_its_end(ray_address, make_cfg,
+@pytest.mark.parametrize("mode", ["driver", "worker"])
+def test_the_best_checkpoint_is_registered_when_the_trials_score_peaked_before_its_end(mode, ray_address, make_cfg,
                                                                                       tracking_uri):
     from raysweep import sweep
 
     cfg = make_cfg(*IRIS, "trainer.function=tune_functions:train_peaking", "trainer.iterations=4",
-                   "sweep.num_samples=1", "~search_space.C", "+search_space.x=0.5")
+                   "sweep.num_samples=1", "~search_space.C", "+search_space.x=0.5", f"mlflow={mode}")
     outcome = sweep.run(cfg)
     folder = Path(mlflow.artifacts.download_artifacts(f"models:/iris-fn/{outcome.registration.version}"))
     assert (folder / "epoch.txt").read_text() == "2" and outcome.summary.best_value == 2.5
+    # The live best on the parent run is that model's value too (a function logs no final model, in either mode).
+    parent = MlflowClient().get_run(outcome.summary.parent_run_id)
+    assert parent.data.metrics[f"sweep_best_{outcome.summary.metric}"] == 2.5
 
 
 @pytest.mark.slow
