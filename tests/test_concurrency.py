@@ -277,6 +277,31 @@ def test_trial_outcomes_keep_what_record_outcomes_and_retention_read(tmp_path):
         "ab123_00004", str(folder), True, error="ray.exceptions.ActorDiedError: The actor died unexpectedly")]
 
 
+def test_a_checkpoint_the_trial_wrote_but_a_sweep_wide_stop_kept_tune_from_recording_is_still_found(tmp_path):
+    """sweep.stop.* fired on a trial's first report: Tune dropped the save in flight, so its account of the trial
+    has no checkpoint, though the trial wrote it and its result row names it."""
+    import pandas as pd
+    from ray.tune import Checkpoint, Result
+
+    from raysweep.trainables import function
+
+    trial = tmp_path / "t1"
+    for name in ("checkpoint_000000", "checkpoint_000002"):
+        (trial / name).mkdir(parents=True)
+    frame = pd.DataFrame({"val_auc": [0.9, 0.7, 0.8], "trial_id": "t1",
+                          "checkpoint_dir_name": ["checkpoint_000000", "checkpoint_000001", "checkpoint_000002"]})
+    kept = [(Checkpoint(str(trial / "checkpoint_000002")), {"val_auc": 0.8})]  # 000001: deleted by Tune
+    result = Result(metrics={"trial_id": "t1", "val_auc": 0.8}, checkpoint=None, error=None, path=str(trial),
+                    metrics_dataframe=frame, best_checkpoints=kept)
+    (found,) = outcomes([result], lambda r: function.best_checkpoint(r, "val_auc", "max"), "val_auc")
+    assert (found.checkpoint, found.checkpoint_value) == (str(trial / "checkpoint_000000"), 0.9)
+    # Without such rows (or with every named checkpoint recorded), Tune's account is taken as it is.
+    recorded = Result(metrics={"trial_id": "t1", "val_auc": 0.8}, checkpoint=None, error=None, path=str(trial),
+                      metrics_dataframe=frame.iloc[2:], best_checkpoints=kept)
+    (found,) = outcomes([recorded], lambda r: function.best_checkpoint(r, "val_auc", "max"), "val_auc")
+    assert (found.checkpoint, found.checkpoint_value) == (str(trial / "checkpoint_000002"), 0.8)
+
+
 def test_a_failed_trials_run_its_dead_process_left_running_ends_failed_with_its_error(tracking_uri):
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 

@@ -182,7 +182,9 @@ def test_pbt_records_perturbed_hyperparameters_as_metrics(mode, ray_address, mak
 )
 def test_stop_criteria_end_the_sweep_early(stop, reason, ray_address, make_cfg):
     # Far more trials than 10 s can run: only a stop criterion ends this sweep in time.
-    overrides = ["+sweep=fraud", *SMOKE, "trainer.iterations=5", "sweep.num_samples=200", stop, "sweep.register=false"]
+    # The threshold is reached at a trial's first report: that report's checkpoint is registered all the same.
+    register = "sweep.register=true" if reason == "metric_threshold" else "sweep.register=false"
+    overrides = ["+sweep=fraud", *SMOKE, "trainer.iterations=5", "sweep.num_samples=200", stop, register]
     outcome = sweep.run(make_cfg(*overrides))
     client = MlflowClient()
     children = _children(client, outcome)
@@ -194,6 +196,9 @@ def test_stop_criteria_end_the_sweep_early(stop, reason, ray_address, make_cfg):
     assert parent.data.tags[PROGRESS_TAG] == f"{len(children)}/200"
     assert f"stopped     {'sweep.stop.time_budget_s ran out' if reason == 'time_budget' else 'a trial reached'}" \
         in outcome.report()
+    if reason == "metric_threshold":
+        version = client.get_model_version(outcome.registration.name, outcome.registration.version)
+        assert version.run_id == outcome.summary.best_run_id
 
 
 @pytest.mark.slow

@@ -49,6 +49,7 @@ def outcomes(results: Iterable, best_checkpoint: Callable[[object], str | None],
     """
     found = []
     for result in results:
+        result = with_unkept_checkpoints(result)
         metrics = result.metrics or {}
         failed = result.error is not None
         checkpoint = None if failed else best_checkpoint(result)
@@ -63,6 +64,37 @@ def outcomes(results: Iterable, best_checkpoint: Callable[[object], str | None],
             error=_error(result) if failed else None,
         ))
     return found
+
+
+#: The key of a trial's result row that names the checkpoint reported with it (Tune's ``result.json``).
+CHECKPOINT_NAME_KEY = "checkpoint_dir_name"
+
+
+def with_unkept_checkpoints(result):
+    """Tune's ``Result`` with the checkpoints its trial reported and wrote but Tune never recorded.
+
+    A sweep-wide stop (``sweep.stop.*``) that fires on a report stops every trial at once, and Ray Tune's
+    controller drops the save of the checkpoint still in flight: the trial wrote it, its result row names it,
+    but ``best_checkpoints`` lacks it, and a trial that reached the threshold at its first report would have
+    nothing to register. A checkpoint folder its rows name and that is still there (Tune deletes the ones it
+    does not keep) joins ``best_checkpoints`` with its row's metrics.
+    """
+    import dataclasses
+
+    frame = result.metrics_dataframe
+    if frame is None or CHECKPOINT_NAME_KEY not in frame or not result.path:
+        return result
+    from ray.tune import Checkpoint
+
+    known = {Path(saved.path).name for saved, _ in result.best_checkpoints or ()}
+    unkept = []
+    for row in frame[frame[CHECKPOINT_NAME_KEY].notna()].to_dict("records"):
+        folder = Path(result.path) / str(row[CHECKPOINT_NAME_KEY])
+        if folder.name not in known and folder.is_dir():  # a remote trial folder is not checked, nor added
+            unkept.append((Checkpoint.from_directory(str(folder)), row))
+    if not unkept:
+        return result
+    return dataclasses.replace(result, best_checkpoints=[*(result.best_checkpoints or ()), *unkept])
 
 
 def record_outcomes(
