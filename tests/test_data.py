@@ -340,6 +340,7 @@ def test_a_folder_of_parquet_parts_and_a_tsv_file_load_as_tables(tmp_path):
     for i in range(3):
         frame.iloc[20 * i:20 * (i + 1)].to_parquet(tmp_path / "parts" / f"part-{i:05d}.parquet")
     (tmp_path / "parts" / "_SUCCESS").write_text("")
+    (tmp_path / "parts" / ".part-00000.parquet.crc").write_text("")  # Hadoop's checksums: pyarrow skips them
     frame.to_csv(tmp_path / "table.tsv", sep="\t", index=False)  # tabs, with data.sep left at ","
     for name in ("parts", "table.tsv"):
         cfg = {"source": "file", "path": str(tmp_path / name), "target": "label"}
@@ -349,6 +350,10 @@ def test_a_folder_of_parquet_parts_and_a_tsv_file_load_as_tables(tmp_path):
     (tmp_path / "nothing").mkdir()
     with pytest.raises(RaySweepError, match="is a folder without Parquet files"):
         load({"source": "file", "path": str(tmp_path / "nothing"), "target": "label"})
+    (tmp_path / "parts" / "schema.json").write_text("{}")  # any other file would be read as a part
+    with pytest.raises(RaySweepError, match="is a folder of Parquet parts that also holds 'schema.json', which is "
+                                            "not Parquet; move it out of the folder"):
+        load({"source": "file", "path": str(tmp_path / "parts"), "target": "label"})
 
 
 def test_a_csv_with_its_separator_and_decimal_mark_set_reads_numbers(tmp_path):

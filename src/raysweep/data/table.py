@@ -36,13 +36,20 @@ def existing_file(path: str | Path) -> Path:
     """The path of a data file that exists, or of a folder of Parquet files (as Spark and Dask write a table).
 
     Raises:
-        RaySweepError: The file does not exist, or the folder holds no Parquet file.
+        RaySweepError: The file does not exist, or the folder holds no Parquet file, or another file too.
     """
     p = Path(path).expanduser()
     if p.is_dir():
         if not any(p.rglob("*.parquet")):
             raise RaySweepError(f"data.path {str(p)!r} is a folder without Parquet files; point it at a CSV or "
                                 "Parquet file, or a folder of Parquet parts")
+        # pyarrow reads every file of the folder but those it takes for metadata (a name, or a folder's, starting
+        # with "." or "_": Spark's _SUCCESS, .crc files); any other file would end in its traceback.
+        other = next((f for f in sorted(p.rglob("*")) if f.is_file() and not f.name.lower().endswith(_PARQUET_SUFFIXES)
+                      and not any(part.startswith((".", "_")) for part in f.relative_to(p).parts)), None)
+        if other is not None:
+            raise RaySweepError(f"data.path {str(p)!r} is a folder of Parquet parts that also holds "
+                                f"{str(other.relative_to(p))!r}, which is not Parquet; move it out of the folder")
         return p
     if not p.is_file():
         raise RaySweepError(f"data file {str(p)!r} not found; set data.path to an existing CSV or Parquet file")
