@@ -7,6 +7,7 @@ import math
 import sys
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from raysweep import ensemble, promotion, ranking, registry
@@ -153,3 +154,30 @@ def _one_line_exit_2(args, fragment, capsys, monkeypatch):
     lines = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2, lines
     assert len(lines) == 1 and lines[0].startswith("raysweep: ") and fragment in lines[0], lines
+
+
+@pytest.mark.parametrize("second, warned", [
+    ({"drop": ["signup"]}, None),  # other columns, the same rows and splits: its scores are held out
+    ({"split": "time", "time_column": "signup"}, "(data.split, data.time_column)"),
+    ({"seed": 1}, "(data.seed)"),
+])
+def test_an_ensemble_of_members_swept_on_other_splits_is_named_in_a_warning(tracking_uri, caplog, second, warned):
+    from types import SimpleNamespace
+
+    from raysweep.tracking.tags import VERSION_PARENT_TAG
+
+    client = MlflowClient()
+    experiment = client.create_experiment("members")
+    data = {"source": "file", "path": "/d/customers.csv", "target": "segment", "drop": [], "split": "random",
+            "time_column": None, "seed": 0}
+    versions = {}
+    for key, changed in (("a", {}), ("b", second)):
+        run = client.create_run(experiment).info.run_id
+        client.log_text(run, yaml.safe_dump({"data": {**data, **changed}}), "config.yaml")
+        versions[key] = SimpleNamespace(tags={VERSION_PARENT_TAG: run})
+    with caplog.at_level("WARNING", logger="raysweep.ensemble"):
+        ensemble._warn_if_split_apart(client, versions)
+    if warned is None:
+        assert "was swept on other rows" not in caplog.text
+    else:
+        assert f"member 'b' was swept on other rows or splits than 'a' {warned}" in caplog.text

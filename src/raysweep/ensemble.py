@@ -12,6 +12,7 @@ averages is configuration, ``conf/ensemble/NAME.yaml`` (:func:`load_spec`), or n
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from raysweep.tracking.tags import (
     VALUE_TAG,
     VERSION_PARENT_TAG,
 )
+
+log = logging.getLogger(__name__)
 
 #: What loading the ensemble itself needs, pinned to the versions it was built with; its members add theirs.
 REQUIREMENTS = ("mlflow", "numpy", "pandas")
@@ -150,6 +153,7 @@ def build(client: MlflowClient, name: str, members: Mapping[str, str], *, datase
     first = next(iter(versions.values()))
     if dataset is None:
         dataset = held_out_data(client, first)
+        _warn_if_split_apart(client, versions)
     metric, mode = first.tags.get(METRIC_TAG, "val_auc"), first.tags.get(MODE_TAG, "max")
     config = {"task": dataset.task, "classes": tabular.model_config(dataset.task, dataset.classes, ())["classes"]}
 
@@ -213,6 +217,35 @@ def build(client: MlflowClient, name: str, members: Mapping[str, str], *, datase
         registry.promote(client, name, version, by=by, reason="first version of the ensemble")
     current = client.get_model_version(name, version)
     return registry.Registration(name, version, tuple(sorted(current.aliases)), True)
+
+
+#: Data keys that choose columns, not rows: members may differ in them and still share their splits.
+_COLUMN_KEYS = ("drop", "task")
+
+
+def _warn_if_split_apart(client: MlflowClient, versions: Mapping) -> None:
+    """Warn when a member was swept on other rows or another split than the first member, whose validation and
+    test splits score the ensemble: that member may have trained on rows the scores count as held out."""
+    from omegaconf import OmegaConf
+
+    from raysweep.tracking import queries
+
+    def rows(mv):
+        parent = mv.tags.get(VERSION_PARENT_TAG)
+        spec = OmegaConf.to_container(queries.parent_config(client, parent).get("data") or {}) if parent else None
+        return None if spec is None else {k: v for k, v in spec.items() if k not in _COLUMN_KEYS}
+
+    (first_key, first), *others = versions.items()
+    expected = rows(first)
+    for key, mv in others:
+        found = rows(mv)
+        if expected is not None and found is not None and found != expected:
+            differ = ", ".join(f"data.{k}" for k in sorted(set(expected) | set(found))
+                               if expected.get(k) != found.get(k))
+            log.warning("raysweep: member %r was swept on other rows or splits than %r (%s), whose validation and "
+                        "test splits score the ensemble: its scores may count rows %r trained on; sweep the members "
+                        "on the same data and split", key, first_key, differ, key)
+            return
 
 
 def _score(scorer, dataset, split: str) -> dict[str, float]:
