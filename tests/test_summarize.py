@@ -11,7 +11,7 @@ from mlflow.entities import Metric, Param
 from conftest import use_store
 from raysweep.analysis import record_best, summarize
 from raysweep.errors import RaySweepError
-from raysweep.tracking.tags import BEST_RUN_NAME_TAG, MODEL_VALUE_TAG, PARENT_RUN_ID, RUN_NAME
+from raysweep.tracking.tags import BEST_RUN_NAME_TAG, MODEL_VALUE_TAG, PARENT_RUN_ID, RUN_NAME, STOP_REASON_TAG
 
 NAN = float("nan")
 
@@ -105,6 +105,12 @@ def test_summarize_without_a_finished_trial_reporting_the_metric_names_the_fix(t
     with pytest.raises(RaySweepError, match=r"\(2 trial runs, 0 failed\); the finished trials reported no number for "
                                             r"it \(NaN or none\): check what the trials report as 'score'$"):
         summarize(client, parent)
+    # The time budget ran out before any trial's first report: the budget, not the metric, is to change.
+    parent = _sweep(client, "max", [("a", None, "FINISHED", None), ("b", None, "FINISHED", None)])
+    client.set_tag(parent.info.run_id, STOP_REASON_TAG, "time_budget")
+    with pytest.raises(RaySweepError, match=r"\(2 trial runs, 0 failed\); sweep.stop.time_budget_s ran out before any "
+                                            r"trial reported it; raise sweep.stop.time_budget_s$"):
+        summarize(client, client.get_run(parent.info.run_id))
 
 
 def test_record_best_writes_the_best_trial_onto_the_parent_once_however_often_it_runs(tracking_uri):

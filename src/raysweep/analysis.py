@@ -115,6 +115,8 @@ def summarize(client: MlflowClient, parent) -> SweepSummary:
         failed = int((frame["status"] == "FAILED").sum()) if len(frame) else 0
         see = f"see the failed child runs' {ERROR_TAG} tag" if failed else \
             f"the finished trials reported no number for it (NaN or none): check what the trials report as {metric!r}"
+        if not failed and parent.data.tags.get(STOP_REASON_TAG) == "time_budget":
+            see = "sweep.stop.time_budget_s ran out before any trial reported it; raise sweep.stop.time_budget_s"
         raise RaySweepError(f"sweep {parent.info.run_name!r} has no finished trial reporting {metric!r} "
                             f"({len(frame)} trial runs, {failed} failed); {see}")
     best_value = float(values.iloc[best])
