@@ -288,8 +288,10 @@ def test_a_checkpoint_the_trial_wrote_but_a_sweep_wide_stop_kept_tune_from_recor
     trial = tmp_path / "t1"
     for name in ("checkpoint_000000", "checkpoint_000002"):
         (trial / name).mkdir(parents=True)
-    frame = pd.DataFrame({"val_auc": [0.9, 0.7, 0.8], "trial_id": "t1",
-                          "checkpoint_dir_name": ["checkpoint_000000", "checkpoint_000001", "checkpoint_000002"]})
+    (trial / "checkpoint_000003").mkdir()  # reported without the metric: never the best
+    frame = pd.DataFrame({"val_auc": [0.9, 0.7, 0.8, None], "trial_id": "t1",
+                          "checkpoint_dir_name": ["checkpoint_000000", "checkpoint_000001", "checkpoint_000002",
+                                                  "checkpoint_000003"]})
     kept = [(Checkpoint(str(trial / "checkpoint_000002")), {"val_auc": 0.8})]  # 000001: deleted by Tune
     result = Result(metrics={"trial_id": "t1", "val_auc": 0.8}, checkpoint=None, error=None, path=str(trial),
                     metrics_dataframe=frame, best_checkpoints=kept)
@@ -297,9 +299,14 @@ def test_a_checkpoint_the_trial_wrote_but_a_sweep_wide_stop_kept_tune_from_recor
     assert (found.checkpoint, found.checkpoint_value) == (str(trial / "checkpoint_000000"), 0.9)
     # Without such rows (or with every named checkpoint recorded), Tune's account is taken as it is.
     recorded = Result(metrics={"trial_id": "t1", "val_auc": 0.8}, checkpoint=None, error=None, path=str(trial),
-                      metrics_dataframe=frame.iloc[2:], best_checkpoints=kept)
+                      metrics_dataframe=frame.iloc[2:3], best_checkpoints=kept)
     (found,) = outcomes([recorded], lambda r: function.best_checkpoint(r, "val_auc", "max"), "val_auc")
     assert (found.checkpoint, found.checkpoint_value) == (str(trial / "checkpoint_000002"), 0.8)
+    # None recorded, and the first row named reported no metric: it never wins.
+    unrecorded = Result(metrics={"trial_id": "t1", "val_auc": 0.9}, checkpoint=None, error=None, path=str(trial),
+                        metrics_dataframe=frame.iloc[[3, 0]], best_checkpoints=[])
+    (found,) = outcomes([unrecorded], lambda r: function.best_checkpoint(r, "val_auc", "max"), "val_auc")
+    assert (found.checkpoint, found.checkpoint_value) == (str(trial / "checkpoint_000000"), 0.9)
 
 
 def test_a_failed_trials_run_its_dead_process_left_running_ends_failed_with_its_error(tracking_uri):

@@ -80,6 +80,7 @@ def with_unkept_checkpoints(result):
     does not keep) joins ``best_checkpoints`` with its row's metrics.
     """
     import dataclasses
+    import math
 
     frame = result.metrics_dataframe
     if frame is None or CHECKPOINT_NAME_KEY not in frame or not result.path:
@@ -91,7 +92,9 @@ def with_unkept_checkpoints(result):
     for row in frame[frame[CHECKPOINT_NAME_KEY].notna()].to_dict("records"):
         folder = Path(result.path) / str(row[CHECKPOINT_NAME_KEY])
         if folder.name not in known and folder.is_dir():  # a remote trial folder is not checked, nor added
-            unkept.append((Checkpoint.from_directory(str(folder)), row))
+            # The table's gaps are keys that report did not have (NaN would rank as a value).
+            reported = {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+            unkept.append((Checkpoint.from_directory(str(folder)), reported))
     if not unkept:
         return result
     return dataclasses.replace(result, best_checkpoints=[*(result.best_checkpoints or ()), *unkept])
