@@ -373,6 +373,17 @@ def _write_text(path: Path, text: str) -> Path:
     return path
 
 
+def test_a_target_text_pandas_reads_as_a_gap_is_named_with_its_rows(tmp_path, caplog):
+    # "None" is a class here, but pandas reads it as missing (as it does R's NA): the warning says which text.
+    rows = [f"{i},{['None', 'Minor', 'Major'][i % 3]}" for i in range(60)] + ["60,", "61,NA"]
+    path = _write_text(tmp_path / "claims.csv", "amount,damage\n" + "\n".join(rows) + "\n")
+    with caplog.at_level("WARNING", logger="raysweep.data"):
+        dataset = load(_file_cfg(path, target="damage"))
+    assert dataset.classes == ("Major", "Minor") and dataset.info.rows == 40
+    assert "target column 'damage' holds 'None' (20 rows), 'NA' (1 row), which pandas reads as missing" in caplog.text
+    assert "22 of 62 rows have no 'damage'" in caplog.text  # the empty field is a gap too, named by no text
+
+
 @pytest.mark.parametrize(
     "values, fragment",
     [

@@ -33,15 +33,15 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from raysweep.data.features import check_features
 from raysweep.data.fraud import generate_fraud
-from raysweep.data.splits import group_split, random_split, time_split
+from raysweep.data.splits import check_class_sizes, group_split, random_split, time_split
 from raysweep.data.table import (
-    check_class_sizes,
     check_columns,
     encode_target,
     existing_file,
@@ -49,6 +49,7 @@ from raysweep.data.table import (
     normalise,
     read_columns,
     read_table,
+    words_read_as_gaps,
 )
 from raysweep.errors import RaySweepError
 
@@ -272,6 +273,8 @@ def load(data_cfg: Any) -> Dataset | None:
         path = existing_file(cfg["path"]).resolve()
         frame = read_table(path, cfg["sep"], cfg["decimal"], cfg["encoding"])
         name, source = path.name.split(".")[0] or path.name, str(path)
+        if cfg["target"] in frame and frame[cfg["target"]].isna().any():
+            _name_words_read_as_gaps(path, cfg)
     # data.drop may name the file's row index, which reading it set aside.
     cfg["drop"] = [c for c in cfg["drop"] if frame.index.name is None or str(c) != frame.index.name]
     options = {k: cfg[k] for k in ("task", "drop", "val_fraction", "test_fraction", "split", "group_column",
@@ -340,6 +343,16 @@ def from_frame(frame: pd.DataFrame, target: str, *, task: str = "auto", drop=(),
     ys = [y[rows] for rows in parts]
     info = DatasetInfo(name=name, source=source, digest=digest(frame), rows=len(frame), features=X.shape[1])
     return Dataset(Xs[0], ys[0], Xs[1], ys[1], Xs[2], ys[2], task=task, classes=classes, info=info)
+
+
+def _name_words_read_as_gaps(path: Path, cfg: Mapping[str, Any]) -> None:
+    """Say which texts of the target pandas read as gaps (``None``, ``NA``): their rows are left out as unlabelled,
+    which is right for R's ``NA`` and wrong for a class of that name."""
+    words = words_read_as_gaps(path, cfg["target"], cfg["sep"], cfg["encoding"])
+    if words:
+        shown = ", ".join(f"{word!r} ({count} row{'s' * (count != 1)})" for word, count in list(words.items())[:3])
+        log.warning("raysweep: target column %r holds %s, which pandas reads as missing; if that is a class, rename "
+                    "it in the file", cfg["target"], shown)
 
 
 def _labelled(frame: pd.DataFrame, target: str) -> pd.DataFrame:

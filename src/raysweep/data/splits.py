@@ -7,7 +7,8 @@ split gets at least one row, and training at least one row of every class (check
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 Positions = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+log = logging.getLogger(__name__)
 
 
 def _counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
@@ -37,6 +40,35 @@ def _counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int
 def _too_few(n: int, how: str) -> RaySweepError:
     return RaySweepError(f"the data has {n} row(s), too few for a {how} train/validation/test split; add rows "
                          "(at least 3, and enough for data.val_fraction and data.test_fraction)")
+
+
+def check_class_sizes(codes: np.ndarray, classes: tuple[Any, ...], target: str) -> None:
+    """A binary task needs 2 rows of each class (one for training, one for validation: ROC AUC needs both).
+
+    Of many classes, one with a single row (real tables often have a few) trains the model, but no validation
+    or test row checks it; a warning names them.
+
+    Raises:
+        RaySweepError: A binary task with a class of one row, naming it; or classes mostly of one row each.
+    """
+    counts = np.bincount(codes, minlength=len(classes))
+    single = [classes[c] for c in np.flatnonzero(counts < 2)]
+    if not single:
+        return
+    if len(classes) == 2:
+        raise RaySweepError(
+            f"class {single[0]!r} of target column {target!r} has 1 row; a binary task needs at least 2 per class "
+            "(one to train on, one to validate): add rows of it"
+        )
+    if len(single) > len(classes) / 2:
+        raise RaySweepError(
+            f"target column {target!r} has {len(classes)} classes in {len(codes)} rows, {len(single)} of them seen "
+            "once: not labels a model can learn (an ID, a date?); pick another data.target, or data.task=regression "
+            "for a number"
+        )
+    named = ", ".join(map(repr, single[:5])) + (", ..." if len(single) > 5 else "")
+    log.warning("raysweep: %d class(es) of %r have one row (%s): they go to training, and no validation or test "
+                "row checks them", len(single), target, named)
 
 
 def random_split(n: int, val_fraction: float, test_fraction: float, seed: int,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +18,6 @@ from raysweep.errors import RaySweepError
 
 if TYPE_CHECKING:
     import pandas as pd
-
-log = logging.getLogger(__name__)
 
 #: An integer target with at most this many distinct values may be multiclass (see :func:`infer_task`).
 MAX_AUTO_CLASSES = 20
@@ -153,6 +150,26 @@ def read_table(path: str | Path, sep: str = ",", decimal: str = ".", encoding: s
             "which would be read as categories; add \"data.decimal=','\""
         )
     return frame
+
+
+def words_read_as_gaps(path: Path, column: str, sep: str = ",", encoding: str = "utf-8") -> dict[str, int]:
+    """The texts of a CSV column that pandas read as missing values, with how many rows hold each.
+
+    pandas reads ``NA``, ``None``, ``null``, ``N/A`` and a few more as gaps (as R writes ``NA``), which is what
+    most files mean; a class literally named ``None`` is read as one too. Empty fields are not counted.
+    """
+    import pandas as pd
+
+    if _kind(path) != "csv":
+        return {}
+    try:
+        raw = pd.read_csv(path, sep=_separator(path, sep), encoding=encoding, usecols=[column], dtype=str,
+                          keep_default_na=False)[column]
+        parsed = pd.read_csv(path, sep=_separator(path, sep), encoding=encoding, usecols=[column])[column]
+    except (ValueError, pd.errors.ParserError):  # a column pandas cannot select alone: nothing to say
+        return {}
+    words = raw[parsed.isna().to_numpy()].str.strip()
+    return {str(word): int(count) for word, count in words[words != ""].value_counts().items()}
 
 
 def _without_row_index(frame: pd.DataFrame) -> pd.DataFrame:
@@ -334,35 +351,6 @@ def _sorted_labels(values) -> tuple[Any, ...]:
         return tuple(sorted(labels))
     except TypeError:  # labels of mixed types: a stable order all the same
         return tuple(sorted(labels, key=lambda v: (type(v).__name__, str(v))))
-
-
-def check_class_sizes(codes: np.ndarray, classes: tuple[Any, ...], target: str) -> None:
-    """A binary task needs 2 rows of each class (one for training, one for validation: ROC AUC needs both).
-
-    Of many classes, one with a single row (real tables often have a few) trains the model, but no validation
-    or test row checks it; a warning names them.
-
-    Raises:
-        RaySweepError: A binary task with a class of one row, naming it; or classes mostly of one row each.
-    """
-    counts = np.bincount(codes, minlength=len(classes))
-    single = [classes[c] for c in np.flatnonzero(counts < 2)]
-    if not single:
-        return
-    if len(classes) == 2:
-        raise RaySweepError(
-            f"class {single[0]!r} of target column {target!r} has 1 row; a binary task needs at least 2 per class "
-            "(one to train on, one to validate): add rows of it"
-        )
-    if len(single) > len(classes) / 2:
-        raise RaySweepError(
-            f"target column {target!r} has {len(classes)} classes in {len(codes)} rows, {len(single)} of them seen "
-            "once: not labels a model can learn (an ID, a date?); pick another data.target, or data.task=regression "
-            "for a number"
-        )
-    named = ", ".join(map(repr, single[:5])) + (", ..." if len(single) > 5 else "")
-    log.warning("raysweep: %d class(es) of %r have one row (%s): they go to training, and no validation or test "
-                "row checks them", len(single), target, named)
 
 
 def normalise(X: pd.DataFrame) -> pd.DataFrame:
