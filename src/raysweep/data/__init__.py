@@ -274,7 +274,7 @@ def load(data_cfg: Any) -> Dataset | None:
         frame = read_table(path, cfg["sep"], cfg["decimal"], cfg["encoding"])
         name, source = path.name.split(".")[0] or path.name, str(path)
         if cfg["target"] in frame and frame[cfg["target"]].isna().any():
-            _name_words_read_as_gaps(path, cfg)
+            _name_words_read_as_gaps(path, cfg, frame[cfg["target"]].isna().to_numpy())
     # data.drop may name the file's row index, which reading it set aside.
     cfg["drop"] = [c for c in cfg["drop"] if frame.index.name is None or str(c) != frame.index.name]
     options = {k: cfg[k] for k in ("task", "drop", "val_fraction", "test_fraction", "split", "group_column",
@@ -345,10 +345,10 @@ def from_frame(frame: pd.DataFrame, target: str, *, task: str = "auto", drop=(),
     return Dataset(Xs[0], ys[0], Xs[1], ys[1], Xs[2], ys[2], task=task, classes=classes, info=info)
 
 
-def _name_words_read_as_gaps(path: Path, cfg: Mapping[str, Any]) -> None:
+def _name_words_read_as_gaps(path: Path, cfg: Mapping[str, Any], gaps: np.ndarray) -> None:
     """Say which texts of the target pandas read as gaps (``None``, ``NA``): their rows are left out as unlabelled,
     which is right for R's ``NA`` and wrong for a class of that name."""
-    words = words_read_as_gaps(path, cfg["target"], cfg["sep"], cfg["encoding"])
+    words = words_read_as_gaps(path, cfg["target"], gaps, cfg["sep"], cfg["encoding"])
     if words:
         shown = ", ".join(f"{word!r} ({count} row{'s' * (count != 1)})" for word, count in list(words.items())[:3])
         log.warning("raysweep: target column %r holds %s, which pandas reads as missing; if that is a class, rename "

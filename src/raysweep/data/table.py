@@ -152,23 +152,29 @@ def read_table(path: str | Path, sep: str = ",", decimal: str = ".", encoding: s
     return frame
 
 
-def words_read_as_gaps(path: Path, column: str, sep: str = ",", encoding: str = "utf-8") -> dict[str, int]:
+def words_read_as_gaps(path: Path, column: str, gaps, sep: str = ",", encoding: str = "utf-8") -> dict[str, int]:
     """The texts of a CSV column that pandas read as missing values, with how many rows hold each.
 
     pandas reads ``NA``, ``None``, ``null``, ``N/A`` and a few more as gaps (as R writes ``NA``), which is what
     most files mean; a class literally named ``None`` is read as one too. Empty fields are not counted.
+
+    Args:
+        path: The CSV file, already read.
+        column: The column to look at.
+        gaps: Which rows of the table read from ``path`` have a gap in ``column`` (booleans, in file order).
+        sep: The file's field separator.
+        encoding: The file's text encoding.
     """
     import pandas as pd
 
     if _kind(path) != "csv":
         return {}
-    try:
+    try:  # the column alone, as text: the table read before tells which rows became gaps
         raw = pd.read_csv(path, sep=_separator(path, sep), encoding=encoding, usecols=[column], dtype=str,
                           keep_default_na=False)[column]
-        parsed = pd.read_csv(path, sep=_separator(path, sep), encoding=encoding, usecols=[column])[column]
     except (ValueError, pd.errors.ParserError):  # a column pandas cannot select alone: nothing to say
         return {}
-    words = raw[parsed.isna().to_numpy()].str.strip()
+    words = raw[np.asarray(gaps, dtype=bool)].str.strip()
     return {str(word): int(count) for word, count in words[words != ""].value_counts().items()}
 
 
